@@ -1,0 +1,40 @@
+//! The wire contract between the recorder page, the relay and the renderer.
+//!
+//! Only this crate knows the wire format: every type that derives `Serialize` or
+//! `Deserialize` lives here, so a change to what travels over a socket is a change to
+//! this crate and to `docs/protocol.md`, never a side effect of an internal refactor.
+//!
+//! Modules, in reading order:
+//! - [`page`]: what the browser sends ([`PageMessage`]) and what it is sent back ([`ServerMessage`]).
+//! - [`link`]: the relay ↔ renderer envelope ([`RelayMessage`], [`RendererMessage`]) that carries
+//!   page traffic tagged with the connection it came from.
+//! - [`limits`]: shared defaults and the [`Limits`] a receiver checks messages against.
+//! - [`validate`]: the checks every receiver runs before it trusts a message.
+//! - [`codec`]: decoding with errors a sender can act on.
+//! - [`names`]: the only shape a heatmap file name may have.
+//!
+//! The crate does no IO and has no async runtime: it is plain data and pure functions.
+
+pub mod codec;
+mod error;
+pub mod limits;
+pub mod link;
+pub mod names;
+pub mod page;
+pub mod validate;
+
+pub use codec::{decode_page, decode_relay, decode_renderer, encode};
+pub use error::{Error, ErrorCode};
+pub use limits::Limits;
+pub use link::{ConnId, RelayMessage, RendererMessage};
+pub use page::{
+    Generate, HeatmapReady, LinkState, PageMessage, Point, PointKind, PointsBatch, RecordingId,
+    ServerMessage, Viewport,
+};
+
+/// The protocol version spoken by this build.
+///
+/// Both handshakes (page → relay `hello`, relay → renderer `hello`) carry it; a peer with
+/// another version is refused with [`ErrorCode::UnsupportedVersion`] rather than being
+/// misunderstood silently.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,57 @@
+//! The relay ↔ renderer link: page traffic in an envelope that names its connection.
+//!
+//! The relay multiplexes every page over one WebSocket to the renderer. Each page message
+//! travels inside [`RelayMessage::Page`] with the relay's [`ConnId`] for that page, and each
+//! answer comes back inside [`RendererMessage::Reply`] with the same id, which is how the
+//! relay routes it to the page that asked.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::page::{PageMessage, ServerMessage};
+
+/// The relay's number for one page connection, unique for the relay's lifetime.
+pub type ConnId = u64;
+
+/// What the relay sends the renderer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayMessage {
+    /// First message on the link: the relay's protocol version.
+    Hello {
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        v: u32,
+    },
+    /// A message from a page, already validated by the relay.
+    Page {
+        /// The page connection it came from.
+        conn: ConnId,
+        /// The page's message.
+        msg: PageMessage,
+    },
+}
+
+/// What the renderer sends the relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RendererMessage {
+    /// Answer to `hello`: the link is usable.
+    Welcome {
+        /// The renderer's protocol version.
+        v: u32,
+    },
+    /// An answer for one page.
+    Reply {
+        /// The page connection to route it to.
+        conn: ConnId,
+        /// The answer.
+        msg: ServerMessage,
+    },
+    /// A problem with the link itself (not with one page's message).
+    Error {
+        /// A stable code to match on.
+        code: ErrorCode,
+        /// A sentence for people.
+        message: String,
+    },
+}

@@ -1,0 +1,257 @@
+//! Messages between a browser page and the relay.
+//!
+//! Every message is a JSON object with a `type` field. The page speaks [`PageMessage`];
+//! it hears [`ServerMessage`], some written by the relay (link state) and some by the
+//! renderer (acknowledgements, images) and routed back by the relay.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::limits::MAX_RECORDING_ID_LEN;
+
+/// What a page sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PageMessage {
+    /// First message of a connection: the protocol version the page speaks.
+    Hello {
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        v: u32,
+    },
+    /// A new recording begins; ids are chosen by the page so that resends after a
+    /// reconnect land in the same recording.
+    Start {
+        /// The recording's id, unique per recording.
+        recording: RecordingId,
+        /// The viewport size when recording started.
+        viewport: Viewport,
+    },
+    /// A batch of coalesced pointer events.
+    Points(PointsBatch),
+    /// The recording ends; later batches with lower sequence numbers (resends) still count.
+    Stop {
+        /// The recording that ends.
+        recording: RecordingId,
+    },
+    /// Render the recording into a PNG heatmap.
+    Generate(Generate),
+}
+
+/// A batch of points of one recording.
+///
+/// The page numbers batches from 0 per recording so the renderer can drop a resent
+/// duplicate and acknowledge each batch exactly once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointsBatch {
+    /// The recording the points belong to.
+    pub recording: RecordingId,
+    /// The batch's sequence number within its recording, starting at 0.
+    pub seq: u64,
+    /// The viewport the coordinates are relative to (it may change between batches).
+    pub viewport: Viewport,
+    /// The points, in the order they happened.
+    pub points: Vec<Point>,
+}
+
+/// A request to render a recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generate {
+    /// The recording to render: the page's latest one, stopped or still running.
+    pub recording: RecordingId,
+}
+
+/// What the page is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Answer to `hello`: the versions agree, and the current renderer link state.
+    Welcome {
+        /// The relay's protocol version.
+        v: u32,
+        /// The relay ↔ renderer link state at this moment.
+        renderer: LinkState,
+    },
+    /// The relay ↔ renderer link changed state; sent to every page on each change.
+    Link {
+        /// The new state.
+        renderer: LinkState,
+    },
+    /// The renderer knows the recording and will accept its batches.
+    Started {
+        /// The recording that started.
+        recording: RecordingId,
+    },
+    /// The renderer accepted a batch (or had it already: acks are idempotent).
+    Ack {
+        /// The recording of the batch.
+        recording: RecordingId,
+        /// The batch's sequence number.
+        seq: u64,
+        /// How many points the recording holds now.
+        n_points: u64,
+    },
+    /// The recording was stopped.
+    Stopped {
+        /// The recording that stopped.
+        recording: RecordingId,
+        /// How many points it holds.
+        n_points: u64,
+    },
+    /// A heatmap was written; the relay serves it at `/heatmaps/<name>`.
+    Heatmap(HeatmapReady),
+    /// A message was refused. The connection stays open unless the code says otherwise.
+    Error {
+        /// A stable code to match on.
+        code: ErrorCode,
+        /// A sentence for people.
+        message: String,
+        /// The recording concerned, when the refused message named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recording: Option<RecordingId>,
+        /// The batch concerned, when the refused message was a batch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+}
+
+/// A rendered heatmap, announced to the page that asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeatmapReady {
+    /// The recording it shows.
+    pub recording: RecordingId,
+    /// The file name, of the shape [`crate::names::is_heatmap_name`] accepts.
+    pub name: String,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Points the image was computed from.
+    pub n_points: u64,
+    /// Time the renderer spent, in milliseconds (accumulate to encoded file).
+    pub render_ms: f64,
+}
+
+/// State of a link as shown in the page's nav bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Connected and the handshake is done.
+    Connected,
+    /// Trying to (re)connect.
+    Connecting,
+    /// Not connected and waiting before the next attempt.
+    Disconnected,
+}
+
+impl LinkState {
+    /// The state as written on the wire and in `data-state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Connected => "connected",
+            LinkState::Connecting => "connecting",
+            LinkState::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// A page-chosen recording id: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
+///
+/// Checked when decoded, so no code past the decoder can meet an id that could be a path,
+/// a log injection or an unbounded key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RecordingId(String);
+
+impl RecordingId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RecordingId {
+    type Error = String;
+
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        let well_formed = !id.is_empty()
+            && id.len() <= MAX_RECORDING_ID_LEN
+            && id
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+        if well_formed {
+            Ok(RecordingId(id))
+        } else {
+            Err(format!(
+                "recording id must be 1 to {MAX_RECORDING_ID_LEN} characters of A-Z, a-z, 0-9, '_' or '-'"
+            ))
+        }
+    }
+}
+
+impl TryFrom<&str> for RecordingId {
+    type Error = String;
+
+    fn try_from(id: &str) -> Result<Self, Self::Error> {
+        RecordingId::try_from(id.to_owned())
+    }
+}
+
+impl From<RecordingId> for String {
+    fn from(id: RecordingId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for RecordingId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The page's viewport in CSS pixels; coordinates are relative to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewport {
+    /// Width, 1 to [`crate::limits::MAX_VIEWPORT_SIDE`].
+    pub width: u32,
+    /// Height, 1 to [`crate::limits::MAX_VIEWPORT_SIDE`].
+    pub height: u32,
+}
+
+/// What kind of pointer event a point records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointKind {
+    /// The pointer moved here.
+    Move,
+    /// A click (primary button press) happened here.
+    Click,
+}
+
+/// One pointer event, sent as the compact array `[x, y, t, kind]`.
+///
+/// `x`/`y` are CSS pixels inside the batch's viewport; `t` is milliseconds since the
+/// recording started. The array form keeps batches about half the size of objects.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "(f32, f32, u32, PointKind)", into = "(f32, f32, u32, PointKind)")]
+pub struct Point {
+    /// Horizontal position, 0 ..= viewport width.
+    pub x: f32,
+    /// Vertical position, 0 ..= viewport height.
+    pub y: f32,
+    /// Milliseconds since the recording started.
+    pub t: u32,
+    /// Move or click.
+    pub kind: PointKind,
+}
+
+impl From<(f32, f32, u32, PointKind)> for Point {
+    fn from((x, y, t, kind): (f32, f32, u32, PointKind)) -> Self {
+        Point { x, y, t, kind }
+    }
+}
+
+impl From<Point> for (f32, f32, u32, PointKind) {
+    fn from(point: Point) -> Self {
+        (point.x, point.y, point.t, point.kind)
+    }
+}
