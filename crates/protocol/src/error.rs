@@ -81,7 +81,10 @@ impl ErrorCode {
     /// A dense index into [`ErrorCode::ALL`], so counters can be a plain array.
     pub fn index(self) -> usize {
         // ALL lists every variant once, so the search always succeeds; 0 is unreachable.
-        ErrorCode::ALL.iter().position(|code| *code == self).unwrap_or(0)
+        ErrorCode::ALL
+            .iter()
+            .position(|code| *code == self)
+            .unwrap_or(0)
     }
 }
 

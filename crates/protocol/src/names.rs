@@ -55,8 +55,14 @@ mod tests {
 
     #[test]
     fn built_names_are_accepted() {
-        assert!(is_heatmap_name(&heatmap_file_name("2026-11-29_19-30-05", 0)));
-        assert!(is_heatmap_name(&heatmap_file_name("2026-11-29_19-30-05", 12)));
+        assert!(is_heatmap_name(&heatmap_file_name(
+            "2026-11-29_19-30-05",
+            0
+        )));
+        assert!(is_heatmap_name(&heatmap_file_name(
+            "2026-11-29_19-30-05",
+            12
+        )));
     }
 
     #[test]

@@ -232,7 +232,10 @@ pub enum PointKind {
 /// `x`/`y` are CSS pixels inside the batch's viewport; `t` is milliseconds since the
 /// recording started. The array form keeps batches about half the size of objects.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(from = "(f32, f32, u32, PointKind)", into = "(f32, f32, u32, PointKind)")]
+#[serde(
+    from = "(f32, f32, u32, PointKind)",
+    into = "(f32, f32, u32, PointKind)"
+)]
 pub struct Point {
     /// Horizontal position, 0 ..= viewport width.
     pub x: f32,

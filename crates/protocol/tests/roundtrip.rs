@@ -34,7 +34,9 @@ fn batch() -> PointsBatch {
 
 fn page_messages() -> Vec<PageMessage> {
     vec![
-        PageMessage::Hello { v: PROTOCOL_VERSION },
+        PageMessage::Hello {
+            v: PROTOCOL_VERSION,
+        },
         PageMessage::Start {
             recording: id("r-1"),
             viewport: Viewport {
@@ -94,7 +96,11 @@ fn server_messages() -> Vec<ServerMessage> {
 fn page_messages_round_trip() {
     for msg in page_messages() {
         let text = encode(&msg);
-        assert_eq!(decode_page(&text, &Limits::default()).unwrap(), msg, "{text}");
+        assert_eq!(
+            decode_page(&text, &Limits::default()).unwrap(),
+            msg,
+            "{text}"
+        );
     }
 }
 
@@ -105,7 +111,10 @@ fn link_messages_round_trip() {
             conn: conn as u64,
             msg,
         };
-        assert_eq!(decode_relay(&encode(&msg), &Limits::default()).unwrap(), msg);
+        assert_eq!(
+            decode_relay(&encode(&msg), &Limits::default()).unwrap(),
+            msg
+        );
     }
     for (conn, msg) in server_messages().into_iter().enumerate() {
         let msg = RendererMessage::Reply {
@@ -114,8 +123,13 @@ fn link_messages_round_trip() {
         };
         assert_eq!(decode_renderer(&encode(&msg)).unwrap(), msg);
     }
-    let hello = RelayMessage::Hello { v: PROTOCOL_VERSION };
-    assert_eq!(decode_relay(&encode(&hello), &Limits::default()).unwrap(), hello);
+    let hello = RelayMessage::Hello {
+        v: PROTOCOL_VERSION,
+    };
+    assert_eq!(
+        decode_relay(&encode(&hello), &Limits::default()).unwrap(),
+        hello
+    );
 }
 
 #[test]
@@ -144,10 +158,16 @@ fn documented_examples_decode() {
             || serde_json::from_str::<ServerMessage>(example).is_ok()
             || decode_relay(example, &Limits::default()).is_ok()
             || decode_renderer(example).is_ok();
-        assert!(decoded_as_any, "example of {kind:?} does not decode:\n{example}");
+        assert!(
+            decoded_as_any,
+            "example of {kind:?} does not decode:\n{example}"
+        );
         n_examples += 1;
     }
-    assert!(n_examples >= 12, "only {n_examples} examples found in docs/protocol.md");
+    assert!(
+        n_examples >= 12,
+        "only {n_examples} examples found in docs/protocol.md"
+    );
 }
 
 #[test]

@@ -1,0 +1,25 @@
+//! Plumbing that the relay and the renderer share, so that neither depends on the other.
+//!
+//! Both tiers are hyper 1 servers that upgrade some requests to WebSockets; the code that
+//! accepts connections, upgrades them, limits them and stops them is the same and lives
+//! here. Nothing in this crate knows what a heatmap is.
+//!
+//! Modules, in reading order:
+//! - [`shutdown`]: one signal every task listens to, and a wait for all of them to finish.
+//! - [`serve`]: the accept loop: connection cap, accept back-off, graceful stop.
+//! - [`http`]: small response builders.
+//! - [`ws`]: the server side of the WebSocket upgrade on a hyper request.
+//! - [`rate`]: a token bucket for per-connection message rates.
+//! - [`counters`]: error counters keyed by the protocol's error codes.
+
+pub mod counters;
+pub mod http;
+pub mod rate;
+pub mod serve;
+pub mod shutdown;
+pub mod ws;
+
+pub use counters::ErrorCounters;
+pub use rate::TokenBucket;
+pub use serve::{serve, ServeConfig};
+pub use shutdown::{Shutdown, ShutdownController};

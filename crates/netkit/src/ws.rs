@@ -1,0 +1,105 @@
+//! The server side of the WebSocket handshake on a hyper request.
+//!
+//! hyper answers `101 Switching Protocols` and hands over the raw connection; tungstenite
+//! then speaks WebSocket on it (see tokio-tungstenite's `server-custom-accept` example).
+
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::http::{self, Body};
+
+/// A server-side WebSocket over an upgraded hyper connection.
+pub type ServerSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Whether the request asks for a WebSocket upgrade.
+pub fn is_upgrade(request: &Request<Incoming>) -> bool {
+    let has_token = |name, token: &str| {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(CONNECTION, "upgrade") && has_token(UPGRADE, "websocket")
+}
+
+/// Answers the handshake and returns the future socket.
+///
+/// The caller returns the response to hyper, then awaits the socket in a task of its own.
+/// `max_message_bytes` bounds one message (and one frame); a larger one ends the socket
+/// with a capacity error the caller turns into close code 1009.
+///
+/// # Errors
+/// A `400` response when the request lacks a usable `Sec-WebSocket-Key` or version.
+#[allow(clippy::result_large_err)]
+pub fn accept(
+    mut request: Request<Incoming>,
+    max_message_bytes: usize,
+) -> Result<
+    (
+        Response<Body>,
+        impl std::future::Future<Output = Option<ServerSocket>>,
+    ),
+    Response<Body>,
+> {
+    let version_ok = request
+        .headers()
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_some_and(|version| version == "13");
+    let Some(key) = request
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .filter(|_| version_ok)
+    else {
+        return Err(http::text(
+            StatusCode::BAD_REQUEST,
+            "websocket upgrade needs sec-websocket-key and sec-websocket-version 13",
+        ));
+    };
+    let accept_key = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept_key) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes));
+    let socket = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => Some(
+                WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await,
+            ),
+            Err(err) => {
+                tracing::debug!(cause = %err, "websocket upgrade failed");
+                None
+            }
+        }
+    };
+    Ok((response, socket))
+}
+
+/// Whether a tungstenite error means the peer sent a message over the size limit.
+pub fn is_too_large(err: &tokio_tungstenite::tungstenite::Error) -> bool {
+    matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_))
+}

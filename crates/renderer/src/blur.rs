@@ -1,0 +1,207 @@
+//! Gaussian smoothing in time independent of the radius: three box blurs per axis.
+//!
+//! Three successive box filters approximate a Gaussian closely (central limit theorem), and
+//! a box filter costs the same for any radius with a running sum. The box widths are chosen
+//! so that the three boxes' variance equals the Gaussian's (Kutskir's formula).
+
+use crate::grid::Grid;
+
+/// Smooths `grid` in place with a Gaussian of standard deviation `sigma` cells.
+///
+/// Mass near the border flows out of the image, as it would with an exact Gaussian and
+/// zero padding. `sigma <= 0` leaves the grid as it is.
+pub fn gaussian_blur(grid: &mut Grid, sigma: f32) {
+    if sigma <= 0.0 || !sigma.is_finite() {
+        return;
+    }
+    let width = grid.width();
+    let height = grid.height();
+    let mut scratch = vec![0.0f32; width * height];
+    for radius in box_radii(sigma) {
+        box_blur_rows(grid.cells_mut(), &mut scratch, width, radius);
+        box_blur_columns(&scratch, grid.cells_mut(), width, height, radius);
+    }
+}
+
+/// Radii of three boxes whose combined variance is `sigma²`.
+pub fn box_radii(sigma: f32) -> [usize; 3] {
+    const N_BOXES: f32 = 3.0;
+    let sigma = f64::from(sigma);
+    let ideal_width = (12.0 * sigma * sigma / f64::from(N_BOXES) + 1.0).sqrt();
+    let mut lower = ideal_width.floor() as i64;
+    if lower % 2 == 0 {
+        lower -= 1;
+    }
+    let lower = lower.max(1);
+    let upper = lower + 2;
+    let lower_f = lower as f64;
+    let n = f64::from(N_BOXES);
+    let n_lower = ((12.0 * sigma * sigma - n * lower_f * lower_f - 4.0 * n * lower_f - 3.0 * n)
+        / (-4.0 * lower_f - 4.0))
+        .round()
+        .clamp(0.0, n) as usize;
+    let mut radii = [0usize; 3];
+    for (idx, radius) in radii.iter_mut().enumerate() {
+        let box_width = if idx < n_lower { lower } else { upper };
+        *radius = ((box_width - 1) / 2) as usize;
+    }
+    radii
+}
+
+/// Box blur along each row of `src` (rows of `width` cells) into `dst`.
+fn box_blur_rows(src: &[f32], dst: &mut [f32], width: usize, radius: usize) {
+    let scale = 1.0 / (2 * radius + 1) as f32;
+    for (src_row, dst_row) in src.chunks_exact(width).zip(dst.chunks_exact_mut(width)) {
+        // The running sum over [x - radius, x + radius], with zeros outside the row.
+        let mut sum: f32 = src_row.iter().take(radius).sum();
+        for x in 0..width {
+            if let Some(entering) = src_row.get(x + radius) {
+                sum += entering;
+            }
+            dst_row[x] = sum * scale;
+            if x >= radius {
+                sum -= src_row[x - radius];
+            }
+        }
+    }
+}
+
+/// Box blur along each column of `src` (`height` rows of `width`) into `dst`.
+///
+/// Walks rows, not columns, keeping one running sum per column: every access is
+/// sequential, which matters far more than the arithmetic.
+fn box_blur_columns(src: &[f32], dst: &mut [f32], width: usize, height: usize, radius: usize) {
+    let scale = 1.0 / (2 * radius + 1) as f32;
+    let mut sums = vec![0.0f32; width];
+    for row in src.chunks_exact(width).take(radius) {
+        for (sum, value) in sums.iter_mut().zip(row) {
+            *sum += value;
+        }
+    }
+    for y in 0..height {
+        if y + radius < height {
+            let entering = &src[(y + radius) * width..(y + radius + 1) * width];
+            for (sum, value) in sums.iter_mut().zip(entering) {
+                *sum += value;
+            }
+        }
+        for (out, sum) in dst[y * width..(y + 1) * width].iter_mut().zip(&sums) {
+            *out = sum * scale;
+        }
+        if y >= radius {
+            let leaving = &src[(y - radius) * width..(y - radius + 1) * width];
+            for (sum, value) in sums.iter_mut().zip(leaving) {
+                *sum -= value;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exact Gaussian blur by direct convolution, for reference.
+    fn exact_gaussian(grid: &Grid, sigma: f32) -> Vec<f32> {
+        let (width, height) = (grid.width(), grid.height());
+        let reach = (4.0 * sigma).ceil() as i64;
+        let kernel: Vec<f32> = (-reach..=reach)
+            .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
+            .collect();
+        let norm: f32 = kernel.iter().sum();
+        let kernel: Vec<f32> = kernel.iter().map(|k| k / norm).collect();
+        let src = grid.cells();
+        let mut rows = vec![0.0; width * height];
+        for y in 0..height {
+            for x in 0..width {
+                rows[y * width + x] = (-reach..=reach)
+                    .filter_map(|d| {
+                        let sx = x as i64 + d;
+                        (0..width as i64)
+                            .contains(&sx)
+                            .then(|| src[y * width + sx as usize] * kernel[(d + reach) as usize])
+                    })
+                    .sum();
+            }
+        }
+        let mut out = vec![0.0; width * height];
+        for y in 0..height {
+            for x in 0..width {
+                out[y * width + x] = (-reach..=reach)
+                    .filter_map(|d| {
+                        let sy = y as i64 + d;
+                        (0..height as i64)
+                            .contains(&sy)
+                            .then(|| rows[sy as usize * width + x] * kernel[(d + reach) as usize])
+                    })
+                    .sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn box_radii_match_the_variance() {
+        for sigma in [2.5f32, 8.0, 18.0, 40.0] {
+            let variance: f32 = box_radii(sigma)
+                .iter()
+                .map(|&r| {
+                    let width = (2 * r + 1) as f32;
+                    (width * width - 1.0) / 12.0
+                })
+                .sum();
+            let relative = (variance - sigma * sigma).abs() / (sigma * sigma);
+            assert!(
+                relative < 0.05,
+                "sigma {sigma}: boxes give variance {variance}"
+            );
+        }
+    }
+
+    #[test]
+    fn three_boxes_approximate_an_exact_gaussian() {
+        for sigma in [4.0f32, 10.0] {
+            let mut grid = Grid::new(160, 120);
+            grid.accumulate(&[[32768, 32768]], 1000.0);
+            grid.accumulate(&[[16000, 20000], [16100, 20000]], 300.0);
+            let exact = exact_gaussian(&grid, sigma);
+            gaussian_blur(&mut grid, sigma);
+            let peak = exact.iter().copied().fold(0.0, f32::max);
+            let worst = grid
+                .cells()
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            // Three boxes give a slightly flatter top than a Gaussian (in one dimension the
+            // Irwin-Hall peak is 6% lower; in two, about 12% before variance matching).
+            // Within 10% of the peak everywhere is invisible once colour-mapped.
+            assert!(
+                worst / peak < 0.10,
+                "sigma {sigma}: error {worst} vs peak {peak}"
+            );
+        }
+    }
+
+    #[test]
+    fn blur_conserves_mass_away_from_borders() {
+        let mut grid = Grid::new(200, 200);
+        grid.accumulate(&[[32768, 32768], [30000, 35000]], 50.0);
+        let before = grid.total();
+        gaussian_blur(&mut grid, 12.0);
+        assert!((grid.total() - before).abs() / before < 1e-4);
+    }
+
+    #[test]
+    fn peak_stays_at_the_cluster() {
+        let mut grid = Grid::new(300, 200);
+        grid.accumulate(&[[49152, 16384]; 20], 1.0);
+        grid.accumulate(&[[8000, 60000]], 1.0);
+        gaussian_blur(&mut grid, 9.0);
+        let (col, row) = grid.argmax();
+        assert!(
+            (col as i64 - 225).abs() <= 1 && (row as i64 - 50).abs() <= 1,
+            "{col},{row}"
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The renderer's settings: command-line flags, with their defaults in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use protocol::limits;
+
+/// Every knob of the renderer. `Config::default()` is what the binary runs with when given
+/// no flags, so tests and the binary share the same defaults.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "renderer",
+    version,
+    about = "Accumulates recorded pointer events and renders PNG heatmaps."
+)]
+pub struct Config {
+    /// Address to listen on for the relay's WebSocket and image requests (port 0 picks a free port).
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], limits::DEFAULT_RENDERER_PORT)))]
+    pub listen: SocketAddr,
+
+    /// Folder the PNG heatmaps are written to (created if missing); nothing is written outside it.
+    #[arg(long, default_value = "heatmaps")]
+    pub out_dir: PathBuf,
+
+    /// Folder for the renderer's stored data (created if missing).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Width of generated images, in pixels.
+    #[arg(long, default_value_t = limits::DEFAULT_IMAGE_WIDTH, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    pub width: u32,
+
+    /// Height of generated images, in pixels.
+    #[arg(long, default_value_t = limits::DEFAULT_IMAGE_HEIGHT, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    pub height: u32,
+
+    /// Smoothing bandwidth: the Gaussian's standard deviation, in pixels of the output image.
+    #[arg(long, default_value_t = 18.0)]
+    pub bandwidth: f32,
+
+    /// Shared secret the relay must present (Authorization: Bearer); unset accepts any local peer.
+    #[arg(long, env = "HEATMAP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Largest WebSocket message accepted from the relay, in bytes; larger ones close the link with 1009.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Most points in one batch.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_POINTS_PER_BATCH)]
+    pub max_points_per_batch: usize,
+
+    /// Recordings kept in memory; beyond this the least recently used one is dropped.
+    #[arg(long, default_value_t = 1000)]
+    pub max_recordings: usize,
+
+    /// Most points one recording may hold; further batches are refused with recording_full.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub max_points_per_recording: u64,
+
+    /// Most points held over all recordings (4 bytes each); further batches are refused with recording_full.
+    #[arg(long, default_value_t = 50_000_000)]
+    pub max_total_points: u64,
+
+    /// Most TCP connections open at once (relays and image requests).
+    #[arg(long, default_value_t = 64)]
+    pub max_connections: usize,
+
+    /// Renders running at once; further Generate requests wait their turn.
+    #[arg(long, default_value_t = 2)]
+    pub max_concurrent_renders: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Parsing no arguments cannot fail: every flag has a default or is optional.
+        Config::parse_from(["renderer"])
+    }
+}

@@ -1,0 +1,86 @@
+//! The renderer: holds recordings and turns them into PNG heatmaps.
+//!
+//! It is a WebSocket server for the relay (one link carries every page's traffic) and a
+//! small HTTP server for the images it wrote. The relay is its only client by design; the
+//! renderer still validates every message, because it is a server of its own.
+//!
+//! Modules, in reading order:
+//! - `config`: the flags ([`Config`]).
+//! - `server`: HTTP routes and the WebSocket upgrade.
+//! - `link`: one relay connection: decode, apply, answer.
+//! - `store`: recordings, their points and the batches already counted.
+//! - `grid`: the density grid ([`grid::Grid`]) points accumulate into.
+//! - `blur`: Gaussian smoothing by three box blurs.
+//! - `colormap`: colour tables, scales and the alpha ramp.
+//! - `render`: the pipeline from points to PNG bytes.
+//! - `output`: file names and writes inside the output folder.
+
+pub mod blur;
+pub mod colormap;
+mod config;
+mod context;
+mod error;
+pub mod grid;
+mod link;
+pub mod output;
+pub mod render;
+mod server;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use netkit::{ServeConfig, ShutdownController};
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+pub use config::Config;
+pub use error::Error;
+
+/// How long shutdown waits for links and renders to finish before giving up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves on `listener` until `shutdown` resolves, then closes every link with 1001 and
+/// waits (boundedly) for renders in flight.
+///
+/// # Errors
+/// Only for problems before serving starts; an unwritable output folder is logged and
+/// reported to each Generate instead, so the renderer keeps running.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if let Err(err) = std::fs::create_dir_all(&config.out_dir) {
+        error!(path = %config.out_dir.display(), cause = %err, "cannot create the output folder; Generate will fail until it exists");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create data folder {}", config.data_dir.display()))?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    info!(%addr, out_dir = %config.out_dir.display(), "renderer listening");
+
+    let serve_config = ServeConfig {
+        max_connections: config.max_connections,
+        ..ServeConfig::default()
+    };
+    let ctx = Arc::new(context::Context::new(config));
+    let controller = ShutdownController::default();
+    let task_shutdown = controller.subscribe();
+    let server = netkit::serve(
+        listener,
+        serve_config,
+        controller.subscribe(),
+        move |request, peer| server::handle(request, peer, ctx.clone(), task_shutdown.clone()),
+    );
+    tokio::select! {
+        () = server => {}
+        () = shutdown => info!("shutdown requested"),
+    }
+    if !controller.shutdown(SHUTDOWN_GRACE).await {
+        warn!("some links or renders were still running after {SHUTDOWN_GRACE:?}");
+    }
+    info!("renderer stopped");
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! One relay connection: decode its envelopes, apply them to the store, answer each.
+//!
+//! The socket is split into a reader (this task) and a writer task fed by a bounded queue.
+//! Batches are applied inline (they take microseconds); renders run on blocking threads
+//! behind a semaphore, and their answers join the same queue when they finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use netkit::ws::{is_too_large, ServerSocket};
+use netkit::Shutdown;
+use protocol::{
+    decode_relay, encode, ConnId, Error, ErrorCode, HeatmapReady, PageMessage, RecordingId,
+    RelayMessage, RendererMessage, ServerMessage, PROTOCOL_VERSION,
+};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, error, info, warn};
+
+use crate::context::Context;
+use crate::output::{local_stamp, write_heatmap};
+use crate::render::{render_png, RenderInput};
+use crate::store::{lock, unknown};
+
+/// Frames waiting to be written to one relay.
+///
+/// Acks are a few dozen bytes; 1024 absorbs a burst while the writer catches up. When it
+/// is full the reader waits, so the relay's socket fills and TCP pushes back on it.
+const LINK_QUEUE: usize = 1024;
+
+/// Serves one relay until it disconnects or the renderer shuts down.
+pub(crate) async fn serve_link(
+    socket: ServerSocket,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    mut shutdown: Shutdown,
+) {
+    info!(%peer, "relay connected");
+    ctx.links_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(LINK_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let closing = matches!(msg, Message::Close(_));
+            if let Err(err) = sink.send(msg).await {
+                debug!(cause = %err, "relay link write failed");
+                break;
+            }
+            if closing {
+                break;
+            }
+        }
+    });
+
+    let mut link = Link {
+        ctx: ctx.clone(),
+        tx: tx.clone(),
+        greeted: false,
+        shutdown: shutdown.clone(),
+    };
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = shutdown.wait() => {
+                let _ = tx.send(close(CloseCode::Away, "renderer shutting down")).await;
+                break;
+            }
+        };
+        match frame {
+            None | Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Text(text))) => {
+                if link.handle_text(text.as_str()).await.is_break() {
+                    break;
+                }
+            }
+            Some(Ok(Message::Binary(_))) => {
+                link.refuse(Error::new(
+                    ErrorCode::BinaryFrame,
+                    "only text frames are spoken on this link",
+                ))
+                .await;
+            }
+            Some(Ok(_)) => {} // Ping and pong are answered by tungstenite.
+            Some(Err(err)) if is_too_large(&err) => {
+                ctx.errors.record(ErrorCode::TooLarge);
+                warn!(%peer, "relay sent a message over --max-frame-bytes; closing with 1009");
+                let _ = tx.send(close(CloseCode::Size, "message too large")).await;
+                break;
+            }
+            Some(Err(err)) => {
+                debug!(%peer, cause = %err, "relay link read failed");
+                break;
+            }
+        }
+    }
+    drop(link);
+    drop(tx);
+    let _ = writer.await;
+    ctx.links_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    info!(%peer, "relay disconnected");
+}
+
+/// A close frame with a code and reason.
+pub(crate) fn close(code: CloseCode, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// The state of one relay link while its frames are handled.
+struct Link {
+    ctx: Arc<Context>,
+    tx: mpsc::Sender<Message>,
+    greeted: bool,
+    shutdown: Shutdown,
+}
+
+impl Link {
+    /// Handles one text frame; `Break` ends the link.
+    async fn handle_text(&mut self, text: &str) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow;
+        let msg = match decode_relay(text, &self.ctx.limits) {
+            Ok(msg) => msg,
+            Err(err) => {
+                self.refuse(err).await;
+                return ControlFlow::Continue(());
+            }
+        };
+        match msg {
+            RelayMessage::Hello { v } if v == PROTOCOL_VERSION => {
+                self.greeted = true;
+                self.send(&RendererMessage::Welcome {
+                    v: PROTOCOL_VERSION,
+                })
+                .await;
+                ControlFlow::Continue(())
+            }
+            RelayMessage::Hello { v } => {
+                self.refuse(Error::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("renderer speaks protocol {PROTOCOL_VERSION}, relay sent {v}"),
+                ))
+                .await;
+                let _ = self
+                    .tx
+                    .send(close(CloseCode::Policy, "unsupported protocol version"))
+                    .await;
+                ControlFlow::Break(())
+            }
+            RelayMessage::Page { .. } if !self.greeted => {
+                self.refuse(Error::new(
+                    ErrorCode::UnsupportedVersion,
+                    "send hello with the protocol version before any page message",
+                ))
+                .await;
+                ControlFlow::Continue(())
+            }
+            RelayMessage::Page { conn, msg } => {
+                self.handle_page(conn, msg).await;
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// Applies one page message and answers it.
+    async fn handle_page(&mut self, conn: ConnId, msg: PageMessage) {
+        let store = &self.ctx.store;
+        let reply = match msg {
+            // The relay answers hello itself; a forwarded one needs no answer.
+            PageMessage::Hello { .. } => return,
+            PageMessage::Start {
+                recording,
+                viewport,
+            } => {
+                store.start(&recording, viewport);
+                ServerMessage::Started { recording }
+            }
+            PageMessage::Points(batch) => match store.add_batch(&batch) {
+                Ok(outcome) => ServerMessage::Ack {
+                    recording: batch.recording,
+                    seq: batch.seq,
+                    n_points: outcome.n_points(),
+                },
+                Err(err) => self.page_error(err, Some(batch.recording), Some(batch.seq)),
+            },
+            PageMessage::Stop { recording } => match store.stop(&recording) {
+                Ok(n_points) => ServerMessage::Stopped {
+                    recording,
+                    n_points,
+                },
+                Err(err) => self.page_error(err, Some(recording), None),
+            },
+            PageMessage::Generate(generate) => {
+                let ctx = self.ctx.clone();
+                let tx = self.tx.clone();
+                let shutdown = self.shutdown.clone();
+                tokio::spawn(async move {
+                    let reply = generate_heatmap(&ctx, generate.recording).await;
+                    send_frame(&tx, &RendererMessage::Reply { conn, msg: reply }).await;
+                    drop(shutdown);
+                });
+                return;
+            }
+        };
+        self.send(&RendererMessage::Reply { conn, msg: reply })
+            .await;
+    }
+
+    /// Counts an error and turns it into a page-level error message.
+    fn page_error(
+        &self,
+        err: Error,
+        recording: Option<RecordingId>,
+        seq: Option<u64>,
+    ) -> ServerMessage {
+        self.ctx.errors.record(err.code);
+        ServerMessage::Error {
+            code: err.code,
+            message: err.message,
+            recording,
+            seq,
+        }
+    }
+
+    /// Counts an error with the link itself and tells the relay.
+    async fn refuse(&self, err: Error) {
+        self.ctx.errors.record(err.code);
+        debug!(code = %err.code, message = %err.message, "refused a frame from the relay");
+        self.send(&RendererMessage::Error {
+            code: err.code,
+            message: err.message,
+        })
+        .await;
+    }
+
+    async fn send(&self, msg: &RendererMessage) {
+        send_frame(&self.tx, msg).await;
+    }
+}
+
+async fn send_frame(tx: &mpsc::Sender<Message>, msg: &RendererMessage) {
+    // An error means the writer is gone because the link closed; nobody is left to tell.
+    let _ = tx.send(Message::text(encode(msg))).await;
+}
+
+/// Renders a recording on a blocking thread and writes the PNG; the answer for the page.
+async fn generate_heatmap(ctx: &Arc<Context>, recording: RecordingId) -> ServerMessage {
+    let permit = ctx.render_permits.acquire().await;
+    let job_ctx = ctx.clone();
+    let job_recording = recording.clone();
+    let result =
+        tokio::task::spawn_blocking(move || render_recording(&job_ctx, job_recording)).await;
+    drop(permit);
+    let result = result.unwrap_or_else(|join_err| {
+        Err(Error::new(
+            ErrorCode::RenderFailed,
+            format!("render task failed: {join_err}"),
+        ))
+    });
+    match result {
+        Ok(ready) => {
+            info!(name = %ready.name, n_points = ready.n_points, ms = ready.render_ms, "heatmap written");
+            ServerMessage::Heatmap(ready)
+        }
+        Err(err) => {
+            ctx.errors.record(err.code);
+            if err.code == ErrorCode::RenderFailed {
+                error!(recording = %recording, cause = %err.message, "render failed");
+            }
+            ServerMessage::Error {
+                code: err.code,
+                message: err.message,
+                recording: Some(recording),
+                seq: None,
+            }
+        }
+    }
+}
+
+/// Copies the recording's points out (so ingest is not held up), renders and writes them.
+fn render_recording(ctx: &Context, id: RecordingId) -> Result<HeatmapReady, Error> {
+    let started = Instant::now();
+    let recording = ctx.store.get(&id).ok_or_else(|| unknown(&id))?;
+    let (moves, clicks, duration_ms, created) = {
+        let recording = lock(&recording);
+        (
+            recording.moves.clone(),
+            recording.clicks.clone(),
+            recording.duration_ms,
+            recording.created,
+        )
+    };
+    if moves.is_empty() && clicks.is_empty() {
+        return Err(Error::new(
+            ErrorCode::NoPoints,
+            format!("recording {id} has no points yet: press Start Recording and move the pointer over the page"),
+        ));
+    }
+    let started_text = chrono::DateTime::<chrono::Local>::from(created)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let input = RenderInput {
+        moves: &moves,
+        clicks: &clicks,
+        duration_ms,
+        started: &started_text,
+    };
+    let render_failed =
+        |err: crate::error::Error| Error::new(ErrorCode::RenderFailed, err.to_string());
+    let rendered = render_png(&input, &ctx.render_settings).map_err(render_failed)?;
+    let name = write_heatmap(
+        &ctx.config.out_dir,
+        &local_stamp(chrono::Local::now()),
+        &rendered.png,
+    )
+    .map_err(render_failed)?;
+    ctx.renders_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(HeatmapReady {
+        recording: id,
+        name,
+        width: ctx.render_settings.width,
+        height: ctx.render_settings.height,
+        n_points: (moves.len() + clicks.len()) as u64,
+        render_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}

@@ -1,0 +1,41 @@
+//! The `renderer` binary: parse flags, set up logging, bind, and hand over to [`renderer::run`].
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = renderer::Config::parse();
+    init_logging();
+    match serve(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("renderer: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: renderer::Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    // One line on stdout with the real address, so scripts and people can find the port.
+    println!("ws://{addr}");
+    renderer::run(listener, config, netkit::shutdown::signal()).await
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}

@@ -1,0 +1,119 @@
+//! The renderer's HTTP surface: the relay's WebSocket, images, and health.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{Method, Request, Response, StatusCode};
+use netkit::http::{self, Body};
+use netkit::{ws, Shutdown};
+use tracing::warn;
+
+use crate::context::Context;
+use crate::link::serve_link;
+use crate::output::heatmap_path;
+
+/// Answers one HTTP request.
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    if ws::is_upgrade(&request) && (path == "/" || path == "/ws") {
+        return upgrade(request, peer, ctx, shutdown);
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
+    }
+    match path.as_str() {
+        "/healthz" => health(&ctx),
+        _ => match path.strip_prefix("/heatmaps/") {
+            Some(name) => heatmap(&ctx, name).await,
+            None => http::text(
+                StatusCode::NOT_FOUND,
+                "not found: the renderer serves /healthz and /heatmaps/<name>",
+            ),
+        },
+    }
+}
+
+fn upgrade(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> Response<Body> {
+    if let Some(token) = &ctx.config.token {
+        let presented = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if !presented
+            .is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes()))
+        {
+            warn!(%peer, "refused a link without the right token");
+            return http::text(
+                StatusCode::UNAUTHORIZED,
+                "this renderer needs Authorization: Bearer <token>",
+            );
+        }
+    }
+    match ws::accept(request, ctx.config.max_frame_bytes) {
+        Ok((response, socket)) => {
+            tokio::spawn(async move {
+                if let Some(socket) = socket.await {
+                    serve_link(socket, peer, ctx, shutdown).await;
+                }
+            });
+            response
+        }
+        Err(response) => response,
+    }
+}
+
+fn health(ctx: &Context) -> Response<Body> {
+    let body = serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": protocol::PROTOCOL_VERSION,
+        "links_open": ctx.links_open.load(Ordering::Relaxed),
+        "recordings": ctx.store.n_recordings(),
+        "points": ctx.store.n_points(),
+        "renders_total": ctx.renders_total.load(Ordering::Relaxed),
+        "out_dir": ctx.config.out_dir.display().to_string(),
+    });
+    let mut body = body.to_string();
+    // Splice the error counters in as an object.
+    body.pop();
+    body.push_str(&format!(",\"errors\":{}}}", ctx.errors.to_json()));
+    http::json(StatusCode::OK, body)
+}
+
+async fn heatmap(ctx: &Context, name: &str) -> Response<Body> {
+    let Some(path) = heatmap_path(&ctx.config.out_dir, name) else {
+        return http::text(StatusCode::NOT_FOUND, "not a heatmap name");
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => http::with_body(StatusCode::OK, "image/png", bytes),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            http::text(StatusCode::NOT_FOUND, format!("no heatmap {name}"))
+        }
+        Err(err) => {
+            warn!(path = %path.display(), cause = %err, "cannot read heatmap");
+            http::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {name}: {err}"),
+            )
+        }
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
