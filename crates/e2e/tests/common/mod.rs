@@ -1,0 +1,194 @@
+//! Starting the real relay and renderer in this process, on ephemeral loopback ports.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use testkit::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server and the means to stop it.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Stops it and waits until `run` has returned (links closed, tasks done).
+    pub async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    async fn stop_in_place(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task panicked")
+                .expect("server returned an error");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A renderer with its own output and data folders.
+pub struct Renderer {
+    pub running: Running,
+    pub out_dir: TempDir,
+    pub data_dir: TempDir,
+}
+
+impl Renderer {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.running.addr)
+    }
+
+    /// PNG files in the output folder.
+    pub fn images(&self) -> Vec<PathBuf> {
+        let mut images: Vec<PathBuf> = std::fs::read_dir(self.out_dir.path())
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        images.sort();
+        images
+    }
+}
+
+pub fn renderer_config(out_dir: &TempDir, data_dir: &TempDir) -> renderer::Config {
+    renderer::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        out_dir: out_dir.path().to_owned(),
+        data_dir: data_dir.path().to_owned(),
+        ..renderer::Config::default()
+    }
+}
+
+/// Starts a renderer on `listener` with `config`.
+pub fn spawn_renderer_on(listener: TcpListener, config: renderer::Config) -> Running {
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(renderer::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// Starts a renderer on a free port with default settings.
+pub async fn start_renderer() -> Renderer {
+    start_renderer_with(|_| {}).await
+}
+
+/// Starts a renderer on a free port, after `adjust` changes its config.
+pub async fn start_renderer_with(adjust: impl FnOnce(&mut renderer::Config)) -> Renderer {
+    let out_dir = TempDir::new("out");
+    let data_dir = TempDir::new("data");
+    let mut config = renderer_config(&out_dir, &data_dir);
+    adjust(&mut config);
+    let listener = TcpListener::bind(config.listen).await.unwrap();
+    Renderer {
+        running: spawn_renderer_on(listener, config),
+        out_dir,
+        data_dir,
+    }
+}
+
+/// Starts a relay on a free port pointing at `renderer_url`, after `adjust` changes its config.
+pub async fn start_relay_with(
+    renderer_url: &str,
+    adjust: impl FnOnce(&mut relay::Config),
+) -> Running {
+    let mut config = relay::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        renderer: renderer_url.to_owned(),
+        ..relay::Config::default()
+    };
+    adjust(&mut config);
+    let listener = TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(relay::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// Starts a relay with default settings.
+pub async fn start_relay(renderer_url: &str) -> Running {
+    start_relay_with(renderer_url, |_| {}).await
+}
+
+/// A page's WebSocket to the relay, after the hello/welcome handshake; waits until the
+/// relay reports the renderer link as `want_renderer` (skipping intermediate states).
+pub async fn page(relay: &Running, want_renderer: &str) -> testkit::WsClient {
+    let mut client = testkit::WsClient::connect(&format!("ws://{}/ws", relay.addr))
+        .await
+        .unwrap();
+    client
+        .send_json(serde_json::json!({"type": "hello", "v": 1}))
+        .await;
+    let welcome = client
+        .wait_for("welcome", |msg| msg["type"] == "welcome")
+        .await;
+    if welcome["renderer"] != want_renderer {
+        client
+            .wait_for(&format!("renderer link {want_renderer}"), |msg| {
+                msg["type"] == "link" && msg["renderer"] == want_renderer
+            })
+            .await;
+    }
+    client
+}
+
+/// A batch of points (`[x, y]` in a `width`x`height` viewport) as JSON.
+pub fn batch(
+    recording: &str,
+    seq: u64,
+    width: u32,
+    height: u32,
+    points: &[(f32, f32)],
+) -> serde_json::Value {
+    let points: Vec<serde_json::Value> = points
+        .iter()
+        .enumerate()
+        .map(|(idx, (x, y))| serde_json::json!([x, y, idx as u32 * 10, "move"]))
+        .collect();
+    serde_json::json!({
+        "type": "points", "recording": recording, "seq": seq,
+        "viewport": {"width": width, "height": height}, "points": points
+    })
+}
+
+/// `n` points in a small cluster around `(x, y)`.
+pub fn cluster(x: f32, y: f32, n: usize) -> Vec<(f32, f32)> {
+    (0..n)
+        .map(|idx| {
+            let angle = idx as f32 * 2.399;
+            let radius = (idx % 7) as f32 * 2.0;
+            (x + radius * angle.cos(), y + radius * angle.sin())
+        })
+        .collect()
+}

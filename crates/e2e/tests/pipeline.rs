@@ -1,0 +1,301 @@
+//! The relay and the renderer together over real sockets: record, generate, fetch, and
+//! the link state across a renderer restart.
+
+mod common;
+
+use common::*;
+use protocol::ServerMessage;
+use serde_json::json;
+use testkit::{http_get, Image};
+
+/// Records `points`, generates, and returns the heatmap message.
+async fn record_and_generate(
+    page: &mut testkit::WsClient,
+    recording: &str,
+    points: &[(f32, f32)],
+) -> serde_json::Value {
+    page.send_json(json!({"type": "start", "recording": recording, "viewport": {"width": 1920, "height": 1080}}))
+        .await;
+    page.wait_for("started", |msg| {
+        msg["type"] == "started" && msg["recording"] == recording
+    })
+    .await;
+    for (seq, chunk) in points.chunks(100).enumerate() {
+        page.send_json(batch(recording, seq as u64, 1920, 1080, chunk))
+            .await;
+        page.wait_for("ack", |msg| {
+            msg["type"] == "ack" && msg["seq"] == seq as u64
+        })
+        .await;
+    }
+    page.send_json(json!({"type": "stop", "recording": recording}))
+        .await;
+    let stopped = page
+        .wait_for("stopped", |msg| msg["type"] == "stopped")
+        .await;
+    assert_eq!(stopped["n_points"], points.len() as u64);
+    page.send_json(json!({"type": "generate", "recording": recording}))
+        .await;
+    page.wait_for("heatmap", |msg| {
+        msg["type"] == "heatmap" || msg["type"] == "error"
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_generate_and_fetch_the_png() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+
+    let points = cluster(1500.0, 300.0, 400);
+    let heatmap = record_and_generate(&mut page, "r-pipeline", &points).await;
+    assert_eq!(heatmap["type"], "heatmap", "{heatmap}");
+    let name = heatmap["name"].as_str().unwrap().to_owned();
+    assert!(protocol::names::is_heatmap_name(&name), "{name}");
+    assert_eq!(heatmap["n_points"], 400);
+
+    // The file is in the renderer's output folder…
+    let images = renderer.images();
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert!(images[0].ends_with(&name));
+
+    // …and reaches the page through the relay.
+    let response = http_get(&relay.addr.to_string(), &format!("/heatmaps/{name}"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.content_type.as_deref(), Some("image/png"));
+    assert_eq!(
+        response.body.as_ref(),
+        std::fs::read(&images[0]).unwrap().as_slice()
+    );
+
+    let image = Image::decode(&response.body).unwrap();
+    assert_eq!((image.width, image.height), (1920, 1080));
+    assert!(
+        image.heat(1500, 300) > 200,
+        "the cluster is hot: {:?}",
+        image.rgb(1500, 300)
+    );
+    assert_eq!(
+        image.heat(300, 300),
+        0,
+        "far from the cluster is background"
+    );
+    assert_eq!(
+        image.heat(1500, 900),
+        0,
+        "far from the cluster is background"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_generate_in_the_same_second_gets_a_suffix() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    let first = record_and_generate(&mut page, "r-twice", &cluster(100.0, 100.0, 50)).await;
+    page.send_json(json!({"type": "generate", "recording": "r-twice"}))
+        .await;
+    let second = page
+        .wait_for("heatmap", |msg| msg["type"] == "heatmap")
+        .await;
+    assert_ne!(first["name"], second["name"]);
+    assert_eq!(renderer.images().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pages_recording_at_once_do_not_mix() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut left = page(&relay, "connected").await;
+    let mut right = page(&relay, "connected").await;
+
+    // Interleave the two pages' traffic so the renderer sees them mixed on one link.
+    for (client, id) in [(&mut left, "r-left"), (&mut right, "r-right")] {
+        client
+            .send_json(json!({"type": "start", "recording": id, "viewport": {"width": 800, "height": 600}}))
+            .await;
+    }
+    for seq in 0..5u64 {
+        left.send_json(batch("r-left", seq, 800, 600, &cluster(100.0, 300.0, 50)))
+            .await;
+        right
+            .send_json(batch("r-right", seq, 800, 600, &cluster(700.0, 300.0, 50)))
+            .await;
+    }
+    for (client, id) in [(&mut left, "r-left"), (&mut right, "r-right")] {
+        client
+            .wait_for("last ack", |msg| {
+                msg["type"] == "ack" && msg["seq"] == 4 && msg["recording"] == id
+            })
+            .await;
+        client
+            .send_json(json!({"type": "generate", "recording": id}))
+            .await;
+    }
+    let left_map = left
+        .wait_for("left heatmap", |msg| msg["type"] == "heatmap")
+        .await;
+    let right_map = right
+        .wait_for("right heatmap", |msg| msg["type"] == "heatmap")
+        .await;
+    assert_eq!(left_map["recording"], "r-left");
+    assert_eq!(right_map["recording"], "r-right");
+    assert_eq!(left_map["n_points"], 250);
+    assert_eq!(right_map["n_points"], 250);
+
+    let fetch = |name: &serde_json::Value| {
+        let path = renderer.out_dir.path().join(name.as_str().unwrap());
+        Image::decode(&std::fs::read(path).unwrap()).unwrap()
+    };
+    // 800x600 maps onto 1920x1080 in proportion: x 100 → 240, x 700 → 1680, y 300 → 540.
+    let left_image = fetch(&left_map["name"]);
+    let right_image = fetch(&right_map["name"]);
+    assert!(left_image.heat(240, 540) > 200);
+    assert_eq!(
+        left_image.heat(1680, 540),
+        0,
+        "the right page's points are not in the left page's map"
+    );
+    assert!(right_image.heat(1680, 540) > 200);
+    assert_eq!(
+        right_image.heat(240, 540),
+        0,
+        "the left page's points are not in the right page's map"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_batches_are_counted_once() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    let points = cluster(500.0, 500.0, 30);
+    for _ in 0..3 {
+        page.send_json(batch("r-dup", 0, 1920, 1080, &points)).await;
+        let ack = page.wait_for_type("ack").await;
+        assert!(
+            matches!(
+                ack,
+                ServerMessage::Ack {
+                    seq: 0,
+                    n_points: 30,
+                    ..
+                }
+            ),
+            "{ack:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_without_points_is_a_clear_error() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    page.send_json(
+        json!({"type": "start", "recording": "r-empty", "viewport": {"width": 100, "height": 100}}),
+    )
+    .await;
+    page.send_json(json!({"type": "generate", "recording": "r-empty"}))
+        .await;
+    let error = page.wait_for("error", |msg| msg["type"] == "error").await;
+    assert_eq!(error["code"], "no_points");
+    assert!(
+        error["message"].as_str().unwrap().contains("no points"),
+        "{error}"
+    );
+    page.send_json(json!({"type": "generate", "recording": "r-never-started"}))
+        .await;
+    let error = page.wait_for("error", |msg| msg["type"] == "error").await;
+    assert_eq!(error["code"], "unknown_recording");
+    assert!(renderer.images().is_empty(), "no blank image is written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_state_follows_the_renderer_down_and_back() {
+    let renderer = start_renderer().await;
+    let addr = renderer.running.addr;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.backoff_initial_ms = 20;
+        config.backoff_max_ms = 200;
+    })
+    .await;
+    let mut page = page(&relay, "connected").await;
+    let mut second = common::page(&relay, "connected").await;
+
+    // Kill the renderer: both pages hear the link go down.
+    let Renderer {
+        running,
+        out_dir,
+        data_dir,
+    } = renderer;
+    running.stop().await;
+    for client in [&mut page, &mut second] {
+        client
+            .wait_for("link down", |msg| {
+                msg["type"] == "link" && msg["renderer"] != "connected"
+            })
+            .await;
+    }
+    // The relay keeps serving while the renderer is away, and says so.
+    let health = http_get(&relay.addr.to_string(), "/healthz").await.unwrap();
+    assert_eq!(health.status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_ne!(health["renderer"], "connected");
+    let page_html = http_get(&relay.addr.to_string(), "/").await.unwrap();
+    assert_eq!(page_html.status, 200);
+    // Messages sent meanwhile get renderer_unavailable, not silence.
+    page.send_json(batch("r-away", 0, 100, 100, &[(1.0, 1.0)]))
+        .await;
+    let error = page
+        .wait_for("unavailable", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "renderer_unavailable");
+    assert_eq!(error["seq"], 0);
+
+    // Bring it back on the same port: the link comes back by itself.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let config = renderer_config(&out_dir, &data_dir);
+    let _restarted = spawn_renderer_on(listener, config);
+    for client in [&mut page, &mut second] {
+        client
+            .wait_for("link up", |msg| {
+                msg["type"] == "link" && msg["renderer"] == "connected"
+            })
+            .await;
+    }
+    page.send_json(batch("r-away", 0, 100, 100, &[(1.0, 1.0)]))
+        .await;
+    page.wait_for("ack after the restart", |msg| msg["type"] == "ack")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_connecting_while_the_renderer_is_down_is_told_so() {
+    // Point the relay at a port where nothing listens.
+    let unused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", unused.local_addr().unwrap());
+    drop(unused);
+    let relay = start_relay(&url).await;
+    let mut client = testkit::WsClient::connect(&format!("ws://{}/ws", relay.addr))
+        .await
+        .unwrap();
+    client.send_json(json!({"type": "hello", "v": 1})).await;
+    let welcome = client
+        .wait_for("welcome", |msg| msg["type"] == "welcome")
+        .await;
+    assert_ne!(welcome["renderer"], "connected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_renderer_shut_down_cleanly_with_1001() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    relay.stop().await;
+    assert_eq!(page.close_code().await, Some(1001));
+    renderer.running.stop().await;
+}

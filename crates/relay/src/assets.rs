@@ -1,0 +1,30 @@
+//! The recorder page, compiled into the binary so the relay runs from any folder.
+
+/// One embedded file.
+pub(crate) struct Asset {
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// Its bytes.
+    pub body: &'static [u8],
+}
+
+/// The file served at `path`, if any.
+pub(crate) fn lookup(path: &str) -> Option<Asset> {
+    let (content_type, body): (&str, &[u8]) = match path {
+        "/" | "/index.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("../../../web/index.html"),
+        ),
+        "/app.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../../web/app.js"),
+        ),
+        "/style.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("../../../web/style.css"),
+        ),
+        "/favicon.svg" => ("image/svg+xml", include_bytes!("../../../web/favicon.svg")),
+        _ => return None,
+    };
+    Some(Asset { content_type, body })
+}

@@ -1,0 +1,80 @@
+//! The relay's settings: command-line flags, with their defaults in one place.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use protocol::limits;
+
+/// Every knob of the relay. `Config::default()` is what the binary runs with when given no
+/// flags, so tests and the binary share the same defaults.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "relay",
+    version,
+    about = "Serves the recorder page and relays its traffic to the renderer."
+)]
+pub struct Config {
+    /// Address to serve the page, /ws, /healthz and /heatmaps on (port 0 picks a free port).
+    /// Loopback by default; use 0.0.0.0:3000 to let other machines in.
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], limits::DEFAULT_RELAY_PORT)))]
+    pub listen: SocketAddr,
+
+    /// The renderer's WebSocket URL.
+    #[arg(long, default_value_t = format!("ws://127.0.0.1:{}", limits::DEFAULT_RENDERER_PORT))]
+    pub renderer: String,
+
+    /// Shared secret sent to the renderer (Authorization: Bearer); must match the renderer's --token.
+    #[arg(long, env = "HEATMAP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Extra origins allowed to open /ws (the page's own origin always is), e.g. http://localhost:8080. Repeatable.
+    #[arg(long = "allow-origin")]
+    pub allow_origins: Vec<String>,
+
+    /// Largest WebSocket message accepted from a page, in bytes; larger ones close it with 1009.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Most points in one batch from a page.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_POINTS_PER_BATCH)]
+    pub max_points_per_batch: usize,
+
+    /// Most TCP connections open at once (pages and HTTP requests); one more is answered 503.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Messages per second one page may send on average (0 = unlimited); excess gets rate_limited.
+    #[arg(long, default_value_t = 100)]
+    pub max_messages_per_sec: u32,
+
+    /// Messages one page may send in a burst above the average (a reconnect resends its backlog).
+    #[arg(long, default_value_t = 500)]
+    pub message_burst: u32,
+
+    /// Frames queued for one page before further replies to it are dropped and counted.
+    #[arg(long, default_value_t = 256)]
+    pub session_queue: usize,
+
+    /// Page messages queued for the renderer; when full, pages wait (back-pressure over TCP).
+    #[arg(long, default_value_t = 4096)]
+    pub upstream_queue: usize,
+
+    /// First wait before reconnecting to the renderer, in milliseconds (doubles per failure).
+    #[arg(long, default_value_t = 100)]
+    pub backoff_initial_ms: u64,
+
+    /// Longest wait between reconnection attempts, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub backoff_max_ms: u64,
+
+    /// How long one connection attempt to the renderer may take, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Parsing no arguments cannot fail: every flag has a default or is optional.
+        Config::parse_from(["relay"])
+    }
+}

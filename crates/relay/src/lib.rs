@@ -1,0 +1,94 @@
+//! The relay: serves the recorder page and carries its traffic to the renderer.
+//!
+//! Pages connect to `/ws`; the relay checks each message at the edge, forwards it over
+//! its single WebSocket to the renderer, routes each answer back to the page that asked,
+//! and tells every page whenever the renderer link changes state. Images are fetched
+//! from the renderer on request, so the two tiers share no disk.
+//!
+//! Modules, in reading order:
+//! - `config`: the flags ([`Config`]).
+//! - `server`: HTTP routes, the Origin check and the WebSocket upgrade.
+//! - `session`: one page's socket.
+//! - `hub`: sessions by connection id and the link state they watch.
+//! - `upstream`: the renderer link, its reconnects and reply routing.
+//! - `backoff`: reconnect delays with jitter.
+//! - `heatmaps`: images passed through from the renderer.
+//! - `assets`: the page, compiled in.
+
+mod assets;
+mod backoff;
+mod config;
+mod context;
+mod heatmaps;
+mod hub;
+mod server;
+mod session;
+mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use netkit::{ServeConfig, ShutdownController};
+use protocol::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub use config::Config;
+
+/// How long shutdown waits for sessions to close before giving up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves on `listener` until `shutdown` resolves, then closes every page and the
+/// renderer link with 1001.
+///
+/// # Errors
+/// An unusable `--renderer` URL; nothing after serving starts ends the relay.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let renderer_authority = heatmaps::authority_of(&config.renderer)?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    info!(%addr, renderer = %config.renderer, "relay listening");
+
+    let serve_config = ServeConfig {
+        max_connections: config.max_connections,
+        ..ServeConfig::default()
+    };
+    let (upstream_tx, upstream_rx) = mpsc::channel(config.upstream_queue.max(1));
+    let ctx = Arc::new(context::Context {
+        limits: Limits {
+            max_points_per_batch: config.max_points_per_batch,
+        },
+        hub: hub::Hub::default(),
+        upstream: upstream_tx,
+        renderer_authority,
+        config,
+    });
+    let controller = ShutdownController::default();
+    tokio::spawn(upstream::run_upstream(
+        ctx.clone(),
+        upstream_rx,
+        controller.subscribe(),
+    ));
+    let task_shutdown = controller.subscribe();
+    let server = netkit::serve(
+        listener,
+        serve_config,
+        controller.subscribe(),
+        move |request, peer| server::handle(request, peer, ctx.clone(), task_shutdown.clone()),
+    );
+    tokio::select! {
+        () = server => {}
+        () = shutdown => info!("shutdown requested"),
+    }
+    if !controller.shutdown(SHUTDOWN_GRACE).await {
+        warn!("some sessions were still open after {SHUTDOWN_GRACE:?}");
+    }
+    info!("relay stopped");
+    Ok(())
+}

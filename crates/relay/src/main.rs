@@ -1,0 +1,41 @@
+//! The `relay` binary: parse flags, set up logging, bind, and hand over to [`relay::run`].
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = relay::Config::parse();
+    init_logging();
+    match serve(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("relay: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: relay::Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    // One line on stdout with the real address: the URL to open.
+    println!("http://{addr}");
+    relay::run(listener, config, netkit::shutdown::signal()).await
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}

@@ -1,0 +1,118 @@
+//! The relay's HTTP surface: the page, its WebSocket, images and health.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{HOST, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+use netkit::http::{self, Body};
+use netkit::{ws, Shutdown};
+use tracing::warn;
+
+use crate::assets;
+use crate::context::Context;
+use crate::heatmaps::serve_heatmap;
+use crate::session::serve_session;
+
+/// Answers one HTTP request.
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    if path == "/ws" {
+        return upgrade(request, peer, ctx, shutdown);
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
+    }
+    if let Some(asset) = assets::lookup(&path) {
+        return http::with_body(StatusCode::OK, asset.content_type, asset.body);
+    }
+    match path.as_str() {
+        "/healthz" => health(&ctx),
+        _ => match path.strip_prefix("/heatmaps/") {
+            Some(name) => serve_heatmap(&ctx, name).await,
+            None => http::text(StatusCode::NOT_FOUND, format!("not found: {path}")),
+        },
+    }
+}
+
+fn upgrade(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> Response<Body> {
+    if !ws::is_upgrade(&request) {
+        return http::text(StatusCode::UPGRADE_REQUIRED, "/ws speaks WebSocket only");
+    }
+    if let Err(origin) = check_origin(&request, &ctx.config.allow_origins) {
+        warn!(%peer, %origin, "refused a page from another origin (see --allow-origin)");
+        return http::text(
+            StatusCode::FORBIDDEN,
+            format!("origin {origin} may not connect; start the relay with --allow-origin {origin} to allow it"),
+        );
+    }
+    match ws::accept(request, ctx.config.max_frame_bytes) {
+        Ok((response, socket)) => {
+            tokio::spawn(async move {
+                if let Some(socket) = socket.await {
+                    serve_session(socket, peer, ctx, shutdown).await;
+                }
+            });
+            response
+        }
+        Err(response) => response,
+    }
+}
+
+/// Accepts a WebSocket from the page's own origin or an allowed one.
+///
+/// Browsers always send `Origin` on WebSocket requests, so its absence means a non-browser
+/// client (a test, a load generator), which cross-site request forgery cannot reach.
+fn check_origin(request: &Request<Incoming>, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = request.headers().get(ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("<not ascii>");
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or_default();
+    let same_origin = !host.is_empty()
+        && (origin == format!("http://{host}") || origin == format!("https://{host}"));
+    if same_origin
+        || allowed
+            .iter()
+            .any(|allowed| allowed.trim_end_matches('/') == origin)
+    {
+        Ok(())
+    } else {
+        Err(origin.to_owned())
+    }
+}
+
+fn health(ctx: &Context) -> Response<Body> {
+    let hub = &ctx.hub;
+    let body = serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": protocol::PROTOCOL_VERSION,
+        "renderer": hub.link_state().as_str(),
+        "renderer_url": ctx.config.renderer,
+        "sessions_open": hub.n_sessions(),
+        "sessions_total": hub.sessions_total.load(Ordering::Relaxed),
+        "forwarded_total": hub.forwarded_total.load(Ordering::Relaxed),
+        "replies_dropped": hub.replies_dropped.load(Ordering::Relaxed),
+    });
+    let mut body = body.to_string();
+    body.pop();
+    body.push_str(&format!(",\"errors\":{}}}", hub.errors.to_json()));
+    http::json(StatusCode::OK, body)
+}

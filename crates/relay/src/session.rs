@@ -1,0 +1,196 @@
+//! One page's WebSocket: check, answer or forward each message, and keep the page told
+//! about the renderer link.
+//!
+//! The socket is split: this task reads, a writer task drains the session's bounded
+//! queue. Forwarding uses `send().await` on the upstream queue, so a renderer that falls
+//! behind slows the page's reads (TCP back-pressure) rather than growing memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use netkit::ws::{is_too_large, ServerSocket};
+use netkit::{Shutdown, TokenBucket};
+use protocol::{
+    decode_page, encode, Error, ErrorCode, LinkState, PageMessage, ServerMessage, PROTOCOL_VERSION,
+};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, info};
+
+use crate::context::Context;
+use crate::upstream::Outbound;
+
+/// Serves one page until it disconnects or the relay shuts down.
+pub(crate) async fn serve_session(
+    socket: ServerSocket,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    mut shutdown: Shutdown,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(ctx.config.session_queue.max(8));
+    let conn = ctx.hub.register(tx.clone());
+    info!(%peer, conn, "page connected");
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let closing = matches!(msg, Message::Close(_));
+            if sink.send(msg).await.is_err() || closing {
+                break;
+            }
+        }
+    });
+
+    let mut session = Session {
+        conn,
+        ctx: ctx.clone(),
+        tx: tx.clone(),
+        bucket: TokenBucket::new(ctx.config.max_messages_per_sec, ctx.config.message_burst),
+    };
+    let mut link = ctx.hub.watch_link();
+    link.mark_unchanged();
+    let end = loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                None | Some(Ok(Message::Close(_))) => break "closed by the page",
+                Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => {
+                    session.refuse(Error::new(ErrorCode::BinaryFrame, "only text frames are spoken here")).await;
+                }
+                Some(Ok(_)) => {} // Ping and pong are answered by tungstenite.
+                Some(Err(err)) if is_too_large(&err) => {
+                    ctx.hub.errors.record(ErrorCode::TooLarge);
+                    let limit = ctx.config.max_frame_bytes;
+                    let _ = tx.send(close(CloseCode::Size, format!("message over the {limit}-byte limit"))).await;
+                    break "message too large";
+                }
+                Some(Err(err)) => {
+                    debug!(conn, cause = %err, "page read failed");
+                    break "read failed";
+                }
+            },
+            changed = link.changed() => {
+                if changed.is_err() {
+                    break "relay stopping";
+                }
+                let state = *link.borrow_and_update();
+                session.send(&ServerMessage::Link { renderer: state }).await;
+            }
+            _ = shutdown.wait() => {
+                let _ = tx.send(close(CloseCode::Away, "relay shutting down".into())).await;
+                break "relay stopping";
+            }
+        }
+    };
+    ctx.hub.unregister(conn);
+    drop(session);
+    drop(tx);
+    let _ = writer.await;
+    info!(%peer, conn, why = end, "page disconnected");
+}
+
+fn close(code: CloseCode, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// The state of one page session while its frames are handled.
+struct Session {
+    conn: protocol::ConnId,
+    ctx: Arc<Context>,
+    tx: mpsc::Sender<Message>,
+    bucket: TokenBucket,
+}
+
+impl Session {
+    async fn handle_text(&mut self, text: &str) {
+        if !self.bucket.try_take() {
+            self.refuse(Error::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} messages per second; this one was dropped, resend it later",
+                    self.ctx.config.max_messages_per_sec
+                ),
+            ))
+            .await;
+            return;
+        }
+        let msg = match decode_page(text, &self.ctx.limits) {
+            Ok(msg) => msg,
+            Err(err) => {
+                self.refuse(err).await;
+                return;
+            }
+        };
+        let (recording, seq) = match &msg {
+            PageMessage::Hello { v } => {
+                if *v == PROTOCOL_VERSION {
+                    let renderer = self.ctx.hub.link_state();
+                    self.send(&ServerMessage::Welcome {
+                        v: PROTOCOL_VERSION,
+                        renderer,
+                    })
+                    .await;
+                } else {
+                    self.refuse(Error::new(
+                        ErrorCode::UnsupportedVersion,
+                        format!("relay speaks protocol {PROTOCOL_VERSION}, page sent {v}; reload the page"),
+                    ))
+                    .await;
+                }
+                return;
+            }
+            PageMessage::Start { recording, .. } | PageMessage::Stop { recording } => {
+                (Some(recording.clone()), None)
+            }
+            PageMessage::Points(batch) => (Some(batch.recording.clone()), Some(batch.seq)),
+            PageMessage::Generate(generate) => (Some(generate.recording.clone()), None),
+        };
+        if self.ctx.hub.link_state() != LinkState::Connected {
+            self.ctx.hub.errors.record(ErrorCode::RendererUnavailable);
+            self.send(&ServerMessage::Error {
+                code: ErrorCode::RendererUnavailable,
+                message: "the renderer is not connected; the page resends once the link is back"
+                    .into(),
+                recording,
+                seq,
+            })
+            .await;
+            return;
+        }
+        // The text decoded as exactly one JSON object, so it can be spliced in verbatim:
+        // no second encode on the hot path.
+        let frame = format!(r#"{{"type":"page","conn":{},"msg":{}}}"#, self.conn, text);
+        let outbound = Outbound {
+            conn: self.conn,
+            frame,
+            recording,
+            seq,
+        };
+        if self.ctx.upstream.send(outbound).await.is_err() {
+            debug!(conn = self.conn, "upstream queue closed; relay stopping");
+        }
+    }
+
+    /// Counts a refused message and tells the page why.
+    async fn refuse(&self, err: Error) {
+        self.ctx.hub.errors.record(err.code);
+        debug!(conn = self.conn, code = %err.code, message = %err.message, "refused a page message");
+        self.send(&ServerMessage::Error {
+            code: err.code,
+            message: err.message,
+            recording: None,
+            seq: None,
+        })
+        .await;
+    }
+
+    async fn send(&self, msg: &ServerMessage) {
+        // An error means the writer is gone because the page left; nobody is left to tell.
+        let _ = self.tx.send(Message::text(encode(msg))).await;
+    }
+}

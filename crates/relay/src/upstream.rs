@@ -1,0 +1,218 @@
+//! The one WebSocket to the renderer: connect, greet, pump, and reconnect forever.
+//!
+//! Sessions put page messages on a bounded queue ([`Outbound`]); this task writes them to
+//! the renderer in order and routes each reply back through the [`Hub`]. While the link is
+//! down, queued messages are answered `renderer_unavailable` instead of waiting, so the
+//! page knows to resend once the link is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use futures_util::{SinkExt, StreamExt};
+use hyper::header::{HeaderValue, AUTHORIZATION};
+use netkit::Shutdown;
+use protocol::{
+    decode_renderer, encode, ConnId, ErrorCode, LinkState, RecordingId, RelayMessage,
+    RendererMessage, ServerMessage, PROTOCOL_VERSION,
+};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::context::Context;
+
+/// A page message on its way to the renderer.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// The page it came from, for error replies.
+    pub conn: ConnId,
+    /// The `page` envelope, ready to send.
+    pub frame: String,
+    /// The recording it names, for error replies.
+    pub recording: Option<RecordingId>,
+    /// The batch it is, for error replies.
+    pub seq: Option<u64>,
+}
+
+type RendererSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Keeps the renderer link up until shutdown.
+pub(crate) async fn run_upstream(
+    ctx: Arc<Context>,
+    mut queue: mpsc::Receiver<Outbound>,
+    mut shutdown: Shutdown,
+) {
+    let config = &ctx.config;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(config.backoff_initial_ms),
+        Duration::from_millis(config.backoff_max_ms),
+    );
+    let mut failures_in_a_row = 0u32;
+    loop {
+        ctx.hub.set_link_state(LinkState::Connecting);
+        let connected = tokio::select! {
+            connected = connect(&ctx) => connected,
+            _ = shutdown.wait() => break,
+        };
+        match connected {
+            Ok(socket) => {
+                backoff.reset();
+                failures_in_a_row = 0;
+                ctx.hub.set_link_state(LinkState::Connected);
+                info!(renderer = %config.renderer, "renderer link up");
+                let why = pump(&ctx, socket, &mut queue, &mut shutdown).await;
+                if shutdown.is_started() {
+                    break;
+                }
+                warn!(renderer = %config.renderer, cause = %why, "renderer link lost");
+            }
+            Err(err) => {
+                failures_in_a_row += 1;
+                // One line when the renderer goes missing, then quiet until it is back.
+                if failures_in_a_row == 1 {
+                    warn!(renderer = %config.renderer, cause = %format!("{err:#}"), "cannot reach the renderer; retrying");
+                } else {
+                    debug!(renderer = %config.renderer, cause = %format!("{err:#}"), "renderer still unreachable");
+                }
+            }
+        }
+        ctx.hub.set_link_state(LinkState::Disconnected);
+        let sleep = tokio::time::sleep(backoff.next_delay());
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                _ = shutdown.wait() => return,
+                outbound = queue.recv() => match outbound {
+                    Some(outbound) => refuse_unavailable(&ctx, outbound),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+/// Connects, sends `hello` and waits for `welcome`, all within the connect timeout.
+async fn connect(ctx: &Context) -> anyhow::Result<RendererSocket> {
+    let config = &ctx.config;
+    let attempt = async {
+        let mut request = config
+            .renderer
+            .as_str()
+            .into_client_request()
+            .with_context(|| format!("renderer url {}", config.renderer))?;
+        if let Some(token) = &config.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("token is not a valid header value")?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(RENDERER_MAX_MESSAGE))
+            .max_frame_size(Some(RENDERER_MAX_MESSAGE));
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
+                .await
+                .context("connect")?;
+        socket
+            .send(Message::text(encode(&RelayMessage::Hello {
+                v: PROTOCOL_VERSION,
+            })))
+            .await
+            .context("send hello")?;
+        loop {
+            let frame = socket
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("closed before welcome"))?;
+            match frame.context("read welcome")? {
+                Message::Text(text) => match decode_renderer(text.as_str()) {
+                    Ok(RendererMessage::Welcome { v }) if v == PROTOCOL_VERSION => {
+                        return Ok(socket)
+                    }
+                    Ok(RendererMessage::Error { code, message }) => {
+                        bail!("renderer refused the link: {code}: {message}")
+                    }
+                    Ok(other) => bail!("expected welcome, got {other:?}"),
+                    Err(err) => bail!("bad welcome: {err}"),
+                },
+                Message::Close(frame) => bail!("closed before welcome: {frame:?}"),
+                _ => continue,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(config.connect_timeout_ms), attempt)
+        .await
+        .map_err(|_| anyhow!("no welcome within {} ms", config.connect_timeout_ms))?
+}
+
+/// Largest message accepted from the renderer (replies are small; this is a safety bound).
+const RENDERER_MAX_MESSAGE: usize = 1024 * 1024;
+
+/// Moves frames both ways until the link fails or shutdown starts; returns why it ended.
+async fn pump(
+    ctx: &Context,
+    socket: RendererSocket,
+    queue: &mut mpsc::Receiver<Outbound>,
+    shutdown: &mut Shutdown,
+) -> String {
+    let (mut sink, mut stream) = socket.split();
+    loop {
+        tokio::select! {
+            outbound = queue.recv() => {
+                let Some(mut outbound) = outbound else { return "relay stopping".into() };
+                let frame = std::mem::take(&mut outbound.frame);
+                if let Err(err) = sink.send(Message::text(frame)).await {
+                    refuse_unavailable(ctx, outbound);
+                    return format!("write failed: {err}");
+                }
+                ctx.hub.forwarded_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => route(ctx, text.as_str()),
+                Some(Ok(Message::Close(frame))) => return format!("renderer closed the link: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return format!("read failed: {err}"),
+                None => return "renderer closed the connection".into(),
+            },
+            _ = shutdown.wait() => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "relay shutting down".into() })))
+                    .await;
+                return "relay stopping".into();
+            }
+        }
+    }
+}
+
+/// Routes one renderer frame to the page it answers.
+fn route(ctx: &Context, text: &str) {
+    match decode_renderer(text) {
+        Ok(RendererMessage::Reply { conn, msg }) => ctx.hub.deliver(conn, &msg),
+        Ok(RendererMessage::Error { code, message }) => {
+            warn!(%code, %message, "renderer reported a link error");
+        }
+        Ok(RendererMessage::Welcome { .. }) => {}
+        Err(err) => warn!(cause = %err, "renderer sent a frame the relay cannot read"),
+    }
+}
+
+/// Answers a message that cannot reach the renderer now.
+fn refuse_unavailable(ctx: &Context, outbound: Outbound) {
+    ctx.hub.errors.record(ErrorCode::RendererUnavailable);
+    ctx.hub.deliver(
+        outbound.conn,
+        &ServerMessage::Error {
+            code: ErrorCode::RendererUnavailable,
+            message: "the renderer is not connected; the page resends once the link is back".into(),
+            recording: outbound.recording,
+            seq: outbound.seq,
+        },
+    );
+}

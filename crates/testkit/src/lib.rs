@@ -1,0 +1,276 @@
+//! Test helpers shared by the integration tests of every crate.
+//!
+//! Everything here talks to the real servers over real loopback sockets; nothing mocks a
+//! tier. Waiting is always "poll until a condition holds or a deadline passes", never a
+//! fixed sleep.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper::header::HOST;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use protocol::ServerMessage;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A folder under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty, uniquely named folder.
+    pub fn new(label: &str) -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "heatmap-test-{label}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A WebSocket client speaking JSON text frames.
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Connects to `url`, with extra request headers.
+    pub async fn connect_with(url: &str, headers: &[(&'static str, &str)]) -> anyhow::Result<Self> {
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse()?);
+        }
+        let (socket, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+            .await
+            .context("connect timed out")??;
+        Ok(WsClient { socket })
+    }
+
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, &[]).await
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.socket
+            .send(Message::text(text.into()))
+            .await
+            .expect("send text frame");
+    }
+
+    /// Sends a JSON value.
+    pub async fn send_json(&mut self, value: serde_json::Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// Sends any frame.
+    pub async fn send_frame(&mut self, msg: Message) -> anyhow::Result<()> {
+        Ok(self.socket.send(msg).await?)
+    }
+
+    /// The next frame, or an error after [`DEADLINE`].
+    pub async fn next_frame(&mut self) -> anyhow::Result<Option<Message>> {
+        match tokio::time::timeout(DEADLINE, self.socket.next()).await {
+            Err(_) => bail!("no frame within {DEADLINE:?}"),
+            Ok(None) => Ok(None),
+            Ok(Some(frame)) => Ok(Some(frame?)),
+        }
+    }
+
+    /// The next text frame as JSON, skipping control frames.
+    pub async fn next_json(&mut self) -> anyhow::Result<serde_json::Value> {
+        loop {
+            match self.next_frame().await? {
+                Some(Message::Text(text)) => return Ok(serde_json::from_str(text.as_str())?),
+                Some(Message::Close(frame)) => bail!("closed: {frame:?}"),
+                None => bail!("connection ended"),
+                Some(_) => continue,
+            }
+        }
+    }
+
+    /// Skips messages until one matches `pred`, which is returned.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        loop {
+            let msg = self
+                .next_json()
+                .await
+                .unwrap_or_else(|err| panic!("waiting for {what}: {err}"));
+            if pred(&msg) {
+                return msg;
+            }
+        }
+    }
+
+    /// Waits for a message of `type`, and decodes it as a [`ServerMessage`].
+    pub async fn wait_for_type(&mut self, kind: &str) -> ServerMessage {
+        let msg = self.wait_for(kind, |msg| msg["type"] == kind).await;
+        serde_json::from_value(msg).expect("a well-formed server message")
+    }
+
+    /// The close code the server ends with, skipping other frames.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.next_frame().await {
+                Ok(Some(Message::Close(frame))) => return frame.map(|frame| frame.code.into()),
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// A fetched HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: bytes::Bytes,
+}
+
+/// `GET http://{addr}{path}` with extra headers.
+pub async fn http_get_with(
+    addr: &str,
+    path: &str,
+    headers: &[(&'static str, &str)],
+) -> anyhow::Result<HttpResponse> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut request = Request::get(path).header(HOST, addr);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = tokio::time::timeout(
+        DEADLINE,
+        sender.send_request(request.body(Empty::<bytes::Bytes>::new())?),
+    )
+    .await
+    .context("request timed out")??;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(HttpResponse {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// `GET http://{addr}{path}`.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<HttpResponse> {
+    http_get_with(addr, path, &[]).await
+}
+
+/// A decoded PNG: size and RGB(A) pixels.
+#[derive(Debug)]
+pub struct Image {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes per pixel (3 or 4).
+    pub channels: usize,
+    /// Row-major pixels.
+    pub pixels: Vec<u8>,
+}
+
+impl Image {
+    /// Decodes PNG bytes.
+    pub fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
+        if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            bail!("not a png: starts with {:?}", &bytes[..bytes.len().min(8)]);
+        }
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info()?;
+        let mut pixels = vec![
+            0;
+            reader
+                .output_buffer_size()
+                .ok_or_else(|| anyhow!("image too large"))?
+        ];
+        let info = reader.next_frame(&mut pixels)?;
+        pixels.truncate(info.buffer_size());
+        let channels = match info.color_type {
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+            other => bail!("unexpected colour type {other:?}"),
+        };
+        Ok(Image {
+            width: info.width,
+            height: info.height,
+            channels,
+            pixels,
+        })
+    }
+
+    /// The RGB of pixel `(x, y)`.
+    pub fn rgb(&self, x: u32, y: u32) -> [u8; 3] {
+        let idx = (y as usize * self.width as usize + x as usize) * self.channels;
+        [self.pixels[idx], self.pixels[idx + 1], self.pixels[idx + 2]]
+    }
+
+    /// How far a pixel is from plain white: 0 on the background, larger where heat is drawn.
+    pub fn heat(&self, x: u32, y: u32) -> u32 {
+        self.rgb(x, y)
+            .iter()
+            .map(|&channel| 255 - u32::from(channel))
+            .sum()
+    }
+}

@@ -1,0 +1,359 @@
+// The recorder page: records pointer moves and clicks between Start and Stop, sends them
+// to the relay in numbered batches, resends whatever the renderer has not acknowledged
+// after any reconnect, and shows the heatmaps the renderer writes.
+'use strict';
+
+(() => {
+  const PROTOCOL_VERSION = 1;
+  /** Send a batch every 50 ms, or sooner once it holds 100 points. */
+  const FLUSH_MS = 50;
+  const FLUSH_POINTS = 100;
+  /** Batches kept for resending; past this, recording pauses rather than losing points silently. */
+  const MAX_UNACKED = 500;
+  /** Points held back while the backlog is full; beyond this they are counted as dropped. */
+  const MAX_HELD_POINTS = 5000;
+  /** A batch unacknowledged for this long is resent (for example after `rate_limited`). */
+  const RESEND_AFTER_MS = 3000;
+  const BACKOFF_INITIAL_MS = 100;
+  const BACKOFF_MAX_MS = 5000;
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    start: $('start'),
+    stop: $('stop'),
+    generate: $('generate'),
+    recordingState: $('recording-state'),
+    pointsRecorded: $('points-recorded'),
+    pointsStored: $('points-stored'),
+    batchesPending: $('batches-pending'),
+    message: $('message'),
+    result: $('result'),
+    heatmapName: $('heatmap-name'),
+    heatmapMeta: $('heatmap-meta'),
+    heatmapImage: $('heatmap-image'),
+    gallerySection: $('gallery-section'),
+    gallery: $('gallery'),
+  };
+
+  const state = {
+    socket: null,
+    relay: 'connecting',
+    renderer: 'disconnected',
+    backoffMs: BACKOFF_INITIAL_MS,
+    /** The recording in progress or the latest one: {id, startedAt, nextSeq, stopped, stopConfirmed}. */
+    recording: null,
+    /** Points not yet put into a batch. */
+    buffer: [],
+    /** Batches sent but not acknowledged: seq -> {frame, sentAt}. */
+    unacked: new Map(),
+    pointsRecorded: 0,
+    pointsStored: 0,
+    pointsDropped: 0,
+    awaitingHeatmap: false,
+  };
+
+  // ---- Links -------------------------------------------------------------------------
+
+  const LINK_LABELS = { 'browser-relay': 'Browser ↔ Relay', 'relay-renderer': 'Relay ↔ Renderer' };
+
+  function setLink(link, linkState, text) {
+    const element = document.querySelector(`[data-link="${link}"]`);
+    element.dataset.state = linkState;
+    element.querySelector('.label').textContent = `${LINK_LABELS[link]}: ${text || linkState}`;
+  }
+
+  function connect() {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+    state.socket = socket;
+    state.relay = 'connecting';
+    setLink('browser-relay', 'connecting');
+
+    socket.addEventListener('open', () => {
+      state.relay = 'connected';
+      state.backoffMs = BACKOFF_INITIAL_MS;
+      setLink('browser-relay', 'connected');
+      send({ type: 'hello', v: PROTOCOL_VERSION });
+    });
+    socket.addEventListener('message', (event) => {
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch (err) {
+        showMessage(`The relay sent something unreadable: ${err}`, 'error');
+        return;
+      }
+      handle(msg);
+    });
+    socket.addEventListener('close', (event) => {
+      if (state.socket !== socket) return;
+      state.socket = null;
+      state.relay = 'disconnected';
+      state.renderer = 'disconnected';
+      setLink('browser-relay', 'disconnected');
+      setLink('relay-renderer', 'disconnected', 'unknown');
+      if (event.code === 1009) showMessage('The relay closed the connection: a message was too large.', 'error');
+      // Jittered exponential back-off, like the relay's own reconnects.
+      const delay = state.backoffMs * (0.5 + Math.random() / 2);
+      state.backoffMs = Math.min(state.backoffMs * 2, BACKOFF_MAX_MS);
+      setTimeout(connect, delay);
+    });
+  }
+
+  function send(msg) {
+    return sendText(JSON.stringify(msg));
+  }
+
+  function sendText(text) {
+    if (!state.socket || state.socket.readyState !== WebSocket.OPEN) return false;
+    state.socket.send(text);
+    return true;
+  }
+
+  function rendererUp() {
+    return state.relay === 'connected' && state.renderer === 'connected';
+  }
+
+  function setRenderer(linkState) {
+    const wasUp = rendererUp();
+    state.renderer = linkState;
+    setLink('relay-renderer', linkState);
+    if (!wasUp && rendererUp()) resync();
+    updateButtons();
+  }
+
+  /** After any reconnect: make sure the renderer has the recording and every unacknowledged batch. */
+  function resync() {
+    const recording = state.recording;
+    if (!recording) return;
+    send({ type: 'start', recording: recording.id, viewport: viewport() });
+    resendUnacked(0);
+    if (recording.stopped && !recording.stopConfirmed) send({ type: 'stop', recording: recording.id });
+  }
+
+  function resendUnacked(olderThanMs) {
+    const now = performance.now();
+    const seqs = [...state.unacked.keys()].sort((a, b) => a - b);
+    for (const seq of seqs) {
+      const batch = state.unacked.get(seq);
+      if (now - batch.sentAt < olderThanMs) continue;
+      if (!sendText(batch.frame)) return;
+      batch.sentAt = now;
+    }
+  }
+
+  // ---- Messages from the relay ---------------------------------------------------------
+
+  function handle(msg) {
+    const recording = state.recording;
+    const ours = recording && msg.recording === recording.id;
+    switch (msg.type) {
+      case 'welcome':
+      case 'link':
+        setRenderer(msg.renderer);
+        break;
+      case 'started':
+        break;
+      case 'ack':
+        if (ours) {
+          state.unacked.delete(msg.seq);
+          state.pointsStored = Math.max(state.pointsStored, msg.n_points);
+          flushHeldPoints();
+        }
+        break;
+      case 'stopped':
+        if (ours) {
+          recording.stopConfirmed = true;
+          state.pointsStored = Math.max(state.pointsStored, msg.n_points);
+        }
+        break;
+      case 'heatmap':
+        state.awaitingHeatmap = false;
+        showHeatmap(msg);
+        break;
+      case 'error':
+        handleError(msg);
+        break;
+      default:
+        console.warn('unknown message from the relay', msg);
+    }
+    updateCounters();
+    updateButtons();
+  }
+
+  function handleError(msg) {
+    // Batches refused for a passing reason stay in `unacked` and are resent later.
+    const passing = ['renderer_unavailable', 'rate_limited', 'busy'];
+    if (passing.includes(msg.code) && msg.seq !== undefined) return;
+    if (msg.seq !== undefined && state.recording && msg.recording === state.recording.id) {
+      // A batch refused for good (out of range, too large, recording full): resending cannot help.
+      state.unacked.delete(msg.seq);
+    }
+    if (state.awaitingHeatmap && msg.seq === undefined) state.awaitingHeatmap = false;
+    const hints = {
+      no_points: 'Nothing to draw yet: press Start Recording and move the pointer over the page first.',
+      renderer_unavailable: 'The renderer is not connected; try again once the Relay ↔ Renderer light is green.',
+    };
+    showMessage(hints[msg.code] || `${msg.code}: ${msg.message}`, 'error');
+  }
+
+  // ---- Recording -----------------------------------------------------------------------
+
+  function viewport() {
+    return { width: Math.max(1, window.innerWidth), height: Math.max(1, window.innerHeight) };
+  }
+
+  function newRecordingId() {
+    const random = new Uint32Array(2);
+    crypto.getRandomValues(random);
+    return `r-${Date.now().toString(36)}-${random[0].toString(36)}${random[1].toString(36)}`;
+  }
+
+  function startRecording() {
+    state.recording = {
+      id: newRecordingId(),
+      startedAt: performance.now(),
+      nextSeq: 0,
+      stopped: false,
+      stopConfirmed: false,
+    };
+    state.buffer = [];
+    state.unacked.clear();
+    state.pointsRecorded = 0;
+    state.pointsStored = 0;
+    state.pointsDropped = 0;
+    send({ type: 'start', recording: state.recording.id, viewport: viewport() });
+    showMessage('');
+    updateButtons();
+    updateCounters();
+  }
+
+  function stopRecording() {
+    const recording = state.recording;
+    if (!recording || recording.stopped) return;
+    flush();
+    recording.stopped = true;
+    send({ type: 'stop', recording: recording.id });
+    updateButtons();
+    updateCounters();
+  }
+
+  function generate() {
+    const recording = state.recording;
+    if (!recording) {
+      showMessage('Record something first: press Start Recording.', 'error');
+      return;
+    }
+    flush();
+    if (!rendererUp()) {
+      showMessage('The renderer is not connected; try again once the Relay ↔ Renderer light is green.', 'error');
+      return;
+    }
+    state.awaitingHeatmap = true;
+    showMessage('Rendering…');
+    send({ type: 'generate', recording: recording.id });
+    updateButtons();
+  }
+
+  function isRecording() {
+    return state.recording !== null && !state.recording.stopped;
+  }
+
+  function record(event, kind) {
+    if (!isRecording()) return;
+    const { width, height } = viewport();
+    const x = Math.min(Math.max(event.clientX, 0), width);
+    const y = Math.min(Math.max(event.clientY, 0), height);
+    const t = Math.max(0, Math.round(performance.now() - state.recording.startedAt));
+    if (state.buffer.length >= MAX_HELD_POINTS) {
+      state.pointsDropped += 1;
+      return;
+    }
+    state.buffer.push([Math.round(x * 10) / 10, Math.round(y * 10) / 10, t, kind]);
+    state.pointsRecorded += 1;
+    if (state.buffer.length >= FLUSH_POINTS) flush();
+  }
+
+  /** Turns buffered points into numbered batches and sends them (if the backlog allows). */
+  function flush() {
+    const recording = state.recording;
+    while (recording && state.buffer.length > 0 && state.unacked.size < MAX_UNACKED) {
+      const points = state.buffer.splice(0, FLUSH_POINTS);
+      const seq = recording.nextSeq++;
+      const frame = JSON.stringify({ type: 'points', recording: recording.id, seq, viewport: viewport(), points });
+      state.unacked.set(seq, { frame, sentAt: performance.now() });
+      if (rendererUp()) sendText(frame);
+    }
+    updateCounters();
+  }
+
+  function flushHeldPoints() {
+    if (state.buffer.length >= FLUSH_POINTS) flush();
+  }
+
+  document.addEventListener('pointermove', (event) => record(event, 'move'), { passive: true });
+  document.addEventListener('pointerdown', (event) => {
+    // Presses on the recorder's own buttons are not part of what the page's visitor did.
+    if (event.button !== 0 || event.target.closest('button')) return;
+    record(event, 'click');
+  }, { passive: true });
+
+  setInterval(() => {
+    if (isRecording()) flush();
+    if (rendererUp()) resendUnacked(RESEND_AFTER_MS);
+  }, FLUSH_MS);
+
+  // ---- Display -------------------------------------------------------------------------
+
+  function showMessage(text, kind) {
+    ui.message.textContent = text;
+    ui.message.dataset.kind = kind || 'info';
+  }
+
+  function showHeatmap(msg) {
+    const url = `/heatmaps/${encodeURIComponent(msg.name)}`;
+    ui.heatmapImage.src = url;
+    ui.heatmapName.textContent = msg.name;
+    ui.heatmapMeta.textContent =
+      `${msg.n_points.toLocaleString()} points · ${msg.width}×${msg.height} · rendered in ${msg.render_ms.toFixed(0)} ms`;
+    ui.result.hidden = false;
+    ui.gallerySection.hidden = false;
+    const item = document.createElement('li');
+    const link = document.createElement('a');
+    link.href = url;
+    link.target = '_blank';
+    link.textContent = msg.name;
+    item.append(link, ` (${msg.n_points.toLocaleString()} points)`);
+    ui.gallery.prepend(item);
+    showMessage(`Saved ${msg.name} in the renderer's output folder.`);
+  }
+
+  function updateButtons() {
+    ui.start.disabled = isRecording();
+    ui.stop.disabled = !isRecording();
+    ui.generate.disabled = state.recording === null || state.awaitingHeatmap;
+  }
+
+  function updateCounters() {
+    ui.pointsRecorded.textContent = state.pointsRecorded.toLocaleString();
+    ui.pointsStored.textContent = state.pointsStored.toLocaleString();
+    ui.batchesPending.textContent = state.unacked.size.toLocaleString();
+    const recording = state.recording;
+    let text = 'Not recording.';
+    if (isRecording()) text = 'Recording… move and click anywhere on the page.';
+    else if (recording) text = 'Stopped. Press Generate Heatmap to see it.';
+    if (state.pointsDropped > 0) {
+      text += ` ${state.pointsDropped.toLocaleString()} points could not be kept: the renderer has been unreachable too long.`;
+    }
+    ui.recordingState.textContent = text;
+    ui.recordingState.dataset.recording = isRecording() ? 'recording' : (recording ? 'stopped' : 'idle');
+  }
+
+  ui.start.addEventListener('click', startRecording);
+  ui.stop.addEventListener('click', stopRecording);
+  ui.generate.addEventListener('click', generate);
+
+  connect();
+  updateButtons();
+  updateCounters();
+})();
