@@ -205,10 +205,15 @@ fn annotate(
     // Caption, bottom left.
     let n_points = input.moves.len() + input.clicks.len();
     let caption = format!(
-        "{} points ({} moves, {} clicks) · {} · started {}",
+        "{} points ({} moves, {} {}) · {} · started {}",
         group_thousands(n_points),
         group_thousands(input.moves.len()),
         group_thousands(input.clicks.len()),
+        if input.clicks.len() == 1 {
+            "click"
+        } else {
+            "clicks"
+        },
         format_duration(input.duration_ms),
         input.started
     );

@@ -1,0 +1,283 @@
+//! The recorder page in a real headless Chromium, driven over WebDriver (chromedriver).
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; `scripts/test` installs them. Without
+//! them this test fails and says so, unless `HEATMAP_SKIP_BROWSER=1` is set explicitly.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use testkit::{eventually, Image, TempDir};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver process, killed on drop.
+struct Chromedriver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_chromedriver() -> Chromedriver {
+    // Ask the OS for a free port, then hand it to chromedriver.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {CHROMEDRIVER}: {err}"));
+    let url = format!("http://127.0.0.1:{port}");
+    let driver = Chromedriver { child, url };
+    let addr = format!("127.0.0.1:{port}");
+    eventually("chromedriver to answer /status", || async {
+        testkit::http_get(&addr, "/status")
+            .await
+            .ok()
+            .filter(|response| response.status == 200)
+            .map(|_| ())
+    })
+    .await;
+    driver
+}
+
+async fn open_browser(driver: &Chromedriver, profile: &TempDir) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }),
+    );
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("start a headless chromium session")
+}
+
+async fn link_state(browser: &Client, link: &str) -> String {
+    let selector = format!("[data-link=\"{link}\"]");
+    let element = browser.find(Locator::Css(&selector)).await.unwrap();
+    element
+        .attr("data-state")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+async fn wait_for_link(browser: &Client, link: &str, want: &str) {
+    eventually(&format!("{link} to be {want}"), || async {
+        (link_state(browser, link).await == want).then_some(())
+    })
+    .await;
+}
+
+async fn button(browser: &Client, text: &str) -> fantoccini::elements::Element {
+    let xpath = format!("//button[contains(normalize-space(.), '{text}')]");
+    browser.find(Locator::XPath(&xpath)).await.unwrap()
+}
+
+/// Saves a screenshot into `$HEATMAP_SCREENSHOT_DIR`, when set, for a person to look at.
+async fn save_screenshot(browser: &Client, name: &str) {
+    if let Some(dir) = std::env::var_os("HEATMAP_SCREENSHOT_DIR") {
+        let png = browser.screenshot().await.unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+    }
+}
+
+async fn js_number(browser: &Client, script: &str) -> f64 {
+    browser
+        .execute(script, vec![])
+        .await
+        .unwrap()
+        .as_f64()
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_records_and_generates_a_heatmap_in_chromium() {
+    if std::env::var_os("HEATMAP_SKIP_BROWSER").is_some() {
+        eprintln!("HEATMAP_SKIP_BROWSER is set: skipping the browser test");
+        return;
+    }
+    assert!(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} and {CHROMEDRIVER} are needed: run scripts/test (it installs them) or apt-get install chromium chromium-driver"
+    );
+    let renderer = start_renderer().await;
+    let renderer_addr = renderer.running.addr;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.backoff_initial_ms = 50;
+        config.backoff_max_ms = 500;
+    })
+    .await;
+    let relay_addr = relay.addr;
+    let driver = start_chromedriver().await;
+    let profile = TempDir::new("chromium");
+    let browser = open_browser(&driver, &profile).await;
+
+    browser
+        .goto(&format!("http://{relay_addr}/"))
+        .await
+        .unwrap();
+    wait_for_link(&browser, "browser-relay", "connected").await;
+    wait_for_link(&browser, "relay-renderer", "connected").await;
+    // A marker that a reload would erase: the page must recover links without one.
+    browser
+        .execute("window.__noReload = 42;", vec![])
+        .await
+        .unwrap();
+
+    let start = button(&browser, "Start Recording").await;
+    let stop = button(&browser, "Stop Recording").await;
+    let generate = button(&browser, "Generate Heatmap").await;
+    start.click().await.unwrap();
+
+    // Circle around a spot in the lower right quarter of the viewport, then click on it.
+    let (spot_x, spot_y) = (960.0, 600.0);
+    let mut mouse = MouseActions::new("mouse".into());
+    for step in 0..60 {
+        let angle = step as f64 * 0.35;
+        let radius = 4.0 + (step % 10) as f64 * 3.0;
+        mouse = mouse.then(PointerAction::MoveTo {
+            duration: Some(Duration::from_millis(10)),
+            x: spot_x + radius * angle.cos(),
+            y: spot_y + radius * angle.sin(),
+        });
+    }
+    mouse = mouse
+        .then(PointerAction::MoveTo {
+            duration: None,
+            x: spot_x,
+            y: spot_y,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    browser.perform_actions(mouse).await.unwrap();
+    stop.click().await.unwrap();
+
+    // Every recorded point reaches the renderer.
+    let recorded = eventually("points to be stored", || async {
+        let recorded = js_number(&browser, "return Number(document.getElementById('points-recorded').textContent.replace(/\\D/g, ''));").await;
+        let stored = js_number(&browser, "return Number(document.getElementById('points-stored').textContent.replace(/\\D/g, ''));").await;
+        (recorded >= 30.0 && stored == recorded).then_some(recorded)
+    })
+    .await;
+
+    generate.click().await.unwrap();
+    let name = eventually("the heatmap to be shown", || async {
+        let loaded = browser
+            .execute(
+                "const img = document.getElementById('heatmap-image');
+                 return img.complete && img.naturalWidth > 0 ? [img.naturalWidth, img.naturalHeight] : null;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        if loaded != json!([1920, 1080]) {
+            return None;
+        }
+        let name = browser.find(Locator::Id("heatmap-name")).await.ok()?.text().await.ok()?;
+        (!name.is_empty()).then_some(name)
+    })
+    .await;
+    assert!(protocol::names::is_heatmap_name(&name), "{name}");
+    if let Some(dir) = std::env::var_os("HEATMAP_SCREENSHOT_DIR") {
+        std::fs::copy(
+            renderer.out_dir.path().join(&name),
+            std::path::Path::new(&dir).join(&name),
+        )
+        .unwrap();
+    }
+
+    // The file the page shows is in the renderer's folder, hot where the pointer was.
+    let image =
+        Image::decode(&std::fs::read(renderer.out_dir.path().join(&name)).unwrap()).unwrap();
+    let viewport = browser
+        .execute("return [window.innerWidth, window.innerHeight];", vec![])
+        .await
+        .unwrap();
+    let (width, height) = (viewport[0].as_f64().unwrap(), viewport[1].as_f64().unwrap());
+    let hot_x = (spot_x / width * 1920.0) as u32;
+    let hot_y = (spot_y / height * 1080.0) as u32;
+    assert!(
+        image.heat(hot_x, hot_y) > 150,
+        "hot at the spot: {:?}",
+        image.rgb(hot_x, hot_y)
+    );
+    assert_eq!(image.heat(60, 60), 0, "no heat far from the pointer");
+    save_screenshot(&browser, "after-generate.png").await;
+    let meta = browser
+        .find(Locator::Id("heatmap-meta"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        meta.contains(&format!("{} points", recorded as u64)),
+        "{meta}"
+    );
+
+    // The renderer goes away: the light turns red, the relay keeps serving; it comes back by itself.
+    let Renderer {
+        running,
+        out_dir,
+        data_dir,
+    } = renderer;
+    running.stop().await;
+    wait_for_link(&browser, "relay-renderer", "disconnected").await;
+    assert_eq!(link_state(&browser, "browser-relay").await, "connected");
+    let listener = tokio::net::TcpListener::bind(renderer_addr).await.unwrap();
+    let _renderer = spawn_renderer_on(listener, renderer_config(&out_dir, &data_dir));
+    wait_for_link(&browser, "relay-renderer", "connected").await;
+
+    // The relay goes away: the page notices, and reconnects when it is back.
+    relay.stop().await;
+    wait_for_link(&browser, "browser-relay", "disconnected").await;
+    let _relay = {
+        let listener = tokio::net::TcpListener::bind(relay_addr).await.unwrap();
+        let config = relay::Config {
+            listen: relay_addr,
+            renderer: format!("ws://{renderer_addr}"),
+            ..relay::Config::default()
+        };
+        tokio::spawn(relay::run(listener, config, std::future::pending()))
+    };
+    wait_for_link(&browser, "browser-relay", "connected").await;
+    wait_for_link(&browser, "relay-renderer", "connected").await;
+    assert_eq!(
+        js_number(&browser, "return window.__noReload;").await,
+        42.0,
+        "the page was not reloaded"
+    );
+
+    browser.close().await.unwrap();
+}
