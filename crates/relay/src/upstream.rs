@@ -55,8 +55,9 @@ pub(crate) async fn run_upstream(
         Duration::from_millis(config.backoff_max_ms),
     );
     let mut failures_in_a_row = 0u32;
+    // The link starts out `connecting`; once lost it stays `disconnected` through the
+    // retries (no amber/red flicker on every attempt) until it is `connected` again.
     loop {
-        ctx.hub.set_link_state(LinkState::Connecting);
         let connected = tokio::select! {
             connected = connect(&ctx) => connected,
             _ = shutdown.wait() => break,
