@@ -14,6 +14,11 @@
   const MAX_HELD_POINTS = 5000;
   /** A batch unacknowledged for this long is resent (for example after `rate_limited`). */
   const RESEND_AFTER_MS = 3000;
+  /** How often the live preview asks for a new frame while recording (at least twice a second). */
+  const PREVIEW_EVERY_MS = 400;
+  /** A preview request unanswered for this long is forgotten, so the next one may go. */
+  const PREVIEW_TIMEOUT_MS = 2000;
+  const SETTINGS_KEY = 'heatmap-recorder-settings';
   const BACKOFF_INITIAL_MS = 100;
   const BACKOFF_MAX_MS = 5000;
 
@@ -33,6 +38,10 @@
     heatmapImage: $('heatmap-image'),
     gallerySection: $('gallery-section'),
     gallery: $('gallery'),
+    settingsForm: $('settings-form'),
+    previewSection: $('preview-section'),
+    previewMeta: $('preview-meta'),
+    preview: $('preview'),
   };
 
   const state = {
@@ -50,6 +59,9 @@
     pointsStored: 0,
     pointsDropped: 0,
     awaitingHeatmap: false,
+    /** When the pending preview request was sent (0: none pending). */
+    previewSentAt: 0,
+    lastPreviewAt: 0,
   };
 
   // ---- Links -------------------------------------------------------------------------
@@ -171,6 +183,10 @@
         state.awaitingHeatmap = false;
         showHeatmap(msg);
         break;
+      case 'preview':
+        state.previewSentAt = 0;
+        if (ours) drawPreview(msg);
+        return;
       case 'error':
         handleError(msg);
         break;
@@ -182,6 +198,11 @@
   }
 
   function handleError(msg) {
+    // Preview requests are best-effort: a busy or failed one is simply asked again.
+    if (state.previewSentAt && msg.seq === undefined && ['busy', 'unknown_recording'].includes(msg.code)) {
+      state.previewSentAt = 0;
+      return;
+    }
     // Batches refused for a passing reason stay in `unacked` and are resent later.
     const passing = ['renderer_unavailable', 'rate_limited', 'busy'];
     if (passing.includes(msg.code) && msg.seq !== undefined) return;
@@ -251,7 +272,7 @@
     }
     state.awaitingHeatmap = true;
     showMessage('Rendering…');
-    send({ type: 'generate', recording: recording.id });
+    send({ type: 'generate', recording: recording.id, options: renderOptions() });
     updateButtons();
   }
 
@@ -301,7 +322,86 @@
   setInterval(() => {
     if (isRecording()) flush();
     if (rendererUp()) resendUnacked(RESEND_AFTER_MS);
+    if (isRecording()) requestPreview();
   }, FLUSH_MS);
+
+  // ---- Settings ------------------------------------------------------------------------
+
+  /** The settings panel's choices as render options; empty choices are left to the renderer. */
+  function renderOptions() {
+    const options = {};
+    const form = new FormData(ui.settingsForm);
+    for (const name of ['kind', 'colormap', 'scale', 'output']) {
+      const value = form.get(name);
+      if (value) options[name] = value;
+    }
+    const bandwidth = Number(form.get('bandwidth'));
+    if (form.get('bandwidth') && bandwidth >= 1 && bandwidth <= 200) options.bandwidth = bandwidth;
+    return options;
+  }
+
+  function loadSettings() {
+    let saved = {};
+    try {
+      saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) || '{}');
+    } catch (_) {
+      saved = {};
+    }
+    for (const [name, value] of Object.entries(saved)) {
+      const field = ui.settingsForm.elements.namedItem(name);
+      if (field) field.value = value;
+    }
+  }
+
+  ui.settingsForm.addEventListener('change', () => {
+    const values = Object.fromEntries(new FormData(ui.settingsForm));
+    try {
+      localStorage.setItem(SETTINGS_KEY, JSON.stringify(values));
+    } catch (_) {
+      // Private windows may refuse storage; the settings still apply to this page.
+    }
+  });
+
+  // ---- Live preview --------------------------------------------------------------------
+
+  function requestPreview() {
+    const now = performance.now();
+    if (!rendererUp() || now - state.lastPreviewAt < PREVIEW_EVERY_MS) return;
+    if (state.previewSentAt && now - state.previewSentAt < PREVIEW_TIMEOUT_MS) return;
+    const kind = renderOptions().kind;
+    const msg = { type: 'preview', recording: state.recording.id };
+    if (kind) msg.kind = kind;
+    if (send(msg)) {
+      state.previewSentAt = now;
+      state.lastPreviewAt = now;
+    }
+  }
+
+  /** jet, as in the renderer's default map: cold blue to hot dark red. */
+  const PREVIEW_STOPS = [[0, 0, 143], [0, 0, 255], [0, 128, 255], [0, 255, 255], [128, 255, 128],
+    [255, 255, 0], [255, 128, 0], [255, 0, 0], [128, 0, 0]];
+  const PREVIEW_LUT = Array.from({ length: 256 }, (_, idx) => {
+    const position = (idx / 255) * (PREVIEW_STOPS.length - 1);
+    const lower = Math.min(Math.floor(position), PREVIEW_STOPS.length - 2);
+    const t = position - lower;
+    return PREVIEW_STOPS[lower].map((value, channel) => Math.round(value + t * (PREVIEW_STOPS[lower + 1][channel] - value)));
+  });
+
+  function drawPreview(msg) {
+    const canvas = ui.preview;
+    canvas.width = msg.width;
+    canvas.height = msg.height;
+    const context = canvas.getContext('2d');
+    const image = context.createImageData(msg.width, msg.height);
+    msg.cells.forEach((value, idx) => {
+      const [r, g, b] = PREVIEW_LUT[value];
+      const alpha = Math.max(0, Math.min(1, (value / 255 - 0.02) / 0.33));
+      image.data.set([r, g, b, Math.round(alpha * 255)], idx * 4);
+    });
+    context.putImageData(image, 0, 0);
+    ui.previewSection.hidden = false;
+    ui.previewMeta.textContent = `(${msg.n_points.toLocaleString()} points)`;
+  }
 
   // ---- Display -------------------------------------------------------------------------
 
@@ -313,9 +413,13 @@
   function showHeatmap(msg) {
     const url = `/heatmaps/${encodeURIComponent(msg.name)}`;
     ui.heatmapImage.src = url;
+    ui.heatmapImage.dataset.output = (msg.options && msg.options.output) || 'image';
     ui.heatmapName.textContent = msg.name;
+    const options = msg.options || {};
+    const look = [options.kind, options.colormap, options.scale && `${options.scale} scale`, options.output]
+      .filter(Boolean).join(', ');
     ui.heatmapMeta.textContent =
-      `${msg.n_points.toLocaleString()} points · ${msg.width}×${msg.height} · rendered in ${msg.render_ms.toFixed(0)} ms`;
+      `${msg.n_points.toLocaleString()} points · ${msg.width}×${msg.height} · ${look} · rendered in ${msg.render_ms.toFixed(0)} ms`;
     ui.result.hidden = false;
     ui.gallerySection.hidden = false;
     const item = document.createElement('li');
@@ -353,6 +457,7 @@
   ui.stop.addEventListener('click', stopRecording);
   ui.generate.addEventListener('click', generate);
 
+  loadSettings();
   connect();
   updateButtons();
   updateCounters();

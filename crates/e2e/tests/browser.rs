@@ -181,6 +181,20 @@ async fn a_person_records_and_generates_a_heatmap_in_chromium() {
             button: MOUSE_BUTTON_LEFT,
         });
     browser.perform_actions(mouse).await.unwrap();
+    // The live preview appears while recording.
+    eventually("the live preview", || async {
+        let shown = browser
+            .execute(
+                "const section = document.getElementById('preview-section');
+                 return !section.hidden && /[1-9]/.test(document.getElementById('preview-meta').textContent);",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (shown == json!(true)).then_some(())
+    })
+    .await;
+    save_screenshot(&browser, "while-recording.png").await;
     stop.click().await.unwrap();
 
     // Every recorded point reaches the renderer.
@@ -245,6 +259,31 @@ async fn a_person_records_and_generates_a_heatmap_in_chromium() {
         meta.contains(&format!("{} points", recorded as u64)),
         "{meta}"
     );
+
+    // The settings panel chooses the look: a transparent overlay this time.
+    browser.find(Locator::Css("#settings summary")).await.unwrap().click().await.unwrap();
+    browser
+        .find(Locator::Css("select[name=output]"))
+        .await
+        .unwrap()
+        .select_by_value("overlay")
+        .await
+        .unwrap();
+    generate.click().await.unwrap();
+    let overlay = eventually("the overlay to be shown", || async {
+        let output = browser
+            .execute(
+                "const img = document.getElementById('heatmap-image');
+                 return img.complete && img.dataset.output === 'overlay' ? document.getElementById('heatmap-name').textContent : null;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        output.as_str().filter(|found| *found != name).map(str::to_owned)
+    })
+    .await;
+    let image = Image::decode(&std::fs::read(renderer.out_dir.path().join(&overlay)).unwrap()).unwrap();
+    assert_eq!(image.channels, 4, "the overlay has transparency");
 
     // The renderer goes away: the light turns red, the relay keeps serving; it comes back by itself.
     let Renderer {

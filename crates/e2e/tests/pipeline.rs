@@ -299,3 +299,127 @@ async fn relay_and_renderer_shut_down_cleanly_with_1001() {
     assert_eq!(page.close_code().await, Some(1001));
     renderer.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_options_choose_the_look_of_the_image() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    record_and_generate(&mut page, "r-options", &cluster(400.0, 400.0, 200)).await;
+
+    // A transparent overlay, with the options echoed back filled in.
+    page.send_json(json!({"type": "generate", "recording": "r-options",
+        "options": {"output": "overlay", "colormap": "viridis", "scale": "log", "bandwidth": 10}}))
+        .await;
+    let overlay = page
+        .wait_for("overlay", |msg| msg["type"] == "heatmap")
+        .await;
+    assert_eq!(
+        overlay["options"],
+        json!({"kind": "both", "colormap": "viridis", "scale": "log", "output": "overlay", "bandwidth": 10.0})
+    );
+    let path = renderer
+        .out_dir
+        .path()
+        .join(overlay["name"].as_str().unwrap());
+    let image = Image::decode(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(image.channels, 4, "an overlay has an alpha channel");
+    assert_eq!(
+        image.pixels[(100 * 1920 + 1800) * 4 + 3],
+        0,
+        "transparent where nothing happened"
+    );
+
+    // Clicks only, when the recording has none: a clear message, no file.
+    let n_images = renderer.images().len();
+    page.send_json(
+        json!({"type": "generate", "recording": "r-options", "options": {"kind": "clicks"}}),
+    )
+    .await;
+    let error = page
+        .wait_for("no clicks", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "no_points");
+    assert!(
+        error["message"].as_str().unwrap().contains("clicks"),
+        "{error}"
+    );
+    assert_eq!(renderer.images().len(), n_images);
+
+    // Background mode without a screenshot: the renderer says what is missing.
+    page.send_json(
+        json!({"type": "generate", "recording": "r-options", "options": {"output": "background"}}),
+    )
+    .await;
+    let error = page
+        .wait_for("no background", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "render_failed");
+    assert!(
+        error["message"].as_str().unwrap().contains("--background"),
+        "{error}"
+    );
+
+    // A bandwidth out of range is refused at the relay.
+    page.send_json(
+        json!({"type": "generate", "recording": "r-options", "options": {"bandwidth": 0}}),
+    )
+    .await;
+    let error = page
+        .wait_for("bad bandwidth", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "out_of_range");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_preview_frames_grow_with_the_recording() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    page.send_json(batch("r-live", 0, 1920, 1080, &cluster(480.0, 270.0, 50)))
+        .await;
+    page.wait_for("ack", |msg| msg["type"] == "ack").await;
+    page.send_json(json!({"type": "preview", "recording": "r-live"}))
+        .await;
+    let first = page
+        .wait_for("preview", |msg| msg["type"] == "preview")
+        .await;
+    assert_eq!(
+        (first["width"].as_u64(), first["height"].as_u64()),
+        (Some(192), Some(108))
+    );
+    assert_eq!(first["n_points"], 50);
+    let cells: Vec<u64> = first["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(cells.len(), 192 * 108);
+    // 480x270 of 1920x1080 is cell (48, 27) of 192x108: the hottest cell is there.
+    let hottest = cells
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, value)| **value)
+        .unwrap()
+        .0;
+    assert!(
+        (hottest % 192).abs_diff(48) <= 1 && (hottest / 192).abs_diff(27) <= 1,
+        "{hottest}"
+    );
+
+    page.send_json(batch("r-live", 1, 1920, 1080, &cluster(1440.0, 810.0, 50)))
+        .await;
+    page.wait_for("ack", |msg| msg["type"] == "ack").await;
+    page.send_json(json!({"type": "preview", "recording": "r-live"}))
+        .await;
+    let second = page
+        .wait_for("preview", |msg| msg["type"] == "preview")
+        .await;
+    assert_eq!(second["n_points"], 100);
+    assert!(
+        second["cells"][81 * 192 + 144].as_u64().unwrap() > 100,
+        "the new cluster shows"
+    );
+    assert!(renderer.images().is_empty(), "previews write no files");
+}

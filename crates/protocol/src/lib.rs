@@ -11,6 +11,7 @@
 //! - [`limits`]: shared defaults and the [`Limits`] a receiver checks messages against.
 //! - [`validate`]: the checks every receiver runs before it trusts a message.
 //! - [`codec`]: decoding with errors a sender can act on.
+//! - [`options`]: how a heatmap should look ([`RenderOptions`]).
 //! - [`names`]: the only shape a heatmap file name may have.
 //!
 //! The crate does no IO and has no async runtime: it is plain data and pure functions.
@@ -20,6 +21,7 @@ mod error;
 pub mod limits;
 pub mod link;
 pub mod names;
+pub mod options;
 pub mod page;
 pub mod validate;
 
@@ -27,9 +29,10 @@ pub use codec::{decode_page, decode_relay, decode_renderer, encode};
 pub use error::{Error, ErrorCode};
 pub use limits::Limits;
 pub use link::{ConnId, RelayMessage, RendererMessage};
+pub use options::{Colormap, HeatKind, OutputMode, RenderOptions, Scale};
 pub use page::{
-    Generate, HeatmapReady, LinkState, PageMessage, Point, PointKind, PointsBatch, RecordingId,
-    ServerMessage, Viewport,
+    Generate, HeatmapReady, LinkState, PageMessage, Point, PointKind, PointsBatch, Preview,
+    PreviewFrame, RecordingId, ServerMessage, Viewport,
 };
 
 /// The protocol version spoken by this build.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 use crate::limits::MAX_RECORDING_ID_LEN;
+use crate::options::{HeatKind, RenderOptions};
 
 /// What a page sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,8 @@ pub enum PageMessage {
     },
     /// Render the recording into a PNG heatmap.
     Generate(Generate),
+    /// Ask for a small live frame of the recording's density (for the page's preview).
+    Preview(Preview),
 }
 
 /// A batch of points of one recording.
@@ -58,6 +61,37 @@ pub struct PointsBatch {
 pub struct Generate {
     /// The recording to render: the page's latest one, stopped or still running.
     pub recording: RecordingId,
+    /// How it should look; missing fields take the renderer's defaults.
+    #[serde(default)]
+    pub options: RenderOptions,
+}
+
+/// A request for a live preview frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The recording, usually still running.
+    pub recording: RecordingId,
+    /// Which events to show; the renderer's default if missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<HeatKind>,
+}
+
+/// A small density frame for the page to draw itself, refreshed while recording.
+///
+/// Intensities rather than a PNG: a few kilobytes, drawn on a canvas with the page's own
+/// colour table, and no file is written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewFrame {
+    /// The recording shown.
+    pub recording: RecordingId,
+    /// Columns of `cells`.
+    pub width: u32,
+    /// Rows of `cells`.
+    pub height: u32,
+    /// Points the frame was computed from.
+    pub n_points: u64,
+    /// Row-major intensities, 0 (nothing) to 255 (the densest cell), on a square-root scale.
+    pub cells: Vec<u8>,
 }
 
 /// What the page is sent.
@@ -99,6 +133,8 @@ pub enum ServerMessage {
     },
     /// A heatmap was written; the relay serves it at `/heatmaps/<name>`.
     Heatmap(HeatmapReady),
+    /// A live preview frame.
+    Preview(PreviewFrame),
     /// A message was refused. The connection stays open unless the code says otherwise.
     Error {
         /// A stable code to match on.
@@ -129,6 +165,9 @@ pub struct HeatmapReady {
     pub n_points: u64,
     /// Time the renderer spent, in milliseconds (accumulate to encoded file).
     pub render_ms: f64,
+    /// The options the image was rendered with, defaults filled in.
+    #[serde(default)]
+    pub options: RenderOptions,
 }
 
 /// State of a link as shown in the page's nav bar.

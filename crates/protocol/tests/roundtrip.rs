@@ -50,6 +50,21 @@ fn page_messages() -> Vec<PageMessage> {
         },
         PageMessage::Generate(Generate {
             recording: id("r-1"),
+            options: RenderOptions::default(),
+        }),
+        PageMessage::Generate(Generate {
+            recording: id("r-1"),
+            options: RenderOptions {
+                kind: Some(HeatKind::Clicks),
+                colormap: Some(Colormap::Viridis),
+                scale: Some(Scale::Log),
+                output: Some(OutputMode::Overlay),
+                bandwidth: Some(12.5),
+            },
+        }),
+        PageMessage::Preview(Preview {
+            recording: id("r-1"),
+            kind: Some(HeatKind::Moves),
         }),
     ]
 }
@@ -82,6 +97,17 @@ fn server_messages() -> Vec<ServerMessage> {
             height: 1080,
             n_points: 200,
             render_ms: 12.5,
+            options: RenderOptions {
+                kind: Some(HeatKind::Both),
+                ..RenderOptions::default()
+            },
+        }),
+        ServerMessage::Preview(PreviewFrame {
+            recording: id("r-1"),
+            width: 4,
+            height: 2,
+            n_points: 3,
+            cells: vec![0, 10, 255, 3, 0, 0, 0, 1],
         }),
         ServerMessage::Error {
             code: ErrorCode::NoPoints,

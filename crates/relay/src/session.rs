@@ -149,6 +149,7 @@ impl Session {
             }
             PageMessage::Points(batch) => (Some(batch.recording.clone()), Some(batch.seq)),
             PageMessage::Generate(generate) => (Some(generate.recording.clone()), None),
+            PageMessage::Preview(preview) => (Some(preview.recording.clone()), None),
         };
         if self.ctx.hub.link_state() != LinkState::Connected {
             self.ctx.hub.errors.record(ErrorCode::RendererUnavailable);

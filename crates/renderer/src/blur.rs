@@ -4,23 +4,28 @@
 //! a box filter costs the same for any radius with a running sum. The box widths are chosen
 //! so that the three boxes' variance equals the Gaussian's (Kutskir's formula).
 
+use rayon::prelude::*;
+
 use crate::grid::Grid;
+use crate::scratch;
 
 /// Smooths `grid` in place with a Gaussian of standard deviation `sigma` cells.
 ///
 /// Mass near the border flows out of the image, as it would with an exact Gaussian and
-/// zero padding. `sigma <= 0` leaves the grid as it is.
+/// zero padding. `sigma <= 0` leaves the grid as it is. Rows are blurred in parallel, and
+/// the column pass is split into bands of rows, one per thread.
 pub fn gaussian_blur(grid: &mut Grid, sigma: f32) {
     if sigma <= 0.0 || !sigma.is_finite() {
         return;
     }
     let width = grid.width();
     let height = grid.height();
-    let mut scratch = vec![0.0f32; width * height];
+    let mut scratch = scratch::floats(width * height);
     for radius in box_radii(sigma) {
-        box_blur_rows(grid.cells_mut(), &mut scratch, width, radius);
+        box_blur_rows(grid.cells(), &mut scratch, width, radius);
         box_blur_columns(&scratch, grid.cells_mut(), width, height, radius);
     }
+    scratch::recycle_floats(scratch);
 }
 
 /// Radii of three boxes whose combined variance is `sigma²`.
@@ -51,50 +56,60 @@ pub fn box_radii(sigma: f32) -> [usize; 3] {
 /// Box blur along each row of `src` (rows of `width` cells) into `dst`.
 fn box_blur_rows(src: &[f32], dst: &mut [f32], width: usize, radius: usize) {
     let scale = 1.0 / (2 * radius + 1) as f32;
-    for (src_row, dst_row) in src.chunks_exact(width).zip(dst.chunks_exact_mut(width)) {
-        // The running sum over [x - radius, x + radius], with zeros outside the row.
-        let mut sum: f32 = src_row.iter().take(radius).sum();
-        for x in 0..width {
-            if let Some(entering) = src_row.get(x + radius) {
-                sum += entering;
+    src.par_chunks_exact(width)
+        .zip(dst.par_chunks_exact_mut(width))
+        .for_each(|(src_row, dst_row)| {
+            // The running sum over [x - radius, x + radius], with zeros outside the row.
+            let mut sum: f32 = src_row.iter().take(radius).sum();
+            for x in 0..width {
+                if let Some(entering) = src_row.get(x + radius) {
+                    sum += entering;
+                }
+                dst_row[x] = sum * scale;
+                if x >= radius {
+                    sum -= src_row[x - radius];
+                }
             }
-            dst_row[x] = sum * scale;
-            if x >= radius {
-                sum -= src_row[x - radius];
-            }
-        }
-    }
+        });
 }
 
 /// Box blur along each column of `src` (`height` rows of `width`) into `dst`.
 ///
-/// Walks rows, not columns, keeping one running sum per column: every access is
-/// sequential, which matters far more than the arithmetic.
+/// Walks rows, not columns, keeping one running sum per column, so every access is
+/// sequential. Each thread takes a band of output rows and primes its sums from the
+/// `radius` rows around the band's start.
 fn box_blur_columns(src: &[f32], dst: &mut [f32], width: usize, height: usize, radius: usize) {
+    let n_bands = rayon::current_num_threads().clamp(1, height.max(1));
+    let band_rows = height.div_ceil(n_bands);
     let scale = 1.0 / (2 * radius + 1) as f32;
-    let mut sums = vec![0.0f32; width];
-    for row in src.chunks_exact(width).take(radius) {
-        for (sum, value) in sums.iter_mut().zip(row) {
-            *sum += value;
-        }
-    }
-    for y in 0..height {
-        if y + radius < height {
-            let entering = &src[(y + radius) * width..(y + radius + 1) * width];
-            for (sum, value) in sums.iter_mut().zip(entering) {
-                *sum += value;
+    let row = |y: usize| &src[y * width..(y + 1) * width];
+    dst.par_chunks_mut(band_rows * width)
+        .enumerate()
+        .for_each(|(band, out)| {
+            let first = band * band_rows;
+            let mut sums = vec![0.0f32; width];
+            for y in first.saturating_sub(radius)..(first + radius).min(height) {
+                for (sum, value) in sums.iter_mut().zip(row(y)) {
+                    *sum += value;
+                }
             }
-        }
-        for (out, sum) in dst[y * width..(y + 1) * width].iter_mut().zip(&sums) {
-            *out = sum * scale;
-        }
-        if y >= radius {
-            let leaving = &src[(y - radius) * width..(y - radius + 1) * width];
-            for (sum, value) in sums.iter_mut().zip(leaving) {
-                *sum -= value;
+            for (offset, out_row) in out.chunks_exact_mut(width).enumerate() {
+                let y = first + offset;
+                if y + radius < height {
+                    for (sum, value) in sums.iter_mut().zip(row(y + radius)) {
+                        *sum += value;
+                    }
+                }
+                for (cell, sum) in out_row.iter_mut().zip(&sums) {
+                    *cell = sum * scale;
+                }
+                if y >= radius {
+                    for (sum, value) in sums.iter_mut().zip(row(y - radius)) {
+                        *sum -= value;
+                    }
+                }
             }
-        }
-    }
+        });
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use protocol::limits;
+use protocol::{limits, Colormap, HeatKind, OutputMode, Scale};
 
 /// Every knob of the renderer. `Config::default()` is what the binary runs with when given
 /// no flags, so tests and the binary share the same defaults.
@@ -36,8 +36,32 @@ pub struct Config {
     pub height: u32,
 
     /// Smoothing bandwidth: the Gaussian's standard deviation, in pixels of the output image.
-    #[arg(long, default_value_t = 18.0)]
+    #[arg(long, default_value_t = 18.0, value_parser = parse_bandwidth)]
     pub bandwidth: f32,
+
+    /// Default colour map: jet, hot, viridis, inferno or turbo (a page may choose another).
+    #[arg(long, default_value_t = Colormap::Jet)]
+    pub colormap: Colormap,
+
+    /// Default intensity scale: linear, sqrt or log.
+    #[arg(long, default_value_t = Scale::Sqrt)]
+    pub scale: Scale,
+
+    /// Default events shown: moves, clicks or both.
+    #[arg(long, default_value_t = HeatKind::Both)]
+    pub kind: HeatKind,
+
+    /// Default output: image (white background), overlay (transparent PNG) or background (over --background).
+    #[arg(long, default_value_t = OutputMode::Image)]
+    pub output: OutputMode,
+
+    /// A screenshot of the page (PNG) to draw the heat over in background mode; scaled to the image size.
+    #[arg(long)]
+    pub background: Option<PathBuf>,
+
+    /// How much one click weighs against one move when both are shown.
+    #[arg(long, default_value_t = 20.0)]
+    pub click_weight: f32,
 
     /// Shared secret the relay must present (Authorization: Bearer); unset accepts any local peer.
     #[arg(long, env = "HEATMAP_TOKEN", hide_env_values = true)]
@@ -70,6 +94,20 @@ pub struct Config {
     /// Renders running at once; further Generate requests wait their turn.
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_renders: usize,
+}
+
+fn parse_bandwidth(text: &str) -> Result<f32, String> {
+    let value: f32 = text.parse().map_err(|err| format!("{err}"))?;
+    let range = protocol::options::BANDWIDTH_RANGE;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "must be within {}..={} pixels",
+            range.start(),
+            range.end()
+        ))
+    }
 }
 
 impl Default for Config {

@@ -1,14 +1,19 @@
 //! State shared by every task of one renderer.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use netkit::ErrorCounters;
 use protocol::Limits;
 use tokio::sync::Semaphore;
 
+use crate::background::Background;
 use crate::config::Config;
 use crate::render::RenderSettings;
 use crate::store::{RecordingStore, StoreLimits};
+
+/// Previews computing at once (each takes a few milliseconds on a small grid).
+const PREVIEW_SLOTS: usize = 2;
 
 /// Everything a connection or render task needs, behind one `Arc`.
 #[derive(Debug)]
@@ -25,6 +30,8 @@ pub(crate) struct Context {
     pub errors: ErrorCounters,
     /// Caps renders running at once: each holds a few full-size buffers.
     pub render_permits: Semaphore,
+    /// Caps live previews computing at once; a request finding none free is told `busy`.
+    pub preview_permits: Arc<Semaphore>,
     /// Relay links open now.
     pub links_open: AtomicU64,
     /// Heatmaps written since start.
@@ -32,8 +39,17 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    pub fn new(config: Config) -> Self {
-        Context {
+    /// Builds the shared state; loads the `--background` screenshot if one is given.
+    pub fn new(config: Config) -> Result<Self, crate::Error> {
+        let background = match &config.background {
+            Some(path) => Some(Arc::new(Background::load(
+                path,
+                config.width,
+                config.height,
+            )?)),
+            None => None,
+        };
+        Ok(Context {
             limits: Limits {
                 max_points_per_batch: config.max_points_per_batch,
             },
@@ -41,7 +57,13 @@ impl Context {
                 width: config.width,
                 height: config.height,
                 bandwidth: config.bandwidth,
-                ..RenderSettings::default()
+                colormap: config.colormap,
+                scale: config.scale,
+                kind: config.kind,
+                output: config.output,
+                click_weight: config.click_weight,
+                annotate: true,
+                background,
             },
             store: RecordingStore::new(StoreLimits {
                 max_recordings: config.max_recordings,
@@ -50,9 +72,10 @@ impl Context {
             }),
             errors: ErrorCounters::default(),
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
+            preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),
             links_open: AtomicU64::new(0),
             renders_total: AtomicU64::new(0),
             config,
-        }
+        })
     }
 }

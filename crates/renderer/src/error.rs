@@ -6,8 +6,19 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The requested image has no points to show.
-    #[error("recording has no points to render")]
-    NoPoints,
+    #[error("the recording has no {0} to render")]
+    NoPoints(protocol::HeatKind),
+    /// Background mode was asked for, but the renderer has no screenshot.
+    #[error("no background screenshot: start the renderer with --background FILE.png")]
+    NoBackground,
+    /// The background screenshot cannot be used.
+    #[error("cannot use background {path}: {why}")]
+    Background {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// plotters could not draw the legend or caption.
     #[error("cannot draw the legend: {0}")]
     Draw(String),

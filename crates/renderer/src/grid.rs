@@ -1,6 +1,12 @@
 //! The density grid: one cell per output pixel, counting the (weighted) points in it.
 
 use ndarray::Array2;
+use rayon::prelude::*;
+
+use crate::scratch;
+
+/// Cells per parallel work item for element-wise passes.
+const PAR_CHUNK: usize = 64 * 1024;
 
 /// A point as stored: its position as a fraction of its viewport, in 16-bit fixed point.
 ///
@@ -27,9 +33,11 @@ pub struct Grid {
 impl Grid {
     /// An empty grid of `width` x `height` cells.
     pub fn new(width: u32, height: u32) -> Self {
-        Grid {
-            cells: Array2::zeros((height as usize, width as usize)),
-        }
+        let shape = (height as usize, width as usize);
+        let cells = scratch::floats(shape.0 * shape.1);
+        // The buffer has exactly rows x columns cells, so the shape always fits.
+        let cells = Array2::from_shape_vec(shape, cells).unwrap_or_else(|_| Array2::zeros(shape));
+        Grid { cells }
     }
 
     /// Width in cells.
@@ -47,20 +55,70 @@ impl Grid {
     /// A fixed-point coordinate stands for the interval `[u, u+1) / 65536` of its side; the
     /// cell is the one holding the interval's centre, so a 1920 px viewport maps pixel to
     /// pixel onto a 1920 px image and a smaller one stretches in proportion.
+    ///
+    /// Large inputs are split by rows across threads: every thread reads all points (a
+    /// sequential scan, cheap) and writes only the rows of its band, so no two threads
+    /// touch the same cell and no per-thread grid has to be merged.
     pub fn accumulate(&mut self, points: &[NormPoint], weight: f32) {
-        let width = self.width() as u64;
-        let height = self.height() as u64;
-        let row_len = self.width();
+        /// Below this many points one thread is faster than coordinating two.
+        const PARALLEL_FROM: usize = 100_000;
+        let width = self.width();
+        let height = self.height();
+        let n_bands = rayon::current_num_threads().clamp(1, height.max(1));
+        if points.len() < PARALLEL_FROM || n_bands == 1 {
+            accumulate_band(self.cells_mut(), points, weight, width, height, 0);
+            return;
+        }
+        let band_rows = height.div_ceil(n_bands);
+        self.cells_mut()
+            .par_chunks_mut(band_rows * width)
+            .enumerate()
+            .for_each(|(band, cells)| {
+                accumulate_band(cells, points, weight, width, height, band * band_rows)
+            });
+    }
+
+    /// Adds `weight` times a normalised Gaussian of `sigma` cells around each point.
+    ///
+    /// Exact, and cheaper than accumulating and blurring a whole grid when the points are
+    /// few (clicks): the cost is the points times the kernel's area.
+    pub fn splat_gaussian(&mut self, points: &[NormPoint], weight: f32, sigma: f32) {
+        let reach = (3.0 * sigma).ceil().max(1.0) as i64;
+        let kernel: Vec<f32> = (-reach..=reach)
+            .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
+            .collect();
+        let norm: f32 = kernel.iter().sum::<f32>().powi(2);
+        let (width, height) = (self.width() as i64, self.height() as i64);
         let cells = self.cells_mut();
-        for &[u, v] in points {
-            let col = ((2 * u64::from(u) + 1) * width) >> 17;
-            let row = ((2 * u64::from(v) + 1) * height) >> 17;
-            // col < width and row < height by construction (u, v < 65536), so the index is
-            // in bounds; `get_mut` keeps it panic-free all the same.
-            if let Some(cell) = cells.get_mut(row as usize * row_len + col as usize) {
-                *cell += weight;
+        for &point in points {
+            let (col, row) = cell_of(point, width as u64, height as u64);
+            let (col, row) = (col as i64, row as i64);
+            for (dy, ky) in (-reach..=reach).zip(&kernel) {
+                let y = row + dy;
+                if !(0..height).contains(&y) {
+                    continue;
+                }
+                let row_weight = weight * ky / norm;
+                for (dx, kx) in (-reach..=reach).zip(&kernel) {
+                    let x = col + dx;
+                    if (0..width).contains(&x) {
+                        cells[(y * width + x) as usize] += row_weight * kx;
+                    }
+                }
             }
         }
+    }
+
+    /// Adds `factor` times `other` (of the same size) into this grid.
+    pub fn add_scaled(&mut self, other: &Grid, factor: f32) {
+        self.cells_mut()
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(other.cells().par_chunks(PAR_CHUNK))
+            .for_each(|(mine, theirs)| {
+                for (cell, add) in mine.iter_mut().zip(theirs) {
+                    *cell += factor * add;
+                }
+            });
     }
 
     /// Sum of all cells: the mass, which smoothing must (nearly) preserve.
@@ -70,7 +128,10 @@ impl Grid {
 
     /// Largest cell value.
     pub fn max(&self) -> f32 {
-        self.cells.iter().copied().fold(0.0, f32::max)
+        self.cells()
+            .par_chunks(PAR_CHUNK)
+            .map(|chunk| chunk.iter().copied().fold(0.0, f32::max))
+            .reduce(|| 0.0, f32::max)
     }
 
     /// The cell at `(col, row)`.
@@ -93,13 +154,52 @@ impl Grid {
 
     /// The cells in row-major order.
     pub fn cells(&self) -> &[f32] {
-        self.cells.as_slice().unwrap_or(&[]) // ok: built by Array2::zeros, always standard layout
+        self.cells.as_slice().unwrap_or(&[]) // ok: built row-major, always standard layout
     }
 
     /// The cells in row-major order, mutable.
     pub fn cells_mut(&mut self) -> &mut [f32] {
-        // Array2::zeros builds a standard-layout array and nothing here transposes it.
+        // Built row-major from a Vec, and nothing here transposes it.
         self.cells.as_slice_mut().unwrap_or(&mut [])
+    }
+}
+
+impl Drop for Grid {
+    fn drop(&mut self) {
+        let (cells, _) = std::mem::take(&mut self.cells).into_raw_vec_and_offset();
+        scratch::recycle_floats(cells);
+    }
+}
+
+/// The cell of a point on a `width` x `height` grid.
+fn cell_of([u, v]: NormPoint, width: u64, height: u64) -> (u64, u64) {
+    (
+        ((2 * u64::from(u) + 1) * width) >> 17,
+        ((2 * u64::from(v) + 1) * height) >> 17,
+    )
+}
+
+/// Accumulates the points that fall in rows `first_row ..` of a band of `cells`.
+fn accumulate_band(
+    cells: &mut [f32],
+    points: &[NormPoint],
+    weight: f32,
+    width: usize,
+    height: usize,
+    first_row: usize,
+) {
+    let band_rows = cells.len() / width.max(1);
+    let (width64, height64) = (width as u64, height as u64);
+    for &point in points {
+        let (col, row) = cell_of(point, width64, height64);
+        // `wrapping_sub` turns rows above the band into huge values, so one comparison
+        // keeps both ends; col < width holds by construction (u < 65536).
+        let band_row = (row as usize).wrapping_sub(first_row);
+        if band_row < band_rows {
+            if let Some(cell) = cells.get_mut(band_row * width + col as usize) {
+                *cell += weight;
+            }
+        }
     }
 }
 
@@ -133,6 +233,27 @@ mod tests {
         grid.accumulate(&[[to_fixed(480.0, 960), to_fixed(270.0, 540)]], 1.0);
         assert_eq!(grid.get(1919, 1079), 1.0);
         assert_eq!(grid.get(960, 540), 1.0);
+    }
+
+    #[test]
+    fn parallel_bands_match_one_thread() {
+        let points: Vec<NormPoint> = (0..300_000u64)
+            .map(|idx| [(idx * 7919 % 65536) as u16, (idx * 104_729 % 65536) as u16])
+            .collect();
+        let mut banded = Grid::new(320, 181);
+        banded.accumulate(&points, 1.0);
+        let mut serial = Grid::new(320, 181);
+        accumulate_band(serial.cells_mut(), &points, 1.0, 320, 181, 0);
+        assert_eq!(banded.cells(), serial.cells());
+        assert_eq!(banded.total(), 300_000.0);
+    }
+
+    #[test]
+    fn splatted_gaussians_keep_their_mass_and_centre() {
+        let mut grid = Grid::new(200, 100);
+        grid.splat_gaussian(&[[32768, 32768]], 10.0, 4.0);
+        assert!((grid.total() - 10.0).abs() < 1e-3, "{}", grid.total());
+        assert_eq!(grid.argmax(), (100, 50));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use netkit::ws::{is_too_large, ServerSocket};
 use netkit::Shutdown;
 use protocol::{
-    decode_relay, encode, ConnId, Error, ErrorCode, HeatmapReady, PageMessage, RecordingId,
-    RelayMessage, RendererMessage, ServerMessage, PROTOCOL_VERSION,
+    decode_relay, encode, ConnId, Error, ErrorCode, Generate, HeatmapReady, PageMessage,
+    PreviewFrame, RecordingId, RelayMessage, RendererMessage, ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::context::Context;
 use crate::output::{local_stamp, write_heatmap};
-use crate::render::{render_png, RenderInput};
+use crate::render::{preview_cells, render_png, RenderInput, RenderSettings};
 use crate::store::{lock, unknown};
 
 /// Frames waiting to be written to one relay.
@@ -202,7 +202,46 @@ impl Link {
                 let tx = self.tx.clone();
                 let shutdown = self.shutdown.clone();
                 tokio::spawn(async move {
-                    let reply = generate_heatmap(&ctx, generate.recording).await;
+                    let reply = generate_heatmap(&ctx, generate).await;
+                    send_frame(&tx, &RendererMessage::Reply { conn, msg: reply }).await;
+                    drop(shutdown);
+                });
+                return;
+            }
+            PageMessage::Preview(preview) => {
+                // Previews are best-effort: when every preview slot is busy, say so at once
+                // rather than queue frames that would be stale when they arrive.
+                let Ok(permit) = self.ctx.preview_permits.clone().try_acquire_owned() else {
+                    let err =
+                        Error::new(ErrorCode::Busy, "preview slots are busy; ask again later");
+                    let reply = self.page_error(err, Some(preview.recording), None);
+                    self.send(&RendererMessage::Reply { conn, msg: reply })
+                        .await;
+                    return;
+                };
+                let ctx = self.ctx.clone();
+                let tx = self.tx.clone();
+                let shutdown = self.shutdown.clone();
+                tokio::spawn(async move {
+                    let recording = preview.recording.clone();
+                    let job_ctx = ctx.clone();
+                    let result =
+                        tokio::task::spawn_blocking(move || preview_frame(&job_ctx, preview)).await;
+                    drop(permit);
+                    let reply = match result {
+                        Ok(Ok(frame)) => ServerMessage::Preview(frame),
+                        Ok(Err(err)) => {
+                            ctx.errors.record(err.code);
+                            error_reply(err, recording)
+                        }
+                        Err(join_err) => error_reply(
+                            Error::new(
+                                ErrorCode::RenderFailed,
+                                format!("preview task failed: {join_err}"),
+                            ),
+                            recording,
+                        ),
+                    };
                     send_frame(&tx, &RendererMessage::Reply { conn, msg: reply }).await;
                     drop(shutdown);
                 });
@@ -250,13 +289,61 @@ async fn send_frame(tx: &mpsc::Sender<Message>, msg: &RendererMessage) {
     let _ = tx.send(Message::text(encode(msg))).await;
 }
 
+fn error_reply(err: Error, recording: RecordingId) -> ServerMessage {
+    ServerMessage::Error {
+        code: err.code,
+        message: err.message,
+        recording: Some(recording),
+        seq: None,
+    }
+}
+
+/// Width of live preview frames; the height follows the image's aspect ratio.
+const PREVIEW_WIDTH: u32 = 192;
+
+/// Computes a preview frame, accumulating under the recording's lock (a small grid, a few
+/// milliseconds even for a million points) rather than copying the points out.
+fn preview_frame(ctx: &Context, preview: protocol::Preview) -> Result<PreviewFrame, Error> {
+    let settings = &ctx.render_settings;
+    let kind = preview.kind.unwrap_or(settings.kind);
+    let settings = RenderSettings {
+        kind,
+        ..settings.clone()
+    };
+    let width = PREVIEW_WIDTH;
+    let height = (PREVIEW_WIDTH * settings.height / settings.width).max(1);
+    let recording = ctx
+        .store
+        .get(&preview.recording)
+        .ok_or_else(|| unknown(&preview.recording))?;
+    let recording = lock(&recording);
+    let input = RenderInput {
+        moves: &recording.moves,
+        clicks: &recording.clicks,
+        duration_ms: recording.duration_ms,
+        started: "",
+    };
+    let n_points = input.n_shown(kind) as u64;
+    let cells = if n_points == 0 {
+        vec![0; (width * height) as usize]
+    } else {
+        preview_cells(&input, &settings, width, height)
+    };
+    Ok(PreviewFrame {
+        recording: preview.recording,
+        width,
+        height,
+        n_points,
+        cells,
+    })
+}
+
 /// Renders a recording on a blocking thread and writes the PNG; the answer for the page.
-async fn generate_heatmap(ctx: &Arc<Context>, recording: RecordingId) -> ServerMessage {
+async fn generate_heatmap(ctx: &Arc<Context>, generate: Generate) -> ServerMessage {
     let permit = ctx.render_permits.acquire().await;
     let job_ctx = ctx.clone();
-    let job_recording = recording.clone();
-    let result =
-        tokio::task::spawn_blocking(move || render_recording(&job_ctx, job_recording)).await;
+    let recording = generate.recording.clone();
+    let result = tokio::task::spawn_blocking(move || render_recording(&job_ctx, generate)).await;
     drop(permit);
     let result = result.unwrap_or_else(|join_err| {
         Err(Error::new(
@@ -274,19 +361,16 @@ async fn generate_heatmap(ctx: &Arc<Context>, recording: RecordingId) -> ServerM
             if err.code == ErrorCode::RenderFailed {
                 error!(recording = %recording, cause = %err.message, "render failed");
             }
-            ServerMessage::Error {
-                code: err.code,
-                message: err.message,
-                recording: Some(recording),
-                seq: None,
-            }
+            error_reply(err, recording)
         }
     }
 }
 
 /// Copies the recording's points out (so ingest is not held up), renders and writes them.
-fn render_recording(ctx: &Context, id: RecordingId) -> Result<HeatmapReady, Error> {
+fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, Error> {
     let started = Instant::now();
+    let id = generate.recording;
+    let settings = ctx.render_settings.with_options(&generate.options);
     let recording = ctx.store.get(&id).ok_or_else(|| unknown(&id))?;
     let (moves, clicks, duration_ms, created) = {
         let recording = lock(&recording);
@@ -297,12 +381,6 @@ fn render_recording(ctx: &Context, id: RecordingId) -> Result<HeatmapReady, Erro
             recording.created,
         )
     };
-    if moves.is_empty() && clicks.is_empty() {
-        return Err(Error::new(
-            ErrorCode::NoPoints,
-            format!("recording {id} has no points yet: press Start Recording and move the pointer over the page"),
-        ));
-    }
     let started_text = chrono::DateTime::<chrono::Local>::from(created)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string();
@@ -312,9 +390,21 @@ fn render_recording(ctx: &Context, id: RecordingId) -> Result<HeatmapReady, Erro
         duration_ms,
         started: &started_text,
     };
-    let render_failed =
-        |err: crate::error::Error| Error::new(ErrorCode::RenderFailed, err.to_string());
-    let rendered = render_png(&input, &ctx.render_settings).map_err(render_failed)?;
+    let render_failed = |err: crate::error::Error| match err {
+        crate::error::Error::NoPoints(kind) => {
+            let what = match kind {
+                protocol::HeatKind::Moves => "pointer moves",
+                protocol::HeatKind::Clicks => "clicks",
+                protocol::HeatKind::Both => "points",
+            };
+            Error::new(
+                ErrorCode::NoPoints,
+                format!("recording {id} has no {what} yet: press Start Recording and move the pointer over the page"),
+            )
+        }
+        other => Error::new(ErrorCode::RenderFailed, other.to_string()),
+    };
+    let rendered = render_png(&input, &settings).map_err(render_failed)?;
     let name = write_heatmap(
         &ctx.config.out_dir,
         &local_stamp(chrono::Local::now()),
@@ -326,9 +416,10 @@ fn render_recording(ctx: &Context, id: RecordingId) -> Result<HeatmapReady, Erro
     Ok(HeatmapReady {
         recording: id,
         name,
-        width: ctx.render_settings.width,
-        height: ctx.render_settings.height,
-        n_points: (moves.len() + clicks.len()) as u64,
+        width: settings.width,
+        height: settings.height,
+        n_points: input.n_shown(settings.kind) as u64,
         render_ms: started.elapsed().as_secs_f64() * 1000.0,
+        options: settings.options(),
     })
 }

@@ -1,17 +1,22 @@
 //! From stored points to PNG bytes: accumulate, smooth, colour, annotate, encode.
 //!
-//! The whole pipeline is synchronous CPU work; callers run it on a blocking thread.
+//! The whole pipeline is synchronous CPU work; callers run it on a blocking thread. The
+//! heavy stages use rayon to spread over the machine's cores.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use protocol::{Colormap, HeatKind, OutputMode, RenderOptions, Scale};
+use rayon::prelude::*;
 
+use crate::background::Background;
 use crate::blur::gaussian_blur;
-use crate::colormap::{alpha_for, Colormap, Scale};
+use crate::colormap::{alpha_for, apply_scale, lut};
 use crate::error::Error;
 use crate::grid::{Grid, NormPoint};
+use crate::scratch;
 
 /// The bundled font: DejaVu Sans (licence in `assets/DejaVuSans-LICENSE.txt`), so text
 /// renders on a machine with no fonts and no fontconfig.
@@ -20,8 +25,13 @@ const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 /// The family name under which [`FONT`] is registered with plotters.
 const FONT_FAMILY: &str = "sans-serif";
 
-/// How a heatmap is drawn.
-#[derive(Debug, Clone, PartialEq)]
+/// Clicks are smoothed with this fraction of the bandwidth: a click is a precise act, a
+/// path is a vague one.
+const CLICK_SHARPNESS: f32 = 0.5;
+
+/// How a heatmap is drawn. The renderer's flags give the defaults; a page's
+/// [`RenderOptions`] override them per image ([`RenderSettings::with_options`]).
+#[derive(Debug, Clone)]
 pub struct RenderSettings {
     /// Image width in pixels.
     pub width: u32,
@@ -33,10 +43,16 @@ pub struct RenderSettings {
     pub colormap: Colormap,
     /// Intensity scale.
     pub scale: Scale,
-    /// How much one click weighs against one move: clicks are rarer and mean more.
+    /// Which events to show.
+    pub kind: HeatKind,
+    /// Plain image, transparent overlay, or heat over a screenshot.
+    pub output: OutputMode,
+    /// How much one click weighs against one move when both are shown.
     pub click_weight: f32,
     /// Whether to draw the colour bar and caption.
     pub annotate: bool,
+    /// The screenshot for [`OutputMode::Background`], already fitted to the image size.
+    pub background: Option<Arc<Background>>,
 }
 
 impl Default for RenderSettings {
@@ -45,10 +61,38 @@ impl Default for RenderSettings {
             width: protocol::limits::DEFAULT_IMAGE_WIDTH,
             height: protocol::limits::DEFAULT_IMAGE_HEIGHT,
             bandwidth: 18.0,
-            colormap: Colormap::default(),
-            scale: Scale::default(),
-            click_weight: 5.0,
+            colormap: Colormap::Jet,
+            scale: Scale::Sqrt,
+            kind: HeatKind::Both,
+            output: OutputMode::Image,
+            click_weight: 20.0,
             annotate: true,
+            background: None,
+        }
+    }
+}
+
+impl RenderSettings {
+    /// These settings with a page's choices applied.
+    pub fn with_options(&self, options: &RenderOptions) -> RenderSettings {
+        RenderSettings {
+            bandwidth: options.bandwidth.unwrap_or(self.bandwidth),
+            colormap: options.colormap.unwrap_or(self.colormap),
+            scale: options.scale.unwrap_or(self.scale),
+            kind: options.kind.unwrap_or(self.kind),
+            output: options.output.unwrap_or(self.output),
+            ..self.clone()
+        }
+    }
+
+    /// The settings as options with every field filled, to tell the page what it got.
+    pub fn options(&self) -> RenderOptions {
+        RenderOptions {
+            kind: Some(self.kind),
+            colormap: Some(self.colormap),
+            scale: Some(self.scale),
+            output: Some(self.output),
+            bandwidth: Some(self.bandwidth),
         }
     }
 }
@@ -64,6 +108,17 @@ pub struct RenderInput<'a> {
     pub duration_ms: u32,
     /// When it started, as local time text for the caption.
     pub started: &'a str,
+}
+
+impl RenderInput<'_> {
+    /// The points the settings' kind selects.
+    pub fn n_shown(&self, kind: HeatKind) -> usize {
+        match kind {
+            HeatKind::Moves => self.moves.len(),
+            HeatKind::Clicks => self.clicks.len(),
+            HeatKind::Both => self.moves.len() + self.clicks.len(),
+        }
+    }
 }
 
 /// A finished image and where the time went.
@@ -95,66 +150,109 @@ impl StageTimings {
     }
 }
 
-/// Accumulates and smooths the points into a density grid at the image size.
-pub fn density(
-    input: &RenderInput<'_>,
-    settings: &RenderSettings,
-    timings: &mut StageTimings,
-) -> Grid {
-    let started = Instant::now();
-    let mut grid = Grid::new(settings.width, settings.height);
-    grid.accumulate(input.moves, 1.0);
-    grid.accumulate(input.clicks, settings.click_weight);
-    timings.accumulate = started.elapsed();
-    let started = Instant::now();
-    gaussian_blur(&mut grid, settings.bandwidth);
-    timings.smooth = started.elapsed();
-    grid
-}
-
 /// Renders the points as a PNG heatmap.
 ///
 /// # Errors
-/// [`Error::NoPoints`] when there is nothing to draw; [`Error::Draw`] or
-/// [`Error::Encode`] if annotation or encoding fails.
+/// [`Error::NoPoints`] when the chosen kind has nothing to draw; [`Error::Draw`] or
+/// [`Error::Encode`] if annotation or encoding fails; [`Error::NoBackground`] when the
+/// background mode is asked for without a screenshot.
 pub fn render_png(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<Rendered, Error> {
-    if input.moves.is_empty() && input.clicks.is_empty() {
-        return Err(Error::NoPoints);
+    if input.n_shown(settings.kind) == 0 {
+        return Err(Error::NoPoints(settings.kind));
+    }
+    if settings.output == OutputMode::Background && settings.background.is_none() {
+        return Err(Error::NoBackground);
     }
     let mut timings = StageTimings::default();
     let grid = density(input, settings, &mut timings);
 
     let started = Instant::now();
-    let mut rgb = colourise(&grid, settings);
+    let mut pixels = colourise(&grid, settings);
     if settings.annotate {
-        annotate(&mut rgb, input, settings)?;
+        annotate(&mut pixels, input, settings)?;
     }
     timings.colour = started.elapsed();
 
     let started = Instant::now();
-    let png = encode_png(&rgb, settings.width, settings.height)?;
+    let png = encode_png(&pixels, settings.width, settings.height);
+    scratch::recycle_bytes(pixels.bytes);
+    let png = png?;
     timings.encode = started.elapsed();
     Ok(Rendered { png, timings })
 }
 
-/// Colours a density grid over a white background, as RGB bytes.
-pub fn colourise(grid: &Grid, settings: &RenderSettings) -> Vec<u8> {
+/// Accumulates and smooths the selected points into a density grid at the image size.
+///
+/// Moves are accumulated and blurred with the bandwidth. Clicks are sharper (half the
+/// bandwidth) and, beside moves, weigh [`RenderSettings::click_weight`] each; when they are
+/// few they are splatted as exact Gaussians instead of blurring a second full grid.
+pub fn density(
+    input: &RenderInput<'_>,
+    settings: &RenderSettings,
+    timings: &mut StageTimings,
+) -> Grid {
+    let mut grid = Grid::new(settings.width, settings.height);
+    let show_moves = settings.kind != HeatKind::Clicks && !input.moves.is_empty();
+    let show_clicks = settings.kind != HeatKind::Moves && !input.clicks.is_empty();
+    if show_moves {
+        let started = Instant::now();
+        grid.accumulate(input.moves, 1.0);
+        timings.accumulate += started.elapsed();
+        let started = Instant::now();
+        gaussian_blur(&mut grid, settings.bandwidth);
+        timings.smooth += started.elapsed();
+    }
+    if show_clicks {
+        let weight = if settings.kind == HeatKind::Clicks {
+            1.0
+        } else {
+            settings.click_weight
+        };
+        let sigma = (settings.bandwidth * CLICK_SHARPNESS).max(1.0);
+        let kernel_side = 2.0 * (3.0 * sigma).ceil() + 1.0;
+        let splat_cost = input.clicks.len() as f64 * f64::from(kernel_side * kernel_side);
+        let blur_cost = 8.0 * (settings.width as f64) * (settings.height as f64);
+        let started = Instant::now();
+        if splat_cost < blur_cost {
+            grid.splat_gaussian(input.clicks, weight, sigma);
+            timings.smooth += started.elapsed();
+        } else {
+            let mut clicks = Grid::new(settings.width, settings.height);
+            clicks.accumulate(input.clicks, 1.0);
+            timings.accumulate += started.elapsed();
+            let started = Instant::now();
+            gaussian_blur(&mut clicks, sigma);
+            grid.add_scaled(&clicks, weight);
+            timings.smooth += started.elapsed();
+        }
+    }
+    grid
+}
+
+/// Image pixels with their channel count.
+#[derive(Debug, Clone)]
+pub struct Pixels {
+    /// Row-major bytes.
+    pub bytes: Vec<u8>,
+    /// 3 (RGB) or 4 (RGBA, for overlays).
+    pub channels: usize,
+}
+
+/// Colours a density grid: over white, over the background screenshot, or onto
+/// transparency, depending on the output mode.
+pub fn colourise(grid: &Grid, settings: &RenderSettings) -> Pixels {
     /// Resolution of the precomputed density → colour table.
     const STEPS: usize = 4096;
-    const BACKGROUND: [f32; 3] = [255.0, 255.0, 255.0];
-    let lut = settings.colormap.lut();
-    let table: Vec<[u8; 3]> = (0..STEPS)
+    let lut = lut(settings.colormap);
+    // Per step: the colour and its opacity, scale and alpha ramp applied once.
+    let table: Vec<([f32; 3], f32)> = (0..STEPS)
         .map(|step| {
-            let intensity = settings.scale.apply(step as f32 / (STEPS - 1) as f32);
-            let alpha = alpha_for(intensity);
-            let colour = lut[(intensity * 255.0).round() as usize];
-            let mut blended = [0u8; 3];
-            for channel in 0..3 {
-                let value =
-                    BACKGROUND[channel] * (1.0 - alpha) + f32::from(colour[channel]) * alpha;
-                blended[channel] = value.round() as u8;
-            }
-            blended
+            let intensity = apply_scale(settings.scale, step as f32 / (STEPS - 1) as f32);
+            let [r, g, b] = lut[(intensity * 255.0).round() as usize];
+            (
+                [f32::from(r), f32::from(g), f32::from(b)],
+                alpha_for(intensity),
+            )
         })
         .collect();
     let max = grid.max();
@@ -163,12 +261,64 @@ pub fn colourise(grid: &Grid, settings: &RenderSettings) -> Vec<u8> {
     } else {
         0.0
     };
-    let mut rgb = vec![0u8; grid.cells().len() * 3];
-    for (pixel, &cell) in rgb.chunks_exact_mut(3).zip(grid.cells()) {
-        let step = ((cell * to_step) as usize).min(STEPS - 1);
-        pixel.copy_from_slice(&table[step]);
+    let step_of = |cell: f32| ((cell * to_step) as usize).min(STEPS - 1);
+    let width = grid.width();
+    let cells = grid.cells();
+    match (settings.output, settings.background.as_deref()) {
+        (OutputMode::Overlay, _) => {
+            let table: Vec<[u8; 4]> = table
+                .iter()
+                .map(|&([r, g, b], alpha)| {
+                    [r as u8, g as u8, b as u8, (alpha * 255.0).round() as u8]
+                })
+                .collect();
+            let mut bytes = scratch::bytes(cells.len() * 4, 0);
+            bytes
+                .par_chunks_mut(width * 4)
+                .zip(cells.par_chunks(width))
+                .for_each(|(out, row)| {
+                    for (pixel, &cell) in out.chunks_exact_mut(4).zip(row) {
+                        pixel.copy_from_slice(&table[step_of(cell)]);
+                    }
+                });
+            Pixels { bytes, channels: 4 }
+        }
+        (OutputMode::Background, Some(background)) => {
+            let mut bytes = scratch::bytes(0, 0);
+            bytes.extend_from_slice(background.rgb());
+            bytes
+                .par_chunks_mut(width * 3)
+                .zip(cells.par_chunks(width))
+                .for_each(|(out, row)| {
+                    for (pixel, &cell) in out.chunks_exact_mut(3).zip(row) {
+                        let (colour, alpha) = table[step_of(cell)];
+                        for (channel, value) in pixel.iter_mut().zip(colour) {
+                            *channel =
+                                (f32::from(*channel) * (1.0 - alpha) + value * alpha).round() as u8;
+                        }
+                    }
+                });
+            Pixels { bytes, channels: 3 }
+        }
+        _ => {
+            let table: Vec<[u8; 3]> = table
+                .iter()
+                .map(|&(colour, alpha)| {
+                    colour.map(|value| (255.0 * (1.0 - alpha) + value * alpha).round() as u8)
+                })
+                .collect();
+            let mut bytes = scratch::bytes(cells.len() * 3, 0);
+            bytes
+                .par_chunks_mut(width * 3)
+                .zip(cells.par_chunks(width))
+                .for_each(|(out, row)| {
+                    for (pixel, &cell) in out.chunks_exact_mut(3).zip(row) {
+                        pixel.copy_from_slice(&table[step_of(cell)]);
+                    }
+                });
+            Pixels { bytes, channels: 3 }
+        }
     }
-    rgb
 }
 
 /// Registers the bundled font with plotters once per process.
@@ -183,30 +333,75 @@ fn ensure_font() -> Result<(), Error> {
         .map_err(Error::Draw)
 }
 
-/// Draws the colour bar and the caption onto the RGB image.
+/// A rectangle of the image, `[x0, y0, x1, y1)`.
+type Rect = [i32; 4];
+
+/// Draws the colour bar and the caption.
+///
+/// plotters draws into RGB buffers only, so an overlay's annotations are drawn onto a
+/// white scratch image and their panels copied, opaque, into the RGBA pixels.
 fn annotate(
-    rgb: &mut [u8],
+    pixels: &mut Pixels,
     input: &RenderInput<'_>,
     settings: &RenderSettings,
 ) -> Result<(), Error> {
-    let (width, height) = (settings.width, settings.height);
-    if width < 480 || height < 240 {
+    if settings.width < 480 || settings.height < 240 {
         return Ok(());
     }
+    if pixels.channels == 3 {
+        annotate_rgb(&mut pixels.bytes, input, settings)?;
+        return Ok(());
+    }
+    let mut white = scratch::bytes(settings.width as usize * settings.height as usize * 3, 255);
+    let panels = annotate_rgb(&mut white, input, settings);
+    let panels = match panels {
+        Ok(panels) => panels,
+        Err(err) => {
+            scratch::recycle_bytes(white);
+            return Err(err);
+        }
+    };
+    let width = settings.width as usize;
+    for [x0, y0, x1, y1] in panels {
+        for y in y0.max(0) as usize..(y1.max(0) as usize).min(settings.height as usize) {
+            for x in x0.max(0) as usize..(x1.max(0) as usize).min(width) {
+                let (src, dst) = ((y * width + x) * 3, (y * width + x) * 4);
+                pixels.bytes[dst..dst + 3].copy_from_slice(&white[src..src + 3]);
+                pixels.bytes[dst + 3] = 235;
+            }
+        }
+    }
+    scratch::recycle_bytes(white);
+    Ok(())
+}
+
+/// Draws the annotations onto RGB pixels and returns the panels it covered.
+fn annotate_rgb(
+    rgb: &mut [u8],
+    input: &RenderInput<'_>,
+    settings: &RenderSettings,
+) -> Result<Vec<Rect>, Error> {
     ensure_font()?;
+    let (width, height) = (settings.width, settings.height);
     let draw_err = |err: DrawingAreaErrorKind<_>| Error::Draw(err.to_string());
     let font_px = (height / 60).clamp(12, 36);
     let pad = font_px as i32 / 2;
     let line = font_px as i32 + pad;
     let text_style = TextStyle::from((FONT_FAMILY, font_px).into_font()).color(&BLACK);
+    let text_width = |text: &str| (text.chars().count() as i32 * font_px as i32 * 55) / 100;
     let panel = WHITE.mix(0.85).filled();
     let root = BitMapBackend::with_buffer(rgb, (width, height)).into_drawing_area();
+    let bottom = height as i32 - pad;
 
-    // Caption, bottom left.
-    let n_points = input.moves.len() + input.clicks.len();
+    // Caption, bottom left: what, how much, how long, when.
+    let shown = match settings.kind {
+        HeatKind::Moves => "moves",
+        HeatKind::Clicks => "clicks",
+        HeatKind::Both => "moves and clicks",
+    };
     let caption = format!(
-        "{} points ({} moves, {} {}) · {} · started {}",
-        group_thousands(n_points),
+        "{} · {} moves, {} {} · {} · started {}",
+        shown,
         group_thousands(input.moves.len()),
         group_thousands(input.clicks.len()),
         if input.clicks.len() == 1 {
@@ -217,12 +412,16 @@ fn annotate(
         format_duration(input.duration_ms),
         input.started
     );
-    let caption_width = (caption.chars().count() as i32 * font_px as i32 * 55) / 100;
-    let bottom = height as i32 - pad;
+    let caption_panel = [
+        pad,
+        bottom - line - pad,
+        pad * 3 + text_width(&caption),
+        bottom,
+    ];
     root.draw(&Rectangle::new(
         [
-            (pad, bottom - line - pad),
-            (pad * 3 + caption_width, bottom),
+            (caption_panel[0], caption_panel[1]),
+            (caption_panel[2], caption_panel[3]),
         ],
         panel,
     ))
@@ -230,54 +429,82 @@ fn annotate(
     root.draw_text(&caption, &text_style, (pad * 2, bottom - line))
         .map_err(draw_err)?;
 
-    // Colour bar, bottom right: the gradient, then "low" and "high" labels.
+    // Colour bar, bottom right: the gradient, then "low" and "high (scale)".
     let bar_width = (width as i32 / 6).max(160);
-    let bar_height = font_px as i32;
     let right = width as i32 - pad;
     let left = right - bar_width - pad * 2;
+    let bar_panel = [left, bottom - line * 2 - pad, right, bottom];
     root.draw(&Rectangle::new(
-        [(left, bottom - line * 2 - pad), (right, bottom)],
+        [(bar_panel[0], bar_panel[1]), (bar_panel[2], bar_panel[3])],
         panel,
     ))
     .map_err(draw_err)?;
-    let lut = settings.colormap.lut();
-    let bar_top = bottom - line - pad / 2 - bar_height;
+    let lut = lut(settings.colormap);
+    let bar_top = bottom - line - pad / 2 - font_px as i32;
     for offset in 0..bar_width {
         let [r, g, b] = lut[(offset * 255 / (bar_width - 1)) as usize];
         let x = left + pad + offset;
         root.draw(&Rectangle::new(
-            [(x, bar_top), (x + 1, bar_top + bar_height)],
+            [(x, bar_top), (x + 1, bar_top + font_px as i32)],
             RGBColor(r, g, b).filled(),
         ))
         .map_err(draw_err)?;
     }
-    let scale_name = match settings.scale {
-        Scale::Linear => "linear",
-        Scale::Sqrt => "sqrt",
-    };
     let label_y = bottom - line + pad / 2;
     root.draw_text("low", &text_style, (left + pad, label_y))
         .map_err(draw_err)?;
-    let high = format!("high ({scale_name})");
-    let high_width = (high.chars().count() as i32 * font_px as i32 * 55) / 100;
-    root.draw_text(&high, &text_style, (right - pad - high_width, label_y))
-        .map_err(draw_err)?;
+    let high = format!("high ({} scale)", settings.scale);
+    root.draw_text(
+        &high,
+        &text_style,
+        (right - pad - text_width(&high), label_y),
+    )
+    .map_err(draw_err)?;
     root.present().map_err(draw_err)?;
-    Ok(())
+    Ok(vec![caption_panel, bar_panel])
 }
 
-/// Encodes RGB bytes as a PNG with fast compression: heatmaps are smooth, so even the
-/// fast setting compresses them well, and time matters more than the last few percent.
-pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Error> {
-    let mut png = Vec::with_capacity(rgb.len() / 8);
+/// Encodes pixels as a PNG with fast compression: heatmaps are smooth, so even the fast
+/// setting compresses them well, and time matters more than the last few percent.
+pub fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, Error> {
+    let mut png = Vec::with_capacity(pixels.bytes.len() / 8);
     let mut encoder = png::Encoder::new(&mut png, width, height);
-    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_color(if pixels.channels == 4 {
+        png::ColorType::Rgba
+    } else {
+        png::ColorType::Rgb
+    });
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Fast);
+    encoder.set_filter(png::Filter::Paeth);
     let mut writer = encoder.write_header()?;
-    writer.write_image_data(rgb)?;
+    writer.write_image_data(&pixels.bytes)?;
     writer.finish()?;
     Ok(png)
+}
+
+/// A small density frame for the live preview: `width` x `height` intensities, 0 to 255,
+/// on a square-root scale, computed at that size (cheap enough to run twice a second on a
+/// recording of any length).
+pub fn preview_cells(
+    input: &RenderInput<'_>,
+    settings: &RenderSettings,
+    width: u32,
+    height: u32,
+) -> Vec<u8> {
+    let preview = RenderSettings {
+        width,
+        height,
+        bandwidth: (settings.bandwidth * width as f32 / settings.width as f32).max(0.8),
+        ..settings.clone()
+    };
+    let grid = density(input, &preview, &mut StageTimings::default());
+    let max = grid.max();
+    let scale = if max > 0.0 { 1.0 / max } else { 0.0 };
+    grid.cells()
+        .iter()
+        .map(|&cell| (apply_scale(Scale::Sqrt, cell * scale) * 255.0).round() as u8)
+        .collect()
 }
 
 /// `1234567` → `1,234,567`.
@@ -307,6 +534,24 @@ fn format_duration(ms: u32) -> String {
 mod tests {
     use super::*;
 
+    fn decode(png: &[u8]) -> (u32, u32, png::ColorType, Vec<u8>) {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        (info.width, info.height, info.color_type, pixels)
+    }
+
+    fn sample_input<'a>(moves: &'a [NormPoint], clicks: &'a [NormPoint]) -> RenderInput<'a> {
+        RenderInput {
+            moves,
+            clicks,
+            duration_ms: 4200,
+            started: "2026-11-29 12:00:00",
+        }
+    }
+
     #[test]
     fn numbers_read_well() {
         assert_eq!(group_thousands(0), "0");
@@ -317,31 +562,154 @@ mod tests {
     }
 
     #[test]
-    fn empty_input_is_refused() {
-        let input = RenderInput {
-            moves: &[],
-            clicks: &[],
-            duration_ms: 0,
-            started: "",
+    fn an_empty_selection_is_refused() {
+        let clicks = [[100, 100]];
+        let input = sample_input(&[], &clicks);
+        let moves_only = RenderSettings {
+            kind: HeatKind::Moves,
+            ..RenderSettings::default()
         };
         assert!(matches!(
-            render_png(&input, &RenderSettings::default()),
-            Err(Error::NoPoints)
+            render_png(&input, &moves_only),
+            Err(Error::NoPoints(HeatKind::Moves))
+        ));
+        assert!(render_png(&input, &RenderSettings::default()).is_ok());
+    }
+
+    #[test]
+    fn every_option_renders_an_image_of_the_requested_size() {
+        let moves: Vec<NormPoint> = (0..500u16).map(|idx| [idx * 100, 30_000]).collect();
+        let clicks = [[32768, 32768], [10_000, 50_000]];
+        let input = sample_input(&moves, &clicks);
+        let background = Arc::new(Background::solid(640, 360, [30, 60, 90]));
+        for kind in HeatKind::ALL {
+            for colormap in Colormap::ALL {
+                for scale in Scale::ALL {
+                    for output in OutputMode::ALL {
+                        let settings = RenderSettings {
+                            width: 640,
+                            height: 360,
+                            bandwidth: 6.0,
+                            kind: *kind,
+                            colormap: *colormap,
+                            scale: *scale,
+                            output: *output,
+                            background: Some(background.clone()),
+                            ..RenderSettings::default()
+                        };
+                        let rendered = render_png(&input, &settings).unwrap();
+                        let (width, height, colour, _) = decode(&rendered.png);
+                        assert_eq!(
+                            (width, height),
+                            (640, 360),
+                            "{kind} {colormap} {scale} {output}"
+                        );
+                        let want = if *output == OutputMode::Overlay {
+                            png::ColorType::Rgba
+                        } else {
+                            png::ColorType::Rgb
+                        };
+                        assert_eq!(colour, want);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_bundled_font_draws_the_caption() {
+        let moves = [[60_000u16, 10_000u16]; 10];
+        let rendered = render_png(&sample_input(&moves, &[]), &RenderSettings::default()).unwrap();
+        let (width, height, _, pixels) = decode(&rendered.png);
+        // The caption sits bottom left, far from the only heat (top right): dark pixels
+        // there can only be glyphs.
+        let dark = (height - 40..height - 10)
+            .flat_map(|y| (10..400).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                let idx = ((y * width + x) * 3) as usize;
+                pixels[idx..idx + 3].iter().all(|&channel| channel < 100)
+            })
+            .count();
+        assert!(
+            dark > 100,
+            "only {dark} dark pixels where the caption should be"
+        );
+    }
+
+    #[test]
+    fn overlays_are_transparent_where_nothing_happened() {
+        let moves = [[32768u16, 32768u16]; 50];
+        let settings = RenderSettings {
+            output: OutputMode::Overlay,
+            ..RenderSettings::default()
+        };
+        let rendered = render_png(&sample_input(&moves, &[]), &settings).unwrap();
+        let (width, _, _, pixels) = decode(&rendered.png);
+        let alpha = |x: u32, y: u32| pixels[((y * width + x) * 4 + 3) as usize];
+        assert_eq!(alpha(100, 100), 0);
+        assert_eq!(alpha(960, 540), 255);
+    }
+
+    #[test]
+    fn background_mode_draws_over_the_screenshot() {
+        let moves = [[32768u16, 32768u16]; 50];
+        let settings = RenderSettings {
+            output: OutputMode::Background,
+            annotate: false,
+            background: Some(Arc::new(Background::solid(1920, 1080, [10, 200, 10]))),
+            ..RenderSettings::default()
+        };
+        let rendered = render_png(&sample_input(&moves, &[]), &settings).unwrap();
+        let (_, _, _, pixels) = decode(&rendered.png);
+        assert_eq!(
+            &pixels[..3],
+            &[10, 200, 10],
+            "the screenshot shows where there is no heat"
+        );
+        let centre = (540 * 1920 + 960) * 3;
+        assert_ne!(&pixels[centre..centre + 3], &[10, 200, 10]);
+        let without = RenderSettings {
+            background: None,
+            ..settings
+        };
+        assert!(matches!(
+            render_png(&sample_input(&moves, &[]), &without),
+            Err(Error::NoBackground)
         ));
     }
 
     #[test]
-    fn renders_a_png_of_the_requested_size_with_the_bundled_font() {
-        let moves: Vec<NormPoint> = (0..500u16).map(|idx| [idx * 100, 30_000]).collect();
-        let input = RenderInput {
-            moves: &moves,
-            clicks: &[[32768, 32768]],
-            duration_ms: 4200,
-            started: "12:00:00",
+    fn clicks_are_sharper_than_moves() {
+        let spot = [[32768u16, 32768u16]; 20];
+        let spread = |kind| {
+            let settings = RenderSettings {
+                kind,
+                ..RenderSettings::default()
+            };
+            let input = sample_input(&spot, &spot);
+            let grid = density(&input, &settings, &mut StageTimings::default());
+            // Fraction of the peak 20 px away from it.
+            grid.get(980, 540) / grid.get(960, 540)
         };
-        let rendered = render_png(&input, &RenderSettings::default()).unwrap();
-        let decoder = png::Decoder::new(std::io::Cursor::new(&rendered.png));
-        let reader = decoder.read_info().unwrap();
-        assert_eq!((reader.info().width, reader.info().height), (1920, 1080));
+        assert!(spread(HeatKind::Clicks) < spread(HeatKind::Moves) / 2.0);
+    }
+
+    #[test]
+    fn preview_frames_are_small_and_peak_at_the_points() {
+        let moves = [[16384u16, 16384u16]; 30];
+        let cells = preview_cells(
+            &sample_input(&moves, &[]),
+            &RenderSettings::default(),
+            160,
+            90,
+        );
+        assert_eq!(cells.len(), 160 * 90);
+        let peak = cells
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, value)| **value)
+            .map(|(idx, _)| idx);
+        assert_eq!(peak, Some(22 * 160 + 40));
+        assert_eq!(cells[0], 0);
     }
 }
