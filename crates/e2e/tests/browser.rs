@@ -261,7 +261,13 @@ async fn a_person_records_and_generates_a_heatmap_in_chromium() {
     );
 
     // The settings panel chooses the look: a transparent overlay this time.
-    browser.find(Locator::Css("#settings summary")).await.unwrap().click().await.unwrap();
+    browser
+        .find(Locator::Css("#settings summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     browser
         .find(Locator::Css("select[name=output]"))
         .await
@@ -282,7 +288,8 @@ async fn a_person_records_and_generates_a_heatmap_in_chromium() {
         output.as_str().filter(|found| *found != name).map(str::to_owned)
     })
     .await;
-    let image = Image::decode(&std::fs::read(renderer.out_dir.path().join(&overlay)).unwrap()).unwrap();
+    let image =
+        Image::decode(&std::fs::read(renderer.out_dir.path().join(&overlay)).unwrap()).unwrap();
     assert_eq!(image.channels, 4, "the overlay has transparency");
 
     // The renderer goes away: the light turns red, the relay keeps serving; it comes back by itself.
