@@ -1,13 +1,13 @@
 //! Times each render stage at 1920x1080 for 10k, 100k and 1M points and prints a table.
 //!
-//! `cargo run --release -p renderer --example stages [-- --points 1000000 --runs 15 --bandwidth 18]`
+//! `cargo run --release -p renderer --example stages [-- --points 1000000 --runs 15 --bandwidth 18 --save out.png]`
 //! Used by `scripts/bench`; the criterion benches (`cargo bench -p renderer`) measure the
 //! same stages with statistics.
 
 use std::time::Duration;
 
-use renderer::grid::NormPoint;
 use renderer::render::{render_png, RenderInput, RenderSettings, StageTimings};
+use renderer::synthetic::pointer_paths;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -29,7 +29,7 @@ fn main() {
     println!("| points | accumulate ms | smooth ms | colour ms | encode ms | total ms | Mpoints/s accumulate | png KiB |");
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for n_points in sizes {
-        let moves = synthetic_points(n_points, 7);
+        let moves = pointer_paths(n_points, 7);
         let input = RenderInput {
             moves: &moves,
             clicks: &[],
@@ -42,6 +42,13 @@ fn main() {
             let rendered = render_png(&input, &settings).expect("render");
             png_len = rendered.png.len();
             all.push(rendered.timings);
+            if let Some(path) = args
+                .iter()
+                .position(|arg| arg == "--save")
+                .and_then(|idx| args.get(idx + 1))
+            {
+                std::fs::write(path, &rendered.png).expect("write the --save file");
+            }
         }
         let median = |stage: fn(&StageTimings) -> Duration| {
             let mut values: Vec<f64> = all
@@ -65,29 +72,6 @@ fn main() {
     if let Some(peak) = peak_rss_kib() {
         println!("\npeak RSS: {:.1} MiB", peak as f64 / 1024.0);
     }
-}
-
-/// Pointer-like paths: random walks that linger around a few dozen spots, deterministic.
-pub fn synthetic_points(n_points: usize, seed: u64) -> Vec<NormPoint> {
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut points = Vec::with_capacity(n_points);
-    let (mut x, mut y) = (32_768i64, 32_768i64);
-    while points.len() < n_points {
-        if next() % 500 == 0 {
-            x = (next() % 65_536) as i64;
-            y = (next() % 65_536) as i64;
-        }
-        x = (x + (next() % 401) as i64 - 200).clamp(0, 65_535);
-        y = (y + (next() % 401) as i64 - 200).clamp(0, 65_535);
-        points.push([x as u16, y as u16]);
-    }
-    points
 }
 
 fn peak_rss_kib() -> Option<u64> {

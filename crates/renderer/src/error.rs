@@ -24,7 +24,7 @@ pub enum Error {
     Draw(String),
     /// The PNG encoder failed.
     #[error("cannot encode png: {0}")]
-    Encode(#[from] png::EncodingError),
+    Encode(#[from] std::io::Error),
     /// The output folder or file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {

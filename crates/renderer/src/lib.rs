@@ -11,10 +11,13 @@
 //! - `store`: recordings, their points and the batches already counted.
 //! - `grid`: the density grid ([`grid::Grid`]) points accumulate into.
 //! - `blur`: Gaussian smoothing by three box blurs.
+//! - `density`: points to a smoothed density, at half resolution when the bandwidth allows.
 //! - `colormap`: colour tables, scales and the alpha ramp.
+//! - `encode`: PNG encoding with rows filtered in parallel.
 //! - `render`: the pipeline from points to PNG bytes, and live preview frames.
 //! - `background`: the screenshot drawn under the heat in background mode.
 //! - `output`: file names and writes inside the output folder.
+//! - `synthetic`: deterministic pointer-like data for benchmarks.
 //! - `scratch`: a bounded pool of reused buffers (first-touch page faults were a third of a render).
 
 pub mod background;
@@ -22,6 +25,8 @@ pub mod blur;
 pub mod colormap;
 mod config;
 mod context;
+pub mod density;
+pub mod encode;
 mod error;
 pub mod grid;
 mod link;
@@ -30,6 +35,7 @@ pub mod render;
 mod scratch;
 mod server;
 pub mod store;
+pub mod synthetic;
 
 use std::future::Future;
 use std::sync::Arc;

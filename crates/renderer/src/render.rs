@@ -12,10 +12,11 @@ use protocol::{Colormap, HeatKind, OutputMode, RenderOptions, Scale};
 use rayon::prelude::*;
 
 use crate::background::Background;
-use crate::blur::gaussian_blur;
 use crate::colormap::{alpha_for, apply_scale, lut};
+pub use crate::density::{density, Density};
+use crate::encode::encode_png;
 use crate::error::Error;
-use crate::grid::{Grid, NormPoint};
+use crate::grid::NormPoint;
 use crate::scratch;
 
 /// The bundled font: DejaVu Sans (licence in `assets/DejaVuSans-LICENSE.txt`), so text
@@ -24,10 +25,6 @@ const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 /// The family name under which [`FONT`] is registered with plotters.
 const FONT_FAMILY: &str = "sans-serif";
-
-/// Clicks are smoothed with this fraction of the bandwidth: a click is a precise act, a
-/// path is a vague one.
-const CLICK_SHARPNESS: f32 = 0.5;
 
 /// How a heatmap is drawn. The renderer's flags give the defaults; a page's
 /// [`RenderOptions`] override them per image ([`RenderSettings::with_options`]).
@@ -181,54 +178,6 @@ pub fn render_png(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<
     Ok(Rendered { png, timings })
 }
 
-/// Accumulates and smooths the selected points into a density grid at the image size.
-///
-/// Moves are accumulated and blurred with the bandwidth. Clicks are sharper (half the
-/// bandwidth) and, beside moves, weigh [`RenderSettings::click_weight`] each; when they are
-/// few they are splatted as exact Gaussians instead of blurring a second full grid.
-pub fn density(
-    input: &RenderInput<'_>,
-    settings: &RenderSettings,
-    timings: &mut StageTimings,
-) -> Grid {
-    let mut grid = Grid::new(settings.width, settings.height);
-    let show_moves = settings.kind != HeatKind::Clicks && !input.moves.is_empty();
-    let show_clicks = settings.kind != HeatKind::Moves && !input.clicks.is_empty();
-    if show_moves {
-        let started = Instant::now();
-        grid.accumulate(input.moves, 1.0);
-        timings.accumulate += started.elapsed();
-        let started = Instant::now();
-        gaussian_blur(&mut grid, settings.bandwidth);
-        timings.smooth += started.elapsed();
-    }
-    if show_clicks {
-        let weight = if settings.kind == HeatKind::Clicks {
-            1.0
-        } else {
-            settings.click_weight
-        };
-        let sigma = (settings.bandwidth * CLICK_SHARPNESS).max(1.0);
-        let kernel_side = 2.0 * (3.0 * sigma).ceil() + 1.0;
-        let splat_cost = input.clicks.len() as f64 * f64::from(kernel_side * kernel_side);
-        let blur_cost = 8.0 * (settings.width as f64) * (settings.height as f64);
-        let started = Instant::now();
-        if splat_cost < blur_cost {
-            grid.splat_gaussian(input.clicks, weight, sigma);
-            timings.smooth += started.elapsed();
-        } else {
-            let mut clicks = Grid::new(settings.width, settings.height);
-            clicks.accumulate(input.clicks, 1.0);
-            timings.accumulate += started.elapsed();
-            let started = Instant::now();
-            gaussian_blur(&mut clicks, sigma);
-            grid.add_scaled(&clicks, weight);
-            timings.smooth += started.elapsed();
-        }
-    }
-    grid
-}
-
 /// Image pixels with their channel count.
 #[derive(Debug, Clone)]
 pub struct Pixels {
@@ -238,9 +187,10 @@ pub struct Pixels {
     pub channels: usize,
 }
 
-/// Colours a density grid: over white, over the background screenshot, or onto
-/// transparency, depending on the output mode.
-pub fn colourise(grid: &Grid, settings: &RenderSettings) -> Pixels {
+/// Colours a density: over white, over the background screenshot, or onto transparency,
+/// depending on the output mode. Rows run in parallel; a half-resolution density is
+/// upsampled row by row on the way.
+pub fn colourise(density: &Density, settings: &RenderSettings) -> Pixels {
     /// Resolution of the precomputed density → colour table.
     const STEPS: usize = 4096;
     let lut = lut(settings.colormap);
@@ -255,70 +205,72 @@ pub fn colourise(grid: &Grid, settings: &RenderSettings) -> Pixels {
             )
         })
         .collect();
-    let max = grid.max();
+    let opaque: Vec<[u8; 3]> = table
+        .iter()
+        .map(|&(colour, alpha)| {
+            colour.map(|value| (255.0 * (1.0 - alpha) + value * alpha).round() as u8)
+        })
+        .collect();
+    let translucent: Vec<[u8; 4]> = table
+        .iter()
+        .map(|&([r, g, b], alpha)| [r as u8, g as u8, b as u8, (alpha * 255.0).round() as u8])
+        .collect();
+    let max = density.max();
     let to_step = if max > 0.0 {
         (STEPS - 1) as f32 / max
     } else {
         0.0
     };
-    let step_of = |cell: f32| ((cell * to_step) as usize).min(STEPS - 1);
-    let width = grid.width();
-    let cells = grid.cells();
-    match (settings.output, settings.background.as_deref()) {
-        (OutputMode::Overlay, _) => {
-            let table: Vec<[u8; 4]> = table
-                .iter()
-                .map(|&([r, g, b], alpha)| {
-                    [r as u8, g as u8, b as u8, (alpha * 255.0).round() as u8]
-                })
-                .collect();
-            let mut bytes = scratch::bytes(cells.len() * 4, 0);
-            bytes
-                .par_chunks_mut(width * 4)
-                .zip(cells.par_chunks(width))
-                .for_each(|(out, row)| {
-                    for (pixel, &cell) in out.chunks_exact_mut(4).zip(row) {
-                        pixel.copy_from_slice(&table[step_of(cell)]);
-                    }
-                });
-            Pixels { bytes, channels: 4 }
-        }
-        (OutputMode::Background, Some(background)) => {
-            let mut bytes = scratch::bytes(0, 0);
-            bytes.extend_from_slice(background.rgb());
-            bytes
-                .par_chunks_mut(width * 3)
-                .zip(cells.par_chunks(width))
-                .for_each(|(out, row)| {
-                    for (pixel, &cell) in out.chunks_exact_mut(3).zip(row) {
-                        let (colour, alpha) = table[step_of(cell)];
-                        for (channel, value) in pixel.iter_mut().zip(colour) {
-                            *channel =
-                                (f32::from(*channel) * (1.0 - alpha) + value * alpha).round() as u8;
+    let step_of = |value: f32| ((value * to_step) as usize).min(STEPS - 1);
+
+    let width = settings.width as usize;
+    let background = match settings.output {
+        OutputMode::Background => settings.background.as_deref(),
+        _ => None,
+    };
+    let channels = if settings.output == OutputMode::Overlay {
+        4
+    } else {
+        3
+    };
+    let mut bytes = scratch::bytes(width * settings.height as usize * channels, 0);
+    bytes
+        .par_chunks_mut(width * channels)
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; width],
+            |values, (y, out)| {
+                density.row_into(y, values);
+                match (channels, background) {
+                    (4, _) => {
+                        for (pixel, &value) in out.chunks_exact_mut(4).zip(values.iter()) {
+                            pixel.copy_from_slice(&translucent[step_of(value)]);
                         }
                     }
-                });
-            Pixels { bytes, channels: 3 }
-        }
-        _ => {
-            let table: Vec<[u8; 3]> = table
-                .iter()
-                .map(|&(colour, alpha)| {
-                    colour.map(|value| (255.0 * (1.0 - alpha) + value * alpha).round() as u8)
-                })
-                .collect();
-            let mut bytes = scratch::bytes(cells.len() * 3, 0);
-            bytes
-                .par_chunks_mut(width * 3)
-                .zip(cells.par_chunks(width))
-                .for_each(|(out, row)| {
-                    for (pixel, &cell) in out.chunks_exact_mut(3).zip(row) {
-                        pixel.copy_from_slice(&table[step_of(cell)]);
+                    (_, Some(background)) => {
+                        let under = &background.rgb()[y * width * 3..(y + 1) * width * 3];
+                        for ((pixel, under), &value) in out
+                            .chunks_exact_mut(3)
+                            .zip(under.chunks_exact(3))
+                            .zip(values.iter())
+                        {
+                            let (colour, alpha) = table[step_of(value)];
+                            for channel in 0..3 {
+                                pixel[channel] = (f32::from(under[channel]) * (1.0 - alpha)
+                                    + colour[channel] * alpha)
+                                    .round() as u8;
+                            }
+                        }
                     }
-                });
-            Pixels { bytes, channels: 3 }
-        }
-    }
+                    _ => {
+                        for (pixel, &value) in out.chunks_exact_mut(3).zip(values.iter()) {
+                            pixel.copy_from_slice(&opaque[step_of(value)]);
+                        }
+                    }
+                }
+            },
+        );
+    Pixels { bytes, channels }
 }
 
 /// Registers the bundled font with plotters once per process.
@@ -464,25 +416,6 @@ fn annotate_rgb(
     Ok(vec![caption_panel, bar_panel])
 }
 
-/// Encodes pixels as a PNG with fast compression: heatmaps are smooth, so even the fast
-/// setting compresses them well, and time matters more than the last few percent.
-pub fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, Error> {
-    let mut png = Vec::with_capacity(pixels.bytes.len() / 8);
-    let mut encoder = png::Encoder::new(&mut png, width, height);
-    encoder.set_color(if pixels.channels == 4 {
-        png::ColorType::Rgba
-    } else {
-        png::ColorType::Rgb
-    });
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Fast);
-    encoder.set_filter(png::Filter::Paeth);
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(&pixels.bytes)?;
-    writer.finish()?;
-    Ok(png)
-}
-
 /// A small density frame for the live preview: `width` x `height` intensities, 0 to 255,
 /// on a square-root scale, computed at that size (cheap enough to run twice a second on a
 /// recording of any length).
@@ -498,13 +431,19 @@ pub fn preview_cells(
         bandwidth: (settings.bandwidth * width as f32 / settings.width as f32).max(0.8),
         ..settings.clone()
     };
-    let grid = density(input, &preview, &mut StageTimings::default());
-    let max = grid.max();
+    let density = density(input, &preview, &mut StageTimings::default());
+    let max = density.max();
     let scale = if max > 0.0 { 1.0 / max } else { 0.0 };
-    grid.cells()
-        .iter()
-        .map(|&cell| (apply_scale(Scale::Sqrt, cell * scale) * 255.0).round() as u8)
-        .collect()
+    let mut row = vec![0.0f32; width as usize];
+    let mut cells = Vec::with_capacity(width as usize * height as usize);
+    for y in 0..height as usize {
+        density.row_into(y, &mut row);
+        cells.extend(
+            row.iter()
+                .map(|&value| (apply_scale(Scale::Sqrt, value * scale) * 255.0).round() as u8),
+        );
+    }
+    cells
 }
 
 /// `1234567` → `1,234,567`.
@@ -687,9 +626,9 @@ mod tests {
                 ..RenderSettings::default()
             };
             let input = sample_input(&spot, &spot);
-            let grid = density(&input, &settings, &mut StageTimings::default());
+            let density = density(&input, &settings, &mut StageTimings::default());
             // Fraction of the peak 20 px away from it.
-            grid.get(980, 540) / grid.get(960, 540)
+            density.sample(980, 540) / density.sample(960, 540)
         };
         assert!(spread(HeatKind::Clicks) < spread(HeatKind::Moves) / 2.0);
     }
