@@ -127,14 +127,16 @@
   }
 
   function setRenderer(linkState) {
-    const wasUp = rendererUp();
     state.renderer = linkState;
     setLink('relay-renderer', linkState);
-    if (!wasUp && rendererUp()) resync();
     updateButtons();
   }
 
-  /** After any reconnect: make sure the renderer has the recording and every unacknowledged batch. */
+  /**
+   * After (re)connecting to the relay: make sure the renderer gets the recording and every
+   * unacknowledged batch. While the renderer is away the relay holds them and replays them
+   * when it is back; anything lost on the way is resent once it is overdue.
+   */
   function resync() {
     const recording = state.recording;
     if (!recording) return;
@@ -161,6 +163,9 @@
     const ours = recording && msg.recording === recording.id;
     switch (msg.type) {
       case 'welcome':
+        setRenderer(msg.renderer);
+        resync();
+        break;
       case 'link':
         setRenderer(msg.renderer);
         break;
@@ -204,7 +209,7 @@
       return;
     }
     // Batches refused for a passing reason stay in `unacked` and are resent later.
-    const passing = ['renderer_unavailable', 'rate_limited', 'busy'];
+    const passing = ['renderer_unavailable', 'rate_limited', 'busy', 'storage_failed'];
     if (passing.includes(msg.code) && msg.seq !== undefined) return;
     if (msg.seq !== undefined && state.recording && msg.recording === state.recording.id) {
       // A batch refused for good (out of range, too large, recording full): resending cannot help.
@@ -303,7 +308,7 @@
       const seq = recording.nextSeq++;
       const frame = JSON.stringify({ type: 'points', recording: recording.id, seq, viewport: viewport(), points });
       state.unacked.set(seq, { frame, sentAt: performance.now() });
-      if (rendererUp()) sendText(frame);
+      sendText(frame);
     }
     updateCounters();
   }

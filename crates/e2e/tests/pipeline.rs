@@ -247,14 +247,15 @@ async fn link_state_follows_the_renderer_down_and_back() {
     assert_ne!(health["renderer"], "connected");
     let page_html = http_get(&relay.addr.to_string(), "/").await.unwrap();
     assert_eq!(page_html.status, 200);
-    // Messages sent meanwhile get renderer_unavailable, not silence.
+    // Messages sent meanwhile wait in the relay's backlog.
     page.send_json(batch("r-away", 0, 100, 100, &[(1.0, 1.0)]))
         .await;
-    let error = page
-        .wait_for("unavailable", |msg| msg["type"] == "error")
-        .await;
-    assert_eq!(error["code"], "renderer_unavailable");
-    assert_eq!(error["seq"], 0);
+    testkit::eventually("the batch to wait in the backlog", || async {
+        let health = http_get(&relay.addr.to_string(), "/healthz").await.ok()?;
+        let health: serde_json::Value = serde_json::from_slice(&health.body).ok()?;
+        (health["backlog_depth"] == 1).then_some(())
+    })
+    .await;
 
     // Bring it back on the same port: the link comes back by itself.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -267,10 +268,49 @@ async fn link_state_follows_the_renderer_down_and_back() {
             })
             .await;
     }
-    page.send_json(batch("r-away", 0, 100, 100, &[(1.0, 1.0)]))
+    // The held batch is replayed and acknowledged without being sent again.
+    let ack = page
+        .wait_for("ack of the replayed batch", |msg| msg["type"] == "ack")
         .await;
-    page.wait_for("ack after the restart", |msg| msg["type"] == "ack")
-        .await;
+    assert_eq!(
+        (ack["seq"].as_u64(), ack["n_points"].as_u64()),
+        (Some(0), Some(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_answers_busy_and_drops_nothing_silently() {
+    let unused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", unused.local_addr().unwrap());
+    drop(unused);
+    let relay = start_relay_with(&url, |config| config.buffer_bytes = 600).await;
+    let mut page = page(&relay, "disconnected").await;
+    for seq in 0..10u64 {
+        page.send_json(batch("r-full", seq, 100, 100, &[(1.0, 1.0)]))
+            .await;
+    }
+    let held = testkit::eventually("the relay to hold or refuse every batch", || async {
+        let health = http_get(&relay.addr.to_string(), "/healthz").await.ok()?;
+        let health: serde_json::Value = serde_json::from_slice(&health.body).ok()?;
+        let held = health["backlog_depth"].as_u64().unwrap_or(0);
+        (held + health["errors"]["busy"].as_u64().unwrap_or(0) == 10).then_some(held)
+    })
+    .await;
+    assert!(
+        held > 0 && held < 10,
+        "some batches fit, some do not: {held} held"
+    );
+    for _ in 0..(10 - held) {
+        let error = page.wait_for("busy", |msg| msg["type"] == "error").await;
+        assert_eq!(error["code"], "busy");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("--buffer-bytes"),
+            "{error}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,11 +37,14 @@ pub enum ErrorCode {
     Busy,
     /// A binary frame arrived where only text frames are spoken.
     BinaryFrame,
+    /// The renderer could not store the batch (disk full, folder unwritable); it was not
+    /// acknowledged, so the page keeps it and resends later.
+    StorageFailed,
 }
 
 impl ErrorCode {
     /// Every code, for counters that keep one slot per code.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadField,
@@ -56,6 +59,7 @@ impl ErrorCode {
         ErrorCode::RenderFailed,
         ErrorCode::Busy,
         ErrorCode::BinaryFrame,
+        ErrorCode::StorageFailed,
     ];
 
     /// The code as it appears on the wire, for logs and counter labels.
@@ -75,6 +79,7 @@ impl ErrorCode {
             ErrorCode::RenderFailed => "render_failed",
             ErrorCode::Busy => "busy",
             ErrorCode::BinaryFrame => "binary_frame",
+            ErrorCode::StorageFailed => "storage_failed",
         }
     }
 

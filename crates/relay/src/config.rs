@@ -59,6 +59,10 @@ pub struct Config {
     #[arg(long, default_value_t = 4096)]
     pub upstream_queue: usize,
 
+    /// Bytes of page messages held while the renderer is away, replayed when it is back (0: refuse instead).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub buffer_bytes: usize,
+
     /// First wait before reconnecting to the renderer, in milliseconds (doubles per failure).
     #[arg(long, default_value_t = 100)]
     pub backoff_initial_ms: u64,

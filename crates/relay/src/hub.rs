@@ -29,6 +29,8 @@ pub(crate) struct Hub {
     pub sessions_total: AtomicU64,
     /// Page messages forwarded to the renderer.
     pub forwarded_total: AtomicU64,
+    /// Page messages waiting for the renderer to come back.
+    pub backlog_depth: AtomicU64,
 }
 
 impl Default for Hub {
@@ -42,6 +44,7 @@ impl Default for Hub {
             replies_dropped: AtomicU64::new(0),
             sessions_total: AtomicU64::new(0),
             forwarded_total: AtomicU64::new(0),
+            backlog_depth: AtomicU64::new(0),
         }
     }
 }

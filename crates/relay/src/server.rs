@@ -110,6 +110,7 @@ fn health(ctx: &Context) -> Response<Body> {
         "sessions_total": hub.sessions_total.load(Ordering::Relaxed),
         "forwarded_total": hub.forwarded_total.load(Ordering::Relaxed),
         "replies_dropped": hub.replies_dropped.load(Ordering::Relaxed),
+        "backlog_depth": hub.backlog_depth.load(Ordering::Relaxed),
     });
     let mut body = body.to_string();
     body.pop();

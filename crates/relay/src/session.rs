@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use netkit::ws::{is_too_large, ServerSocket};
 use netkit::{Shutdown, TokenBucket};
 use protocol::{
-    decode_page, encode, Error, ErrorCode, LinkState, PageMessage, ServerMessage, PROTOCOL_VERSION,
+    decode_page, encode, Error, ErrorCode, PageMessage, ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -151,18 +151,6 @@ impl Session {
             PageMessage::Generate(generate) => (Some(generate.recording.clone()), None),
             PageMessage::Preview(preview) => (Some(preview.recording.clone()), None),
         };
-        if self.ctx.hub.link_state() != LinkState::Connected {
-            self.ctx.hub.errors.record(ErrorCode::RendererUnavailable);
-            self.send(&ServerMessage::Error {
-                code: ErrorCode::RendererUnavailable,
-                message: "the renderer is not connected; the page resends once the link is back"
-                    .into(),
-                recording,
-                seq,
-            })
-            .await;
-            return;
-        }
         // The text decoded as exactly one JSON object, so it can be spliced in verbatim:
         // no second encode on the hot path.
         let frame = format!(r#"{{"type":"page","conn":{},"msg":{}}}"#, self.conn, text);

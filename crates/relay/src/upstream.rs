@@ -1,14 +1,18 @@
 //! The one WebSocket to the renderer: connect, greet, pump, and reconnect forever.
 //!
 //! Sessions put page messages on a bounded queue ([`Outbound`]); this task writes them to
-//! the renderer in order and routes each reply back through the [`Hub`]. While the link is
-//! down, queued messages are answered `renderer_unavailable` instead of waiting, so the
-//! page knows to resend once the link is back.
+//! the renderer in order and routes each reply back through the hub. While the link is
+//! down, messages wait in a bounded backlog and are replayed when it is back; one that
+//! does not fit is answered `busy`, so the page keeps it and resends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use hyper::header::{HeaderValue, AUTHORIZATION};
 use netkit::Shutdown;
@@ -54,21 +58,30 @@ pub(crate) async fn run_upstream(
         Duration::from_millis(config.backoff_initial_ms),
         Duration::from_millis(config.backoff_max_ms),
     );
+    let mut backlog = Backlog::new(config.buffer_bytes);
     let mut failures_in_a_row = 0u32;
     // The link starts out `connecting`; once lost it stays `disconnected` through the
     // retries (no amber/red flicker on every attempt) until it is `connected` again.
     loop {
-        let connected = tokio::select! {
-            connected = connect(&ctx) => connected,
-            _ = shutdown.wait() => break,
+        let connecting = connect(&ctx);
+        tokio::pin!(connecting);
+        let connected = loop {
+            tokio::select! {
+                connected = &mut connecting => break connected,
+                outbound = queue.recv() => match outbound {
+                    Some(outbound) => backlog.push(&ctx, outbound),
+                    None => return,
+                },
+                _ = shutdown.wait() => return,
+            }
         };
         match connected {
             Ok(socket) => {
                 backoff.reset();
                 failures_in_a_row = 0;
                 ctx.hub.set_link_state(LinkState::Connected);
-                info!(renderer = %config.renderer, "renderer link up");
-                let why = pump(&ctx, socket, &mut queue, &mut shutdown).await;
+                info!(renderer = %config.renderer, replaying = backlog.len(), "renderer link up");
+                let why = pump(&ctx, socket, &mut queue, &mut backlog, &mut shutdown).await;
                 if shutdown.is_started() {
                     break;
                 }
@@ -92,11 +105,78 @@ pub(crate) async fn run_upstream(
                 () = &mut sleep => break,
                 _ = shutdown.wait() => return,
                 outbound = queue.recv() => match outbound {
-                    Some(outbound) => refuse_unavailable(&ctx, outbound),
+                    Some(outbound) => backlog.push(&ctx, outbound),
                     None => return,
                 },
             }
         }
+    }
+}
+
+/// Page messages held while the renderer is away, replayed in order when it is back.
+///
+/// Bounded in bytes (`--buffer-bytes`); a message that does not fit is answered `busy`, so
+/// the page keeps it and resends later. Nothing is dropped silently.
+struct Backlog {
+    items: VecDeque<Outbound>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Backlog {
+    fn new(max_bytes: usize) -> Self {
+        Backlog {
+            items: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Holds a message, or tells its page why it cannot.
+    fn push(&mut self, ctx: &Context, outbound: Outbound) {
+        if self.max_bytes == 0 {
+            refuse(
+                ctx,
+                outbound,
+                ErrorCode::RendererUnavailable,
+                "the renderer is not connected; the page resends once the link is back".into(),
+            );
+        } else if self.bytes + outbound.frame.len() > self.max_bytes {
+            let message = format!(
+                "the relay is holding {} bytes for the renderer (--buffer-bytes); resend later",
+                self.bytes
+            );
+            refuse(ctx, outbound, ErrorCode::Busy, message);
+        } else {
+            self.bytes += outbound.frame.len();
+            ctx.hub
+                .backlog_depth
+                .store(self.items.len() as u64 + 1, Ordering::Relaxed);
+            self.items.push_back(outbound);
+        }
+    }
+
+    /// Puts back a message whose send failed, ahead of the rest (the limit may be passed
+    /// by this one message, which was already accepted once).
+    fn push_front(&mut self, ctx: &Context, outbound: Outbound) {
+        self.bytes += outbound.frame.len();
+        self.items.push_front(outbound);
+        ctx.hub
+            .backlog_depth
+            .store(self.items.len() as u64, Ordering::Relaxed);
+    }
+
+    fn pop_front(&mut self, ctx: &Context) -> Option<Outbound> {
+        let outbound = self.items.pop_front()?;
+        self.bytes -= outbound.frame.len();
+        ctx.hub
+            .backlog_depth
+            .store(self.items.len() as u64, Ordering::Relaxed);
+        Some(outbound)
     }
 }
 
@@ -157,37 +237,59 @@ async fn connect(ctx: &Context) -> anyhow::Result<RendererSocket> {
 const RENDERER_MAX_MESSAGE: usize = 1024 * 1024;
 
 /// Moves frames both ways until the link fails or shutdown starts; returns why it ended.
+///
+/// Replies are read by a task of their own, so that a long replay of the backlog can
+/// never stall on a renderer waiting for its acknowledgements to be read.
 async fn pump(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     socket: RendererSocket,
     queue: &mut mpsc::Receiver<Outbound>,
+    backlog: &mut Backlog,
     shutdown: &mut Shutdown,
 ) -> String {
-    let (mut sink, mut stream) = socket.split();
-    loop {
+    let (mut sink, stream) = socket.split();
+    let mut reader = tokio::spawn(read_replies(ctx.clone(), stream));
+    let why = loop {
+        let next = async {
+            match backlog.pop_front(ctx) {
+                Some(outbound) => Some(outbound),
+                None => queue.recv().await,
+            }
+        };
         tokio::select! {
-            outbound = queue.recv() => {
-                let Some(mut outbound) = outbound else { return "relay stopping".into() };
+            why = &mut reader => break why.unwrap_or_else(|err| format!("reply reader failed: {err}")),
+            outbound = next => {
+                let Some(mut outbound) = outbound else { break "relay stopping".into() };
                 let frame = std::mem::take(&mut outbound.frame);
-                if let Err(err) = sink.send(Message::text(frame)).await {
-                    refuse_unavailable(ctx, outbound);
-                    return format!("write failed: {err}");
+                if let Err(err) = sink.send(Message::text(frame.clone())).await {
+                    outbound.frame = frame;
+                    backlog.push_front(ctx, outbound);
+                    break format!("write failed: {err}");
                 }
-                ctx.hub.forwarded_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.hub.forwarded_total.fetch_add(1, Ordering::Relaxed);
             }
-            frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => route(ctx, text.as_str()),
-                Some(Ok(Message::Close(frame))) => return format!("renderer closed the link: {frame:?}"),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return format!("read failed: {err}"),
-                None => return "renderer closed the connection".into(),
-            },
             _ = shutdown.wait() => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "relay shutting down".into() })))
-                    .await;
-                return "relay stopping".into();
+                let close = CloseFrame { code: CloseCode::Away, reason: "relay shutting down".into() };
+                let _ = sink.send(Message::Close(Some(close))).await;
+                break "relay stopping".into();
             }
+        }
+    };
+    reader.abort();
+    why
+}
+
+/// Reads the renderer's frames and routes each reply; returns why the link ended.
+async fn read_replies(ctx: Arc<Context>, mut stream: SplitStream<RendererSocket>) -> String {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(text))) => route(&ctx, text.as_str()),
+            Some(Ok(Message::Close(frame))) => {
+                return format!("renderer closed the link: {frame:?}")
+            }
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return format!("read failed: {err}"),
+            None => return "renderer closed the connection".into(),
         }
     }
 }
@@ -204,14 +306,14 @@ fn route(ctx: &Context, text: &str) {
     }
 }
 
-/// Answers a message that cannot reach the renderer now.
-fn refuse_unavailable(ctx: &Context, outbound: Outbound) {
-    ctx.hub.errors.record(ErrorCode::RendererUnavailable);
+/// Answers a message that cannot reach the renderer now, and counts it.
+fn refuse(ctx: &Context, outbound: Outbound, code: ErrorCode, message: String) {
+    ctx.hub.errors.record(code);
     ctx.hub.deliver(
         outbound.conn,
         &ServerMessage::Error {
-            code: ErrorCode::RendererUnavailable,
-            message: "the renderer is not connected; the page resends once the link is back".into(),
+            code,
+            message,
             recording: outbound.recording,
             seq: outbound.seq,
         },

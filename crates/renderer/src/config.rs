@@ -23,9 +23,18 @@ pub struct Config {
     #[arg(long, default_value = "heatmaps")]
     pub out_dir: PathBuf,
 
-    /// Folder for the renderer's stored data (created if missing).
+    /// Folder where recordings are stored (an append-only log each) and restored from at start.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+
+    /// Flush every stored batch to disk before acknowledging it (survives power loss, costs a disk sync per batch).
+    /// Without it a batch is acknowledged once the operating system has it, which survives a crash of the renderer.
+    #[arg(long)]
+    pub fsync: bool,
+
+    /// Delete stored recordings not changed for this many hours, at start (0 keeps them until --max-recordings evicts them).
+    #[arg(long, default_value_t = 24 * 30)]
+    pub retention_hours: u64,
 
     /// Width of generated images, in pixels.
     #[arg(long, default_value_t = limits::DEFAULT_IMAGE_WIDTH, value_parser = clap::value_parser!(u32).range(16..=8192))]
@@ -75,7 +84,7 @@ pub struct Config {
     #[arg(long, default_value_t = limits::DEFAULT_MAX_POINTS_PER_BATCH)]
     pub max_points_per_batch: usize,
 
-    /// Recordings kept in memory; beyond this the least recently used one is dropped.
+    /// Recordings kept (in memory and in --data-dir); beyond this the least recently updated one is deleted.
     #[arg(long, default_value_t = 1000)]
     pub max_recordings: usize,
 

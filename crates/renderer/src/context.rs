@@ -2,6 +2,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use netkit::ErrorCounters;
 use protocol::Limits;
@@ -9,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::background::Background;
 use crate::config::Config;
+use crate::journal::Journal;
 use crate::render::RenderSettings;
 use crate::store::{RecordingStore, StoreLimits};
 
@@ -39,7 +41,8 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Builds the shared state; loads the `--background` screenshot if one is given.
+    /// Builds the shared state: loads the `--background` screenshot if one is given and
+    /// restores the recordings stored in `--data-dir`.
     pub fn new(config: Config) -> Result<Self, crate::Error> {
         let background = match &config.background {
             Some(path) => Some(Arc::new(Background::load(
@@ -49,6 +52,22 @@ impl Context {
             )?)),
             None => None,
         };
+        let retention = (config.retention_hours > 0)
+            .then(|| Duration::from_secs(config.retention_hours * 3600));
+        let (journal, replayed) = Journal::open(&config.data_dir, config.fsync, retention)
+            .map_err(|source| crate::Error::Write {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        let store = RecordingStore::with_journal(
+            StoreLimits {
+                max_recordings: config.max_recordings,
+                max_points_per_recording: config.max_points_per_recording,
+                max_total_points: config.max_total_points,
+            },
+            Some(journal),
+        );
+        store.restore(replayed);
         Ok(Context {
             limits: Limits {
                 max_points_per_batch: config.max_points_per_batch,
@@ -65,11 +84,7 @@ impl Context {
                 annotate: true,
                 background,
             },
-            store: RecordingStore::new(StoreLimits {
-                max_recordings: config.max_recordings,
-                max_points_per_recording: config.max_points_per_recording,
-                max_total_points: config.max_total_points,
-            }),
+            store,
             errors: ErrorCounters::default(),
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),

@@ -9,6 +9,7 @@
 //! - `server`: HTTP routes and the WebSocket upgrade.
 //! - `link`: one relay connection: decode, apply, answer.
 //! - `store`: recordings, their points and the batches already counted.
+//! - `journal`: the append-only log per recording that makes them survive restarts.
 //! - `grid`: the density grid ([`grid::Grid`]) points accumulate into.
 //! - `blur`: Gaussian smoothing by three box blurs.
 //! - `density`: points to a smoothed density, at half resolution when the bandwidth allows.
@@ -29,6 +30,7 @@ pub mod density;
 pub mod encode;
 mod error;
 pub mod grid;
+pub mod journal;
 mod link;
 pub mod output;
 pub mod render;
@@ -66,8 +68,6 @@ pub async fn run(
     if let Err(err) = std::fs::create_dir_all(&config.out_dir) {
         error!(path = %config.out_dir.display(), cause = %err, "cannot create the output folder; Generate will fail until it exists");
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("create data folder {}", config.data_dir.display()))?;
     let addr = listener.local_addr().context("read the bound address")?;
     info!(%addr, out_dir = %config.out_dir.display(), "renderer listening");
 

@@ -178,10 +178,10 @@ impl Link {
             PageMessage::Start {
                 recording,
                 viewport,
-            } => {
-                store.start(&recording, viewport);
-                ServerMessage::Started { recording }
-            }
+            } => match store.start(&recording, viewport) {
+                Ok(()) => ServerMessage::Started { recording },
+                Err(err) => self.page_error(err, Some(recording), None),
+            },
             PageMessage::Points(batch) => match store.add_batch(&batch) {
                 Ok(outcome) => ServerMessage::Ack {
                     recording: batch.recording,

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use protocol::{Error, ErrorCode, PointKind, PointsBatch, RecordingId, Viewport};
 
 use crate::grid::{to_fixed, NormPoint};
+use crate::journal::{Journal, Replayed, StoredBatch};
 
 /// How far ahead of the lowest missing batch a sequence number may run; pages send in
 /// order, so a larger jump is a bug or an attack, and refusing it bounds [`SeqSet`].
@@ -95,6 +96,8 @@ impl BatchOutcome {
 #[derive(Debug)]
 pub struct RecordingStore {
     limits: StoreLimits,
+    /// Where accepted batches are made durable; `None` keeps everything in memory only.
+    journal: Option<Journal>,
     recordings: Mutex<HashMap<RecordingId, Arc<Mutex<Recording>>>>,
     total_points: AtomicU64,
     /// Source of [`Recording::touched`] values.
@@ -102,10 +105,16 @@ pub struct RecordingStore {
 }
 
 impl RecordingStore {
-    /// An empty store.
+    /// An empty store, in memory only.
     pub fn new(limits: StoreLimits) -> Self {
+        Self::with_journal(limits, None)
+    }
+
+    /// An empty store that writes through `journal`.
+    pub fn with_journal(limits: StoreLimits, journal: Option<Journal>) -> Self {
         RecordingStore {
             limits,
+            journal,
             recordings: Mutex::new(HashMap::new()),
             total_points: AtomicU64::new(0),
             touches: AtomicU64::new(0),
@@ -114,8 +123,51 @@ impl RecordingStore {
 
     /// Makes sure the recording exists; starting twice is harmless (a page resends `start`
     /// after reconnecting).
-    pub fn start(&self, id: &RecordingId, _viewport: Viewport) {
-        self.get_or_create(id);
+    ///
+    /// # Errors
+    /// [`ErrorCode::StorageFailed`] if a new recording cannot be written to the journal.
+    pub fn start(&self, id: &RecordingId, _viewport: Viewport) -> Result<(), Error> {
+        self.get_or_create(id).map(|_| ())
+    }
+
+    /// Rebuilds recordings from the journal at start.
+    ///
+    /// Batches are applied with the same de-duplication as live ones; points beyond the
+    /// limits are dropped with a warning (the limits may have been lowered since).
+    pub fn restore(&self, replayed: Vec<(RecordingId, Replayed)>) {
+        let mut replayed = replayed;
+        // Oldest first, so that the count limit keeps the newest.
+        replayed.sort_by_key(|(_, recording)| recording.created);
+        for (id, stored) in replayed {
+            let recording = self.insert_new(&id, stored.created.unwrap_or_else(SystemTime::now));
+            let mut recording = lock(&recording);
+            recording.stopped = stored.stopped;
+            let mut dropped = 0usize;
+            for batch in stored.batches {
+                let n_new = (batch.moves.len() + batch.clicks.len()) as u64;
+                if recording.seqs.contains(batch.seq) {
+                    continue;
+                }
+                if recording.n_points() + n_new > self.limits.max_points_per_recording
+                    || !self.reserve(n_new)
+                {
+                    dropped += n_new as usize;
+                    continue;
+                }
+                recording.moves.extend_from_slice(&batch.moves);
+                recording.clicks.extend_from_slice(&batch.clicks);
+                recording.duration_ms = recording.duration_ms.max(batch.max_t);
+                recording.seqs.insert(batch.seq);
+            }
+            if dropped > 0 {
+                tracing::warn!(recording = %id, dropped, "stored points beyond the current limits were not loaded");
+            }
+        }
+        tracing::info!(
+            recordings = self.n_recordings(),
+            points = self.n_points(),
+            "recordings restored from the data folder"
+        );
     }
 
     /// Adds a validated batch, once.
@@ -127,7 +179,7 @@ impl RecordingStore {
     /// [`ErrorCode::RecordingFull`] when a point limit would be passed, [`ErrorCode::OutOfRange`]
     /// for a sequence number too far ahead.
     pub fn add_batch(&self, batch: &PointsBatch) -> Result<BatchOutcome, Error> {
-        let recording = self.get_or_create(&batch.recording);
+        let recording = self.get_or_create(&batch.recording)?;
         let mut recording = lock(&recording);
         if recording.seqs.contains(batch.seq) {
             return Ok(BatchOutcome::Duplicate {
@@ -156,12 +208,7 @@ impl RecordingStore {
                 ),
             ));
         }
-        let reserved =
-            self.total_points
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| {
-                    (total + n_new <= self.limits.max_total_points).then_some(total + n_new)
-                });
-        if reserved.is_err() {
+        if !self.reserve(n_new) {
             return Err(Error::new(
                 ErrorCode::RecordingFull,
                 format!(
@@ -171,14 +218,30 @@ impl RecordingStore {
             ));
         }
         let Viewport { width, height } = batch.viewport;
+        let mut stored = StoredBatch {
+            seq: batch.seq,
+            max_t: 0,
+            moves: Vec::new(),
+            clicks: Vec::new(),
+        };
         for point in &batch.points {
             let fixed = [to_fixed(point.x, width), to_fixed(point.y, height)];
             match point.kind {
-                PointKind::Move => recording.moves.push(fixed),
-                PointKind::Click => recording.clicks.push(fixed),
+                PointKind::Move => stored.moves.push(fixed),
+                PointKind::Click => stored.clicks.push(fixed),
             }
-            recording.duration_ms = recording.duration_ms.max(point.t);
+            stored.max_t = stored.max_t.max(point.t);
         }
+        // Stored before it counts: an acknowledged batch is one the journal holds.
+        if let Some(journal) = &self.journal {
+            if let Err(err) = journal.append_batch(&batch.recording, &stored) {
+                self.total_points.fetch_sub(n_new, Ordering::AcqRel);
+                return Err(storage_failed(&batch.recording, &err));
+            }
+        }
+        recording.moves.extend_from_slice(&stored.moves);
+        recording.clicks.extend_from_slice(&stored.clicks);
+        recording.duration_ms = recording.duration_ms.max(stored.max_t);
         recording.seqs.insert(batch.seq);
         recording.touched = self.touch();
         Ok(BatchOutcome::Added {
@@ -193,6 +256,13 @@ impl RecordingStore {
     pub fn stop(&self, id: &RecordingId) -> Result<u64, Error> {
         let recording = self.get(id).ok_or_else(|| unknown(id))?;
         let mut recording = lock(&recording);
+        if !recording.stopped {
+            if let Some(journal) = &self.journal {
+                journal
+                    .append_stop(id)
+                    .map_err(|err| storage_failed(id, &err))?;
+            }
+        }
         recording.stopped = true;
         recording.touched = self.touch();
         Ok(recording.n_points())
@@ -217,7 +287,31 @@ impl RecordingStore {
         self.touches.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn get_or_create(&self, id: &RecordingId) -> Arc<Mutex<Recording>> {
+    /// Reserves room for `n_new` points in the total, if the limit allows.
+    fn reserve(&self, n_new: u64) -> bool {
+        self.total_points
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| {
+                (total + n_new <= self.limits.max_total_points).then_some(total + n_new)
+            })
+            .is_ok()
+    }
+
+    fn get_or_create(&self, id: &RecordingId) -> Result<Arc<Mutex<Recording>>, Error> {
+        if let Some(recording) = self.get(id) {
+            return Ok(recording);
+        }
+        let created = SystemTime::now();
+        if let Some(journal) = &self.journal {
+            journal
+                .append_start(id, created)
+                .map_err(|err| storage_failed(id, &err))?;
+        }
+        Ok(self.insert_new(id, created))
+    }
+
+    /// Inserts a recording (or returns the one a racing caller inserted first), evicting
+    /// the least recently updated one when the count limit is reached.
+    fn insert_new(&self, id: &RecordingId, created: SystemTime) -> Arc<Mutex<Recording>> {
         let mut recordings = lock(&self.recordings);
         if let Some(recording) = recordings.get(id) {
             return recording.clone();
@@ -225,7 +319,7 @@ impl RecordingStore {
         if recordings.len() >= self.limits.max_recordings.max(1) {
             self.evict_oldest(&mut recordings);
         }
-        let recording = Arc::new(Mutex::new(Recording::new(SystemTime::now(), self.touch())));
+        let recording = Arc::new(Mutex::new(Recording::new(created, self.touch())));
         recordings.insert(id.clone(), recording.clone());
         recording
     }
@@ -239,6 +333,9 @@ impl RecordingStore {
             if let Some(recording) = recordings.remove(&id) {
                 let n_points = lock(&recording).n_points();
                 self.total_points.fetch_sub(n_points, Ordering::AcqRel);
+                if let Some(journal) = &self.journal {
+                    journal.remove(&id);
+                }
                 tracing::info!(recording = %id, n_points, "evicted the least recently updated recording");
             }
         }
@@ -250,6 +347,15 @@ pub fn unknown(id: &RecordingId) -> Error {
     Error::new(
         ErrorCode::UnknownRecording,
         format!("the renderer holds no recording {id}"),
+    )
+}
+
+/// The error for a batch, start or stop the journal could not take.
+fn storage_failed(id: &RecordingId, err: &std::io::Error) -> Error {
+    tracing::error!(recording = %id, cause = %err, "cannot store to the data folder");
+    Error::new(
+        ErrorCode::StorageFailed,
+        format!("the renderer cannot store recording {id} ({err}); it will be resent"),
     )
 }
 
