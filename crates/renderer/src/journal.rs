@@ -58,8 +58,16 @@ pub struct StoredBatch {
 pub struct Journal {
     dir: PathBuf,
     fsync: bool,
-    /// Open append handles, with a use counter for closing the least recently used.
-    open: Mutex<(HashMap<RecordingId, (File, u64)>, u64)>,
+    /// Open append handles.
+    open: Mutex<OpenFiles>,
+}
+
+/// Append handles by recording, each with the tick it was last used at, so the least
+/// recently used one can be closed when [`MAX_OPEN_FILES`] are open.
+#[derive(Debug, Default)]
+struct OpenFiles {
+    files: HashMap<RecordingId, (File, u64)>,
+    clock: u64,
 }
 
 impl Journal {
@@ -103,7 +111,7 @@ impl Journal {
         let journal = Journal {
             dir,
             fsync,
-            open: Mutex::new((HashMap::new(), 0)),
+            open: Mutex::new(OpenFiles::default()),
         };
         Ok((journal, replayed))
     }
@@ -151,7 +159,7 @@ impl Journal {
 
     /// Deletes a recording's log (eviction).
     pub fn remove(&self, id: &RecordingId) {
-        lock(&self.open).0.remove(id);
+        lock(&self.open).files.remove(id);
         if let Err(err) = std::fs::remove_file(self.path_of(id)) {
             if err.kind() != io::ErrorKind::NotFound {
                 warn!(recording = %id, cause = %err, "cannot delete an evicted recording's log");
@@ -171,9 +179,9 @@ impl Journal {
         record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         record.extend_from_slice(payload);
         let mut open = lock(&self.open);
-        let (files, clock) = &mut *open;
-        *clock += 1;
-        let now = *clock;
+        open.clock += 1;
+        let now = open.clock;
+        let files = &mut open.files;
         if !files.contains_key(id) {
             if files.len() >= MAX_OPEN_FILES {
                 let oldest = files
