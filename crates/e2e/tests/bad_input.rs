@@ -239,3 +239,53 @@ async fn a_relay_with_the_wrong_token_reports_the_link_down() {
     .await;
     assert_eq!(health["renderer"], "disconnected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.max_connections_per_ip = 2
+    })
+    .await;
+    let _first = page(&relay, "connected").await;
+    let _second = page(&relay, "connected").await;
+    // The server answers before reading anything, so read the raw reply.
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("your address"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_request_bodies_get_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    stream
+        .write_all(b"POST /ws HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = vec![0; 256];
+    let n = stream.read(&mut response).await.unwrap();
+    let head = String::from_utf8_lossy(&response[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| config.idle_timeout_secs = 1).await;
+    // Connects and then never reads, so it never answers the relay's pings.
+    let _silent = WsClient::connect(&format!("ws://{}/ws", relay.addr))
+        .await
+        .unwrap();
+    testkit::eventually("the idle page to be closed", || async {
+        let health = health(relay.addr).await;
+        (health["sessions_total"] == 1 && health["sessions_open"] == 0).then_some(())
+    })
+    .await;
+}

@@ -15,10 +15,23 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use crate::http::{self, Body};
+use crate::serve::ConnectionGuard;
 
 /// A server-side WebSocket over an upgraded hyper connection.
 pub type ServerSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Keeps the connection's place under the server's connection limits; hold it for as long
+/// as the socket is served.
+pub type ConnectionHold = Option<Arc<ConnectionGuard>>;
+
+/// The socket once hyper has handed over the connection (`None` if the upgrade failed).
+pub type PendingSocket =
+    Pin<Box<dyn Future<Output = Option<(ServerSocket, ConnectionHold)>> + Send>>;
 
 /// Whether the request asks for a WebSocket upgrade.
 pub fn is_upgrade(request: &Request<Incoming>) -> bool {
@@ -46,13 +59,7 @@ pub fn is_upgrade(request: &Request<Incoming>) -> bool {
 pub fn accept(
     mut request: Request<Incoming>,
     max_message_bytes: usize,
-) -> Result<
-    (
-        Response<Body>,
-        impl std::future::Future<Output = Option<ServerSocket>>,
-    ),
-    Response<Body>,
-> {
+) -> Result<(Response<Body>, PendingSocket), Response<Body>> {
     let version_ok = request
         .headers()
         .get(SEC_WEBSOCKET_VERSION)
@@ -68,6 +75,7 @@ pub fn accept(
         ));
     };
     let accept_key = derive_accept_key(key.as_bytes());
+    let hold = request.extensions_mut().remove::<Arc<ConnectionGuard>>();
     let on_upgrade = hyper::upgrade::on(&mut request);
     let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -82,21 +90,22 @@ pub fn accept(
         .max_frame_size(Some(max_message_bytes));
     let socket = async move {
         match on_upgrade.await {
-            Ok(upgraded) => Some(
-                WebSocketStream::from_raw_socket(
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
                     Some(config),
                 )
-                .await,
-            ),
+                .await;
+                Some((socket, hold))
+            }
             Err(err) => {
                 tracing::debug!(cause = %err, "websocket upgrade failed");
                 None
             }
         }
     };
-    Ok((response, socket))
+    Ok((response, Box::pin(socket)))
 }
 
 /// Whether a tungstenite error means the peer sent a message over the size limit.

@@ -43,6 +43,18 @@ pub struct Config {
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Most TCP connections open at once from one IP address.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+
+    /// Largest request body accepted, in bytes (the relay reads none; larger uploads get 413).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_body_bytes: u64,
+
+    /// Close a page's WebSocket after this many seconds without a frame from it (the relay pings at a quarter of it).
+    #[arg(long, default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+
     /// Messages per second one page may send on average (0 = unlimited); excess gets rate_limited.
     #[arg(long, default_value_t = 100)]
     pub max_messages_per_sec: u32,

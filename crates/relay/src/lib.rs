@@ -57,6 +57,8 @@ pub async fn run(
 
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        max_body_bytes: config.max_body_bytes,
         ..ServeConfig::default()
     };
     let (upstream_tx, upstream_rx) = mpsc::channel(config.upstream_queue.max(1));

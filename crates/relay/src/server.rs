@@ -61,7 +61,7 @@ fn upgrade(
     match ws::accept(request, ctx.config.max_frame_bytes) {
         Ok((response, socket)) => {
             tokio::spawn(async move {
-                if let Some(socket) = socket.await {
+                if let Some((socket, _hold)) = socket.await {
                     serve_session(socket, peer, ctx, shutdown).await;
                 }
             });

@@ -15,6 +15,7 @@ use protocol::{
     decode_page, encode, Error, ErrorCode, PageMessage, ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -51,9 +52,23 @@ pub(crate) async fn serve_session(
     };
     let mut link = ctx.hub.watch_link();
     link.mark_unchanged();
+    // Browsers answer pings by themselves, so a page that is merely idle stays; one whose
+    // network vanished (or a client that holds a socket and never speaks) is closed.
+    let idle_timeout = Duration::from_secs(ctx.config.idle_timeout_secs.max(1));
+    let mut ping = tokio::time::interval_at(Instant::now() + idle_timeout / 4, idle_timeout / 4);
+    let mut last_heard = Instant::now();
     let end = loop {
         tokio::select! {
-            frame = stream.next() => match frame {
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle_timeout {
+                    let _ = tx.send(close(CloseCode::Away, "idle for too long".into())).await;
+                    break "idle timeout";
+                }
+                let _ = tx.try_send(Message::Ping(Default::default()));
+            }
+            frame = stream.next() => {
+                last_heard = Instant::now();
+                match frame {
                 None | Some(Ok(Message::Close(_))) => break "closed by the page",
                 Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()).await,
                 Some(Ok(Message::Binary(_))) => {
@@ -70,7 +85,8 @@ pub(crate) async fn serve_session(
                     debug!(conn, cause = %err, "page read failed");
                     break "read failed";
                 }
-            },
+                }
+            }
             changed = link.changed() => {
                 if changed.is_err() {
                     break "relay stopping";

@@ -73,6 +73,7 @@ pub async fn run(
 
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections,
         ..ServeConfig::default()
     };
     let ctx = Arc::new(context::Context::new(config).context("start the renderer")?);
