@@ -463,3 +463,39 @@ async fn live_preview_frames_grow_with_the_recording() {
     );
     assert!(renderer.images().is_empty(), "previews write no files");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_output_folder_is_a_clear_error_and_the_renderer_keeps_going() {
+    // A regular file where the output folder should be: every write fails.
+    let blocker = testkit::TempDir::new("blocked");
+    let not_a_folder = blocker.path().join("heatmaps");
+    std::fs::write(&not_a_folder, b"this is a file").unwrap();
+    let renderer = start_renderer_with(|config| config.out_dir = not_a_folder.clone()).await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    let error = record_and_generate(&mut page, "r-blocked", &cluster(10.0, 10.0, 20)).await;
+    assert_eq!(error["code"], "render_failed", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("cannot write") && message.contains("heatmaps"), "{message}");
+    // Still serving: the next batch is acknowledged.
+    page.send_json(batch("r-blocked", 1, 100, 100, &[(1.0, 1.0)])).await;
+    page.wait_for("ack", |msg| msg["type"] == "ack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_out_of_order_count_and_far_ahead_ones_are_refused() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    for seq in [3u64, 0, 2, 1] {
+        page.send_json(batch("r-order", seq, 100, 100, &[(1.0, 1.0)])).await;
+        let ack = page.wait_for("ack", |msg| msg["type"] == "ack").await;
+        assert_eq!(ack["seq"], seq);
+    }
+    page.send_json(batch("r-order", 10_000_000, 100, 100, &[(1.0, 1.0)])).await;
+    let error = page.wait_for("refusal", |msg| msg["type"] == "error").await;
+    assert_eq!(error["code"], "out_of_range");
+    page.send_json(json!({"type": "stop", "recording": "r-order"})).await;
+    let stopped = page.wait_for("stopped", |msg| msg["type"] == "stopped").await;
+    assert_eq!(stopped["n_points"], 4);
+}

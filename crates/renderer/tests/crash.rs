@@ -178,3 +178,21 @@ async fn a_torn_log_tail_does_not_stop_the_renderer() {
     assert_eq!(health["points"], 3 * POINTS_PER_BATCH as u64, "{health}");
     drop(renderer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_links_with_1001_and_exits_0() {
+    let out_dir = TempDir::new("term-out");
+    let data_dir = TempDir::new("term-data");
+    let mut renderer = RendererProcess::start(&out_dir, &data_dir);
+    let mut first = link(&renderer.url).await;
+    let pid = renderer.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    assert!(status.success());
+    assert_eq!(first.close_code().await, Some(1001));
+    let exit = testkit::eventually("the renderer to exit", || {
+        let exited = renderer.child.try_wait().expect("poll the child");
+        async move { exited }
+    })
+    .await;
+    assert!(exit.success(), "exit status {exit}");
+}
