@@ -476,9 +476,13 @@ async fn an_unwritable_output_folder_is_a_clear_error_and_the_renderer_keeps_goi
     let error = record_and_generate(&mut page, "r-blocked", &cluster(10.0, 10.0, 20)).await;
     assert_eq!(error["code"], "render_failed", "{error}");
     let message = error["message"].as_str().unwrap();
-    assert!(message.contains("cannot write") && message.contains("heatmaps"), "{message}");
+    assert!(
+        message.contains("cannot write") && message.contains("heatmaps"),
+        "{message}"
+    );
     // Still serving: the next batch is acknowledged.
-    page.send_json(batch("r-blocked", 1, 100, 100, &[(1.0, 1.0)])).await;
+    page.send_json(batch("r-blocked", 1, 100, 100, &[(1.0, 1.0)]))
+        .await;
     page.wait_for("ack", |msg| msg["type"] == "ack").await;
 }
 
@@ -488,14 +492,69 @@ async fn batches_out_of_order_count_and_far_ahead_ones_are_refused() {
     let relay = start_relay(&renderer.ws_url()).await;
     let mut page = page(&relay, "connected").await;
     for seq in [3u64, 0, 2, 1] {
-        page.send_json(batch("r-order", seq, 100, 100, &[(1.0, 1.0)])).await;
+        page.send_json(batch("r-order", seq, 100, 100, &[(1.0, 1.0)]))
+            .await;
         let ack = page.wait_for("ack", |msg| msg["type"] == "ack").await;
         assert_eq!(ack["seq"], seq);
     }
-    page.send_json(batch("r-order", 10_000_000, 100, 100, &[(1.0, 1.0)])).await;
+    page.send_json(batch("r-order", 10_000_000, 100, 100, &[(1.0, 1.0)]))
+        .await;
     let error = page.wait_for("refusal", |msg| msg["type"] == "error").await;
     assert_eq!(error["code"], "out_of_range");
-    page.send_json(json!({"type": "stop", "recording": "r-order"})).await;
-    let stopped = page.wait_for("stopped", |msg| msg["type"] == "stopped").await;
+    page.send_json(json!({"type": "stop", "recording": "r-order"}))
+        .await;
+    let stopped = page
+        .wait_for("stopped", |msg| msg["type"] == "stopped")
+        .await;
     assert_eq!(stopped["n_points"], 4);
+}
+
+/// The value of the first sample of `name` (with any labels) in an OpenMetrics text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(name) && !line.starts_with('#'))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_servers_export_metrics_that_match_the_traffic() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    record_and_generate(&mut page, "r-metrics", &cluster(100.0, 100.0, 250)).await;
+    page.send_text("{not json").await;
+    page.wait_for("error", |msg| msg["type"] == "error").await;
+
+    let relay_metrics = http_get(&relay.addr.to_string(), "/metrics").await.unwrap();
+    assert_eq!(relay_metrics.status, 200);
+    assert!(relay_metrics
+        .content_type
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = String::from_utf8(relay_metrics.body.to_vec()).unwrap();
+    assert_eq!(sample(&text, "relay_points_in_total"), 250.0);
+    assert_eq!(sample(&text, "relay_sessions_open"), 1.0);
+    assert_eq!(
+        sample(&text, "relay_renderer_link{state=\"connected\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "relay_ack_latency_seconds_count"),
+        3.0,
+        "three batches timed"
+    );
+    assert_eq!(sample(&text, "relay_errors_total{code=\"bad_json\"}"), 1.0);
+
+    let renderer_metrics = http_get(&renderer.running.addr.to_string(), "/metrics")
+        .await
+        .unwrap();
+    let text = String::from_utf8(renderer_metrics.body.to_vec()).unwrap();
+    assert_eq!(sample(&text, "renderer_points_stored_total"), 250.0);
+    assert_eq!(sample(&text, "renderer_batches_stored_total"), 3.0);
+    assert_eq!(sample(&text, "renderer_renders_total"), 1.0);
+    assert_eq!(sample(&text, "renderer_render_duration_seconds_count"), 1.0);
+    assert_eq!(sample(&text, "renderer_points_held"), 250.0);
+    assert_eq!(sample(&text, "renderer_links_open"), 1.0);
 }

@@ -11,9 +11,11 @@
 //! - [`ws`]: the server side of the WebSocket upgrade on a hyper request.
 //! - [`rate`]: a token bucket for per-connection message rates.
 //! - [`counters`]: error counters keyed by the protocol's error codes.
+//! - [`metrics`]: `/metrics` in the OpenMetrics text format.
 
 pub mod counters;
 pub mod http;
+pub mod metrics;
 pub mod rate;
 pub mod serve;
 pub mod shutdown;

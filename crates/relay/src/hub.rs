@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
-use netkit::ErrorCounters;
-use protocol::{encode, ConnId, LinkState, ServerMessage};
+use protocol::{encode, ConnId, LinkState, RecordingId, ServerMessage};
+
+use crate::metrics::RelayMetrics;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -21,17 +23,15 @@ pub(crate) struct Hub {
     next_conn: AtomicU64,
     /// The renderer link's state; every session holds a receiver.
     link: watch::Sender<LinkState>,
-    /// Refused page messages by code.
-    pub errors: ErrorCounters,
-    /// Replies dropped because a page's queue was full (a page that stopped reading).
-    pub replies_dropped: AtomicU64,
-    /// Page connections accepted since start.
-    pub sessions_total: AtomicU64,
-    /// Page messages forwarded to the renderer.
-    pub forwarded_total: AtomicU64,
-    /// Page messages waiting for the renderer to come back.
-    pub backlog_depth: AtomicU64,
+    /// Counters and gauges for `/metrics` and `/healthz`.
+    pub metrics: RelayMetrics,
+    /// When each forwarded batch left, by page and batch, to time its acknowledgement.
+    /// Bounded by [`MAX_PENDING_ACKS`]; cleared if a page never gets its acks.
+    pending_acks: Mutex<HashMap<(ConnId, RecordingId, u64), Instant>>,
 }
+
+/// Most forwarded batches timed at once (about 8 MB of keys at worst).
+const MAX_PENDING_ACKS: usize = 100_000;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -40,11 +40,8 @@ impl Default for Hub {
             sessions: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             link,
-            errors: ErrorCounters::default(),
-            replies_dropped: AtomicU64::new(0),
-            sessions_total: AtomicU64::new(0),
-            forwarded_total: AtomicU64::new(0),
-            backlog_depth: AtomicU64::new(0),
+            metrics: RelayMetrics::default(),
+            pending_acks: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -54,13 +51,25 @@ impl Hub {
     pub fn register(&self, tx: mpsc::Sender<Message>) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         lock(&self.sessions).insert(conn, tx);
-        self.sessions_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.sessions_total.inc();
+        self.metrics.sessions_open.inc();
         conn
     }
 
     /// Forgets a session.
     pub fn unregister(&self, conn: ConnId) {
-        lock(&self.sessions).remove(&conn);
+        if lock(&self.sessions).remove(&conn).is_some() {
+            self.metrics.sessions_open.dec();
+        }
+    }
+
+    /// Notes that a batch left for the renderer, to time its acknowledgement.
+    pub fn batch_forwarded(&self, conn: ConnId, recording: &RecordingId, seq: u64) {
+        let mut pending = lock(&self.pending_acks);
+        if pending.len() >= MAX_PENDING_ACKS {
+            pending.clear();
+        }
+        pending.insert((conn, recording.clone(), seq), Instant::now());
     }
 
     /// Sessions open now.
@@ -74,10 +83,20 @@ impl Hub {
     /// must not stall the others. A full queue drops the reply and counts it; the page
     /// resends unacknowledged batches, so a dropped ack costs a duplicate, not data.
     pub fn deliver(&self, conn: ConnId, msg: &ServerMessage) {
+        if let ServerMessage::Ack { recording, seq, .. } = msg {
+            let sent = lock(&self.pending_acks).remove(&(conn, recording.clone(), *seq));
+            if let Some(sent) = sent {
+                self.metrics
+                    .ack_latency
+                    .observe(sent.elapsed().as_secs_f64());
+            }
+        }
         let tx = lock(&self.sessions).get(&conn).cloned();
         if let Some(tx) = tx {
             if tx.try_send(Message::text(encode(msg))).is_err() {
-                self.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.replies_dropped.inc();
+            } else {
+                self.metrics.replies.inc();
             }
         }
     }
@@ -94,6 +113,7 @@ impl Hub {
 
     /// Sets the link state; sessions are woken only by an actual change.
     pub fn set_link_state(&self, state: LinkState) -> bool {
+        self.metrics.set_link_state(state);
         self.link.send_if_modified(|current| {
             let changed = *current != state;
             *current = state;

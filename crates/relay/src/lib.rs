@@ -10,6 +10,7 @@
 //! - `server`: HTTP routes, the Origin check and the WebSocket upgrade.
 //! - `session`: one page's socket.
 //! - `hub`: sessions by connection id and the link state they watch.
+//! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `upstream`: the renderer link, its reconnects and reply routing.
 //! - `backoff`: reconnect delays with jitter.
 //! - `heatmaps`: images passed through from the renderer.
@@ -21,6 +22,7 @@ mod config;
 mod context;
 mod heatmaps;
 mod hub;
+mod metrics;
 mod server;
 mod session;
 mod upstream;

@@ -1,7 +1,6 @@
 //! The relay's HTTP surface: the page, its WebSocket, images and health.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -35,6 +34,7 @@ pub(crate) async fn handle(
     }
     match path.as_str() {
         "/healthz" => health(&ctx),
+        "/metrics" => netkit::metrics::response(&ctx.hub.metrics.registry),
         _ => match path.strip_prefix("/heatmaps/") {
             Some(name) => serve_heatmap(&ctx, name).await,
             None => http::text(StatusCode::NOT_FOUND, format!("not found: {path}")),
@@ -107,13 +107,13 @@ fn health(ctx: &Context) -> Response<Body> {
         "renderer": hub.link_state().as_str(),
         "renderer_url": ctx.config.renderer,
         "sessions_open": hub.n_sessions(),
-        "sessions_total": hub.sessions_total.load(Ordering::Relaxed),
-        "forwarded_total": hub.forwarded_total.load(Ordering::Relaxed),
-        "replies_dropped": hub.replies_dropped.load(Ordering::Relaxed),
-        "backlog_depth": hub.backlog_depth.load(Ordering::Relaxed),
+        "sessions_total": hub.metrics.sessions_total.get(),
+        "forwarded_total": hub.metrics.forwarded.get(),
+        "replies_dropped": hub.metrics.replies_dropped.get(),
+        "backlog_depth": hub.metrics.backlog_depth.get(),
     });
     let mut body = body.to_string();
     body.pop();
-    body.push_str(&format!(",\"errors\":{}}}", hub.errors.to_json()));
+    body.push_str(&format!(",\"errors\":{}}}", hub.metrics.errors.to_json()));
     http::json(StatusCode::OK, body)
 }

@@ -76,7 +76,7 @@ pub(crate) async fn serve_session(
                 }
                 Some(Ok(_)) => {} // Ping and pong are answered by tungstenite.
                 Some(Err(err)) if is_too_large(&err) => {
-                    ctx.hub.errors.record(ErrorCode::TooLarge);
+                    ctx.hub.metrics.errors.record(ErrorCode::TooLarge);
                     let limit = ctx.config.max_frame_bytes;
                     let _ = tx.send(close(CloseCode::Size, format!("message over the {limit}-byte limit"))).await;
                     break "message too large";
@@ -135,6 +135,9 @@ impl Session {
             .await;
             return;
         }
+        let metrics = &self.ctx.hub.metrics;
+        metrics.frames_in.inc();
+        metrics.bytes_in.inc_by(text.len() as u64);
         let msg = match decode_page(text, &self.ctx.limits) {
             Ok(msg) => msg,
             Err(err) => {
@@ -163,7 +166,13 @@ impl Session {
             PageMessage::Start { recording, .. } | PageMessage::Stop { recording } => {
                 (Some(recording.clone()), None)
             }
-            PageMessage::Points(batch) => (Some(batch.recording.clone()), Some(batch.seq)),
+            PageMessage::Points(batch) => {
+                metrics.points_in.inc_by(batch.points.len() as u64);
+                self.ctx
+                    .hub
+                    .batch_forwarded(self.conn, &batch.recording, batch.seq);
+                (Some(batch.recording.clone()), Some(batch.seq))
+            }
             PageMessage::Generate(generate) => (Some(generate.recording.clone()), None),
             PageMessage::Preview(preview) => (Some(preview.recording.clone()), None),
         };
@@ -183,7 +192,7 @@ impl Session {
 
     /// Counts a refused message and tells the page why.
     async fn refuse(&self, err: Error) {
-        self.ctx.hub.errors.record(err.code);
+        self.ctx.hub.metrics.errors.record(err.code);
         debug!(conn = self.conn, code = %err.code, message = %err.message, "refused a page message");
         self.send(&ServerMessage::Error {
             code: err.code,

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
@@ -153,10 +152,8 @@ impl Backlog {
             refuse(ctx, outbound, ErrorCode::Busy, message);
         } else {
             self.bytes += outbound.frame.len();
-            ctx.hub
-                .backlog_depth
-                .store(self.items.len() as u64 + 1, Ordering::Relaxed);
             self.items.push_back(outbound);
+            self.publish(ctx);
         }
     }
 
@@ -165,17 +162,19 @@ impl Backlog {
     fn push_front(&mut self, ctx: &Context, outbound: Outbound) {
         self.bytes += outbound.frame.len();
         self.items.push_front(outbound);
-        ctx.hub
-            .backlog_depth
-            .store(self.items.len() as u64, Ordering::Relaxed);
+        self.publish(ctx);
+    }
+
+    /// Shows the backlog's size in the metrics.
+    fn publish(&self, ctx: &Context) {
+        ctx.hub.metrics.backlog_depth.set(self.items.len() as i64);
+        ctx.hub.metrics.backlog_bytes.set(self.bytes as i64);
     }
 
     fn pop_front(&mut self, ctx: &Context) -> Option<Outbound> {
         let outbound = self.items.pop_front()?;
         self.bytes -= outbound.frame.len();
-        ctx.hub
-            .backlog_depth
-            .store(self.items.len() as u64, Ordering::Relaxed);
+        self.publish(ctx);
         Some(outbound)
     }
 }
@@ -266,7 +265,7 @@ async fn pump(
                     backlog.push_front(ctx, outbound);
                     break format!("write failed: {err}");
                 }
-                ctx.hub.forwarded_total.fetch_add(1, Ordering::Relaxed);
+                ctx.hub.metrics.forwarded.inc();
             }
             _ = shutdown.wait() => {
                 let close = CloseFrame { code: CloseCode::Away, reason: "relay shutting down".into() };
@@ -308,7 +307,7 @@ fn route(ctx: &Context, text: &str) {
 
 /// Answers a message that cannot reach the renderer now, and counts it.
 fn refuse(ctx: &Context, outbound: Outbound, code: ErrorCode, message: String) {
-    ctx.hub.errors.record(code);
+    ctx.hub.metrics.errors.record(code);
     ctx.hub.deliver(
         outbound.conn,
         &ServerMessage::Error {

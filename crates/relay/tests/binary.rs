@@ -7,7 +7,10 @@ use testkit::WsClient;
 
 #[test]
 fn help_documents_every_limit_with_its_default() {
-    let output = Command::new(env!("CARGO_BIN_EXE_relay")).arg("--help").output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
         "--listen",
@@ -23,7 +26,10 @@ fn help_documents_every_limit_with_its_default() {
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
-    assert!(help.contains("[default: 127.0.0.1:3000]"), "binds loopback by default:\n{help}");
+    assert!(
+        help.contains("[default: 127.0.0.1:3000]"),
+        "binds loopback by default:\n{help}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,14 +41,21 @@ async fn sigterm_closes_pages_with_1001_and_exits_0() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("http://127.0.0.1:"), "{line:?}");
     let url = format!("ws://{}/ws", line.trim().trim_start_matches("http://"));
     let mut page = WsClient::connect(&url).await.unwrap();
-    page.send_json(serde_json::json!({"type": "hello", "v": 1})).await;
-    page.wait_for("welcome", |msg| msg["type"] == "welcome").await;
+    page.send_json(serde_json::json!({"type": "hello", "v": 1}))
+        .await;
+    page.wait_for("welcome", |msg| msg["type"] == "welcome")
+        .await;
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     assert_eq!(page.close_code().await, Some(1001));
     let exit = testkit::eventually("the relay to exit", || {

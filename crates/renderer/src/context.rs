@@ -1,16 +1,15 @@
 //! State shared by every task of one renderer.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netkit::ErrorCounters;
 use protocol::Limits;
 use tokio::sync::Semaphore;
 
 use crate::background::Background;
 use crate::config::Config;
 use crate::journal::Journal;
+use crate::metrics::RendererMetrics;
 use crate::render::RenderSettings;
 use crate::store::{RecordingStore, StoreLimits};
 
@@ -28,16 +27,12 @@ pub(crate) struct Context {
     pub render_settings: RenderSettings,
     /// The recordings.
     pub store: RecordingStore,
-    /// Refused messages by code.
-    pub errors: ErrorCounters,
+    /// Counters and gauges for `/metrics` and `/healthz`.
+    pub metrics: RendererMetrics,
     /// Caps renders running at once: each holds a few full-size buffers.
     pub render_permits: Semaphore,
     /// Caps live previews computing at once; a request finding none free is told `busy`.
     pub preview_permits: Arc<Semaphore>,
-    /// Relay links open now.
-    pub links_open: AtomicU64,
-    /// Heatmaps written since start.
-    pub renders_total: AtomicU64,
 }
 
 impl Context {
@@ -85,11 +80,9 @@ impl Context {
                 background,
             },
             store,
-            errors: ErrorCounters::default(),
+            metrics: RendererMetrics::default(),
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),
-            links_open: AtomicU64::new(0),
-            renders_total: AtomicU64::new(0),
             config,
         })
     }

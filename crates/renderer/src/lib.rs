@@ -9,6 +9,7 @@
 //! - `server`: HTTP routes and the WebSocket upgrade.
 //! - `link`: one relay connection: decode, apply, answer.
 //! - `store`: recordings, their points and the batches already counted.
+//! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `journal`: the append-only log per recording that makes them survive restarts.
 //! - `grid`: the density grid ([`grid::Grid`]) points accumulate into.
 //! - `blur`: Gaussian smoothing by three box blurs.
@@ -32,6 +33,7 @@ mod error;
 pub mod grid;
 pub mod journal;
 mod link;
+mod metrics;
 pub mod output;
 pub mod render;
 mod scratch;

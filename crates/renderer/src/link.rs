@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 use crate::context::Context;
 use crate::output::{local_stamp, write_heatmap};
 use crate::render::{preview_cells, render_png, RenderInput, RenderSettings};
-use crate::store::{lock, unknown};
+use crate::store::{lock, unknown, BatchOutcome};
 
 /// Frames waiting to be written to one relay.
 ///
@@ -40,8 +40,9 @@ pub(crate) async fn serve_link(
     mut shutdown: Shutdown,
 ) {
     info!(%peer, "relay connected");
-    ctx.links_open
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics.links_open.inc();
+    ctx.metrics.links_total.inc();
+    let frames_out = ctx.metrics.frames_out.clone();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(LINK_QUEUE);
     let writer = tokio::spawn(async move {
@@ -51,6 +52,7 @@ pub(crate) async fn serve_link(
                 debug!(cause = %err, "relay link write failed");
                 break;
             }
+            frames_out.inc();
             if closing {
                 break;
             }
@@ -87,7 +89,7 @@ pub(crate) async fn serve_link(
             }
             Some(Ok(_)) => {} // Ping and pong are answered by tungstenite.
             Some(Err(err)) if is_too_large(&err) => {
-                ctx.errors.record(ErrorCode::TooLarge);
+                ctx.metrics.errors.record(ErrorCode::TooLarge);
                 warn!(%peer, "relay sent a message over --max-frame-bytes; closing with 1009");
                 let _ = tx.send(close(CloseCode::Size, "message too large")).await;
                 break;
@@ -101,8 +103,7 @@ pub(crate) async fn serve_link(
     drop(link);
     drop(tx);
     let _ = writer.await;
-    ctx.links_open
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics.links_open.dec();
     info!(%peer, "relay disconnected");
 }
 
@@ -126,6 +127,8 @@ impl Link {
     /// Handles one text frame; `Break` ends the link.
     async fn handle_text(&mut self, text: &str) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow;
+        self.ctx.metrics.frames_in.inc();
+        self.ctx.metrics.bytes_in.inc_by(text.len() as u64);
         let msg = match decode_relay(text, &self.ctx.limits) {
             Ok(msg) => msg,
             Err(err) => {
@@ -182,14 +185,29 @@ impl Link {
                 Ok(()) => ServerMessage::Started { recording },
                 Err(err) => self.page_error(err, Some(recording), None),
             },
-            PageMessage::Points(batch) => match store.add_batch(&batch) {
-                Ok(outcome) => ServerMessage::Ack {
-                    recording: batch.recording,
-                    seq: batch.seq,
-                    n_points: outcome.n_points(),
-                },
-                Err(err) => self.page_error(err, Some(batch.recording), Some(batch.seq)),
-            },
+            PageMessage::Points(batch) => {
+                let metrics = &self.ctx.metrics;
+                let n_points = batch.points.len() as u64;
+                match store.add_batch(&batch) {
+                    Ok(outcome) => {
+                        if let BatchOutcome::Added { .. } = outcome {
+                            metrics.batches_stored.inc();
+                            metrics.points_stored.inc_by(n_points);
+                        } else {
+                            metrics.batches_duplicate.inc();
+                        }
+                        ServerMessage::Ack {
+                            recording: batch.recording,
+                            seq: batch.seq,
+                            n_points: outcome.n_points(),
+                        }
+                    }
+                    Err(err) => {
+                        metrics.points_rejected.inc_by(n_points);
+                        self.page_error(err, Some(batch.recording), Some(batch.seq))
+                    }
+                }
+            }
             PageMessage::Stop { recording } => match store.stop(&recording) {
                 Ok(n_points) => ServerMessage::Stopped {
                     recording,
@@ -231,7 +249,7 @@ impl Link {
                     let reply = match result {
                         Ok(Ok(frame)) => ServerMessage::Preview(frame),
                         Ok(Err(err)) => {
-                            ctx.errors.record(err.code);
+                            ctx.metrics.errors.record(err.code);
                             error_reply(err, recording)
                         }
                         Err(join_err) => error_reply(
@@ -259,7 +277,7 @@ impl Link {
         recording: Option<RecordingId>,
         seq: Option<u64>,
     ) -> ServerMessage {
-        self.ctx.errors.record(err.code);
+        self.ctx.metrics.errors.record(err.code);
         ServerMessage::Error {
             code: err.code,
             message: err.message,
@@ -270,7 +288,7 @@ impl Link {
 
     /// Counts an error with the link itself and tells the relay.
     async fn refuse(&self, err: Error) {
-        self.ctx.errors.record(err.code);
+        self.ctx.metrics.errors.record(err.code);
         debug!(code = %err.code, message = %err.message, "refused a frame from the relay");
         self.send(&RendererMessage::Error {
             code: err.code,
@@ -304,6 +322,7 @@ const PREVIEW_WIDTH: u32 = 192;
 /// Computes a preview frame, accumulating under the recording's lock (a small grid, a few
 /// milliseconds even for a million points) rather than copying the points out.
 fn preview_frame(ctx: &Context, preview: protocol::Preview) -> Result<PreviewFrame, Error> {
+    ctx.metrics.previews.inc();
     let settings = &ctx.render_settings;
     let kind = preview.kind.unwrap_or(settings.kind);
     let settings = RenderSettings {
@@ -357,7 +376,7 @@ async fn generate_heatmap(ctx: &Arc<Context>, generate: Generate) -> ServerMessa
             ServerMessage::Heatmap(ready)
         }
         Err(err) => {
-            ctx.errors.record(err.code);
+            ctx.metrics.errors.record(err.code);
             if err.code == ErrorCode::RenderFailed {
                 error!(recording = %recording, cause = %err.message, "render failed");
             }
@@ -411,8 +430,10 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
         &rendered.png,
     )
     .map_err(render_failed)?;
-    ctx.renders_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics.renders.inc();
+    ctx.metrics
+        .render_duration
+        .observe(started.elapsed().as_secs_f64());
     Ok(HeatmapReady {
         recording: id,
         name,

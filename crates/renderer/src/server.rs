@@ -1,7 +1,6 @@
 //! The renderer's HTTP surface: the relay's WebSocket, images, and health.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -31,6 +30,11 @@ pub(crate) async fn handle(
     }
     match path.as_str() {
         "/healthz" => health(&ctx),
+        "/metrics" => {
+            ctx.metrics.recordings.set(ctx.store.n_recordings() as i64);
+            ctx.metrics.points_held.set(ctx.store.n_points() as i64);
+            netkit::metrics::response(&ctx.metrics.registry)
+        }
         _ => match path.strip_prefix("/heatmaps/") {
             Some(name) => heatmap(&ctx, name).await,
             None => http::text(
@@ -81,16 +85,16 @@ fn health(ctx: &Context) -> Response<Body> {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": protocol::PROTOCOL_VERSION,
-        "links_open": ctx.links_open.load(Ordering::Relaxed),
+        "links_open": ctx.metrics.links_open.get(),
         "recordings": ctx.store.n_recordings(),
         "points": ctx.store.n_points(),
-        "renders_total": ctx.renders_total.load(Ordering::Relaxed),
+        "renders_total": ctx.metrics.renders.get(),
         "out_dir": ctx.config.out_dir.display().to_string(),
     });
     let mut body = body.to_string();
     // Splice the error counters in as an object.
     body.pop();
-    body.push_str(&format!(",\"errors\":{}}}", ctx.errors.to_json()));
+    body.push_str(&format!(",\"errors\":{}}}", ctx.metrics.errors.to_json()));
     http::json(StatusCode::OK, body)
 }
 

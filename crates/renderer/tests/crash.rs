@@ -186,7 +186,10 @@ async fn sigterm_closes_links_with_1001_and_exits_0() {
     let mut renderer = RendererProcess::start(&out_dir, &data_dir);
     let mut first = link(&renderer.url).await;
     let pid = renderer.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
     assert!(status.success());
     assert_eq!(first.close_code().await, Some(1001));
     let exit = testkit::eventually("the renderer to exit", || {

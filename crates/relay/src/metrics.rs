@@ -1,0 +1,154 @@
+//! The relay's metrics, served at `/metrics` (OpenMetrics text) and summarised in `/healthz`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use protocol::LinkState;
+
+use netkit::ErrorCounters;
+
+/// The label of the link-state series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// `connected`, `connecting` or `disconnected`.
+    pub state: &'static str,
+}
+
+/// Every number the relay exports. Cheap to update (atomics); registered once.
+#[derive(Debug)]
+pub struct RelayMetrics {
+    /// Page WebSockets open now.
+    pub sessions_open: Gauge,
+    /// Page WebSockets accepted since start.
+    pub sessions_total: Counter,
+    /// Text frames received from pages.
+    pub frames_in: Counter,
+    /// Bytes of text frames received from pages.
+    pub bytes_in: Counter,
+    /// Points in valid batches received from pages.
+    pub points_in: Counter,
+    /// Page messages written to the renderer.
+    pub forwarded: Counter,
+    /// Replies routed to pages.
+    pub replies: Counter,
+    /// Replies dropped because a page's queue was full.
+    pub replies_dropped: Counter,
+    /// Messages waiting for the renderer to come back.
+    pub backlog_depth: Gauge,
+    /// Bytes waiting for the renderer to come back.
+    pub backlog_bytes: Gauge,
+    /// 1 for the renderer link's current state, 0 for the others.
+    pub link_state: Family<StateLabel, Gauge>,
+    /// Time from forwarding a batch to routing its acknowledgement back.
+    pub ack_latency: Histogram,
+    /// Refused page messages by code.
+    pub errors: ErrorCounters,
+    /// All of the above, for `/metrics`.
+    pub registry: Registry,
+}
+
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        let mut metrics = RelayMetrics {
+            sessions_open: Gauge::default(),
+            sessions_total: Counter::default(),
+            frames_in: Counter::default(),
+            bytes_in: Counter::default(),
+            points_in: Counter::default(),
+            forwarded: Counter::default(),
+            replies: Counter::default(),
+            replies_dropped: Counter::default(),
+            backlog_depth: Gauge::default(),
+            backlog_bytes: Gauge::default(),
+            link_state: Family::default(),
+            ack_latency: Histogram::new(netkit::metrics::latency_buckets()),
+            errors: ErrorCounters::default(),
+            registry: Registry::default(),
+        };
+        let registry = &mut metrics.registry;
+        registry.register(
+            "relay_sessions_open",
+            "Page WebSockets open now",
+            metrics.sessions_open.clone(),
+        );
+        registry.register(
+            "relay_sessions",
+            "Page WebSockets accepted",
+            metrics.sessions_total.clone(),
+        );
+        registry.register(
+            "relay_frames_in",
+            "Text frames received from pages",
+            metrics.frames_in.clone(),
+        );
+        registry.register(
+            "relay_bytes_in",
+            "Bytes of text frames received from pages",
+            metrics.bytes_in.clone(),
+        );
+        registry.register(
+            "relay_points_in",
+            "Points in valid batches received from pages",
+            metrics.points_in.clone(),
+        );
+        registry.register(
+            "relay_forwarded",
+            "Page messages written to the renderer",
+            metrics.forwarded.clone(),
+        );
+        registry.register(
+            "relay_replies",
+            "Replies routed back to pages",
+            metrics.replies.clone(),
+        );
+        registry.register(
+            "relay_replies_dropped",
+            "Replies dropped because a page's queue (--session-queue) was full",
+            metrics.replies_dropped.clone(),
+        );
+        registry.register(
+            "relay_backlog_depth",
+            "Page messages held while the renderer is away",
+            metrics.backlog_depth.clone(),
+        );
+        registry.register(
+            "relay_backlog_bytes",
+            "Bytes held while the renderer is away (limit --buffer-bytes)",
+            metrics.backlog_bytes.clone(),
+        );
+        registry.register(
+            "relay_renderer_link",
+            "1 for the renderer link's current state",
+            metrics.link_state.clone(),
+        );
+        registry.register(
+            "relay_ack_latency_seconds",
+            "Time from forwarding a batch to the renderer to routing its acknowledgement to the page",
+            metrics.ack_latency.clone(),
+        );
+        metrics.errors.register(registry, "relay");
+        metrics.set_link_state(LinkState::Connecting);
+        metrics
+    }
+}
+
+impl RelayMetrics {
+    /// Marks `state` as the link's current state.
+    pub fn set_link_state(&self, state: LinkState) {
+        for candidate in [
+            LinkState::Connected,
+            LinkState::Connecting,
+            LinkState::Disconnected,
+        ] {
+            let value = i64::from(candidate == state);
+            self.link_state
+                .get_or_create(&StateLabel {
+                    state: candidate.as_str(),
+                })
+                .set(value);
+        }
+    }
+}

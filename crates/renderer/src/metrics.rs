@@ -1,0 +1,141 @@
+//! The renderer's metrics, served at `/metrics` (OpenMetrics text) and summarised in `/healthz`.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use netkit::ErrorCounters;
+
+/// Every number the renderer exports. Cheap to update (atomics); registered once.
+#[derive(Debug)]
+pub struct RendererMetrics {
+    /// Relay links open now.
+    pub links_open: Gauge,
+    /// Relay links accepted since start.
+    pub links_total: Counter,
+    /// Text frames received from relays.
+    pub frames_in: Counter,
+    /// Bytes of text frames received from relays.
+    pub bytes_in: Counter,
+    /// Frames written to relays.
+    pub frames_out: Counter,
+    /// New batches stored.
+    pub batches_stored: Counter,
+    /// Batches received again and acknowledged without counting.
+    pub batches_duplicate: Counter,
+    /// Points stored.
+    pub points_stored: Counter,
+    /// Points in batches refused (the reason is in the error counters).
+    pub points_rejected: Counter,
+    /// Recordings held now.
+    pub recordings: Gauge,
+    /// Points held now.
+    pub points_held: Gauge,
+    /// Heatmaps written.
+    pub renders: Counter,
+    /// Time from a Generate's start to the written file.
+    pub render_duration: Histogram,
+    /// Preview frames computed.
+    pub previews: Counter,
+    /// Refused messages by code.
+    pub errors: ErrorCounters,
+    /// All of the above, for `/metrics`.
+    pub registry: Registry,
+}
+
+impl Default for RendererMetrics {
+    fn default() -> Self {
+        let mut metrics = RendererMetrics {
+            links_open: Gauge::default(),
+            links_total: Counter::default(),
+            frames_in: Counter::default(),
+            bytes_in: Counter::default(),
+            frames_out: Counter::default(),
+            batches_stored: Counter::default(),
+            batches_duplicate: Counter::default(),
+            points_stored: Counter::default(),
+            points_rejected: Counter::default(),
+            recordings: Gauge::default(),
+            points_held: Gauge::default(),
+            renders: Counter::default(),
+            render_duration: Histogram::new(netkit::metrics::latency_buckets()),
+            previews: Counter::default(),
+            errors: ErrorCounters::default(),
+            registry: Registry::default(),
+        };
+        let registry = &mut metrics.registry;
+        registry.register(
+            "renderer_links_open",
+            "Relay links open now",
+            metrics.links_open.clone(),
+        );
+        registry.register(
+            "renderer_links",
+            "Relay links accepted",
+            metrics.links_total.clone(),
+        );
+        registry.register(
+            "renderer_frames_in",
+            "Text frames received from relays",
+            metrics.frames_in.clone(),
+        );
+        registry.register(
+            "renderer_bytes_in",
+            "Bytes of text frames received from relays",
+            metrics.bytes_in.clone(),
+        );
+        registry.register(
+            "renderer_frames_out",
+            "Frames written to relays",
+            metrics.frames_out.clone(),
+        );
+        registry.register(
+            "renderer_batches_stored",
+            "New batches stored and acknowledged",
+            metrics.batches_stored.clone(),
+        );
+        registry.register(
+            "renderer_batches_duplicate",
+            "Batches received again, acknowledged without counting",
+            metrics.batches_duplicate.clone(),
+        );
+        registry.register(
+            "renderer_points_stored",
+            "Points stored",
+            metrics.points_stored.clone(),
+        );
+        registry.register(
+            "renderer_points_rejected",
+            "Points in refused batches (reasons in renderer_errors_total)",
+            metrics.points_rejected.clone(),
+        );
+        registry.register(
+            "renderer_recordings",
+            "Recordings held now",
+            metrics.recordings.clone(),
+        );
+        registry.register(
+            "renderer_points_held",
+            "Points held now over all recordings",
+            metrics.points_held.clone(),
+        );
+        registry.register(
+            "renderer_renders",
+            "Heatmaps written",
+            metrics.renders.clone(),
+        );
+        registry.register(
+            "renderer_render_duration_seconds",
+            "Time from a Generate's start to the written PNG",
+            metrics.render_duration.clone(),
+        );
+        registry.register(
+            "renderer_previews",
+            "Live preview frames computed",
+            metrics.previews.clone(),
+        );
+        metrics.errors.register(registry, "renderer");
+        metrics
+    }
+}
