@@ -22,6 +22,9 @@ use std::sync::Arc;
 use crate::http::{self, Body};
 use crate::serve::ConnectionGuard;
 
+/// Initial read and write buffer of each server-side socket (see [`accept`]).
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+
 /// A server-side WebSocket over an upgraded hyper connection.
 pub type ServerSocket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -85,7 +88,12 @@ pub fn accept(
     if let Ok(value) = HeaderValue::from_str(&accept_key) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, value);
     }
+        // tungstenite allocates its read buffer up front (128 KiB by default): with thousands
+    // of mostly idle pages that was 1.3 GiB for 10,000 sockets. Small buffers grow on
+    // demand for the occasional large batch.
     let config = WebSocketConfig::default()
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes));
     let socket = async move {
