@@ -128,12 +128,8 @@ async fn a_person_records_and_generates_a_heatmap_in_chromium() {
         "{CHROMIUM} and {CHROMEDRIVER} are needed: run scripts/test (it installs them) or apt-get install chromium chromium-driver"
     );
     let renderer = start_renderer().await;
-    let renderer_addr = renderer.running.addr;
-    let relay = start_relay_with(&renderer.ws_url(), |config| {
-        config.backoff_initial_ms = 50;
-        config.backoff_max_ms = 500;
-    })
-    .await;
+    let renderer_url = renderer.ws_url();
+    let relay = start_relay_reconnecting_fast(&renderer_url).await;
     let relay_addr = relay.addr;
     let driver = start_chromedriver().await;
     let profile = TempDir::new("chromium");
@@ -293,30 +289,16 @@ async fn a_person_records_and_generates_a_heatmap_in_chromium() {
     assert_eq!(image.channels, 4, "the overlay has transparency");
 
     // The renderer goes away: the light turns red, the relay keeps serving; it comes back by itself.
-    let Renderer {
-        running,
-        out_dir,
-        data_dir,
-    } = renderer;
-    running.stop().await;
+    let stopped = renderer.stop().await;
     wait_for_link(&browser, "relay-renderer", "disconnected").await;
     assert_eq!(link_state(&browser, "browser-relay").await, "connected");
-    let listener = tokio::net::TcpListener::bind(renderer_addr).await.unwrap();
-    let _renderer = spawn_renderer_on(listener, renderer_config(&out_dir, &data_dir));
+    let _renderer = stopped.restart().await;
     wait_for_link(&browser, "relay-renderer", "connected").await;
 
     // The relay goes away: the page notices, and reconnects when it is back.
     relay.stop().await;
     wait_for_link(&browser, "browser-relay", "disconnected").await;
-    let _relay = {
-        let listener = tokio::net::TcpListener::bind(relay_addr).await.unwrap();
-        let config = relay::Config {
-            listen: relay_addr,
-            renderer: format!("ws://{renderer_addr}"),
-            ..relay::Config::default()
-        };
-        tokio::spawn(relay::run(listener, config, std::future::pending()))
-    };
+    let _relay = restart_relay(relay_addr, &renderer_url).await;
     wait_for_link(&browser, "browser-relay", "connected").await;
     wait_for_link(&browser, "relay-renderer", "connected").await;
     assert_eq!(

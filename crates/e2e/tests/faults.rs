@@ -91,13 +91,7 @@ async fn the_relay_restarting_mid_recording_loses_nothing() {
     page_state.read_acks(&mut client, 5).await;
 
     relay.stop().await;
-    let listener = tokio::net::TcpListener::bind(relay_addr).await.unwrap();
-    let config = relay::Config {
-        listen: relay_addr,
-        renderer: renderer.ws_url(),
-        ..relay::Config::default()
-    };
-    let _relay = tokio::spawn(relay::run(listener, config, std::future::pending()));
+    let _relay = restart_relay(relay_addr, &renderer.ws_url()).await;
     let mut client = testkit::eventually("the relay to accept again", || async {
         WsClient::connect(&format!("ws://{relay_addr}/ws"))
             .await
@@ -121,23 +115,13 @@ async fn the_relay_restarting_mid_recording_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_renderer_restarting_mid_recording_loses_nothing() {
     let renderer = start_renderer().await;
-    let renderer_addr = renderer.running.addr;
-    let relay = start_relay_with(&renderer.ws_url(), |config| {
-        config.backoff_initial_ms = 20;
-        config.backoff_max_ms = 200;
-    })
-    .await;
+    let relay = start_relay_reconnecting_fast(&renderer.ws_url()).await;
     let mut page_state = ResendingPage::new("r-renderer-restart");
     let mut client = page(&relay, "connected").await;
     page_state.send(&mut client, 0..N_BATCHES / 2).await;
     page_state.read_acks(&mut client, 5).await;
 
-    let Renderer {
-        running,
-        out_dir,
-        data_dir,
-    } = renderer;
-    running.stop().await;
+    let stopped = renderer.stop().await;
     client
         .wait_for("link down", |msg| {
             msg["type"] == "link" && msg["renderer"] != "connected"
@@ -146,8 +130,7 @@ async fn the_renderer_restarting_mid_recording_loses_nothing() {
     // The second half goes out while the renderer is away: the relay holds it.
     page_state.send(&mut client, N_BATCHES / 2..N_BATCHES).await;
 
-    let listener = tokio::net::TcpListener::bind(renderer_addr).await.unwrap();
-    let _renderer = spawn_renderer_on(listener, renderer_config(&out_dir, &data_dir));
+    let _renderer = stopped.restart().await;
     client
         .wait_for("link up", |msg| {
             msg["type"] == "link" && msg["renderer"] == "connected"

@@ -217,22 +217,12 @@ async fn generate_without_points_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_state_follows_the_renderer_down_and_back() {
     let renderer = start_renderer().await;
-    let addr = renderer.running.addr;
-    let relay = start_relay_with(&renderer.ws_url(), |config| {
-        config.backoff_initial_ms = 20;
-        config.backoff_max_ms = 200;
-    })
-    .await;
+    let relay = start_relay_reconnecting_fast(&renderer.ws_url()).await;
     let mut page = page(&relay, "connected").await;
     let mut second = common::page(&relay, "connected").await;
 
     // Kill the renderer: both pages hear the link go down.
-    let Renderer {
-        running,
-        out_dir,
-        data_dir,
-    } = renderer;
-    running.stop().await;
+    let stopped = renderer.stop().await;
     for client in [&mut page, &mut second] {
         client
             .wait_for("link down", |msg| {
@@ -258,9 +248,7 @@ async fn link_state_follows_the_renderer_down_and_back() {
     .await;
 
     // Bring it back on the same port: the link comes back by itself.
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let config = renderer_config(&out_dir, &data_dir);
-    let _restarted = spawn_renderer_on(listener, config);
+    let _restarted = stopped.restart().await;
     for client in [&mut page, &mut second] {
         client
             .wait_for("link up", |msg| {

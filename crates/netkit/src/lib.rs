@@ -8,6 +8,7 @@
 //! - [`shutdown`]: one signal every task listens to, and a wait for all of them to finish.
 //! - [`serve`]: the accept loop: connection cap, accept back-off, graceful stop.
 //! - [`http`]: small response builders.
+//! - [`logging`]: the binaries' `tracing` setup.
 //! - [`ws`]: the server side of the WebSocket upgrade on a hyper request.
 //! - [`rate`]: a token bucket for per-connection message rates.
 //! - [`counters`]: error counters keyed by the protocol's error codes.
@@ -15,6 +16,7 @@
 
 pub mod counters;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod rate;
 pub mod serve;
@@ -23,5 +25,5 @@ pub mod ws;
 
 pub use counters::ErrorCounters;
 pub use rate::TokenBucket;
-pub use serve::{serve, ServeConfig};
+pub use serve::{serve, serve_until, ServeConfig};
 pub use shutdown::{Shutdown, ShutdownController};

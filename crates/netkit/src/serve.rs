@@ -20,10 +20,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::http::{self, Body};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownController};
 
 /// Bounds of the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -50,10 +50,38 @@ impl Default for ServeConfig {
     }
 }
 
+/// Serves on `listener` until `signal` resolves, then stops every task of `controller`
+/// and waits for them, at most [`SHUTDOWN_GRACE`].
+///
+/// This is the whole life of a server process: `run` in each binary's library builds its
+/// state and its handler, and hands over here.
+pub async fn serve_until<H, F>(
+    listener: TcpListener,
+    config: ServeConfig,
+    controller: ShutdownController,
+    signal: impl Future<Output = ()>,
+    handle: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr, Shutdown) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let server = serve(listener, config, controller.subscribe(), handle);
+    tokio::select! {
+        () = server => {}
+        () = signal => info!("shutdown requested"),
+    }
+    if !controller.shutdown(SHUTDOWN_GRACE).await {
+        warn!("some connections were still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+    }
+}
+
+/// How long shutdown waits for connections and tasks to finish before giving up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves HTTP/1.1 (with upgrades) on `listener` until `shutdown` starts.
 ///
-/// `handle` answers each request; it may upgrade the request and spawn a task holding its
-/// own [`Shutdown`]. On shutdown the loop stops accepting and every open HTTP connection
+/// `handle` answers each request and is given a [`Shutdown`] for any task it spawns (an
+/// upgraded WebSocket, say). On shutdown the loop stops accepting and every open HTTP connection
 /// finishes its current request, then closes.
 pub async fn serve<H, F>(
     listener: TcpListener,
@@ -61,7 +89,7 @@ pub async fn serve<H, F>(
     mut shutdown: Shutdown,
     handle: H,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, Shutdown) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -106,6 +134,7 @@ pub async fn serve<H, F>(
         };
         let handle = handle.clone();
         let mut conn_shutdown = shutdown.clone();
+        let task_shutdown = shutdown.clone();
         // Shared by the HTTP connection and, through the request's extensions, by a
         // WebSocket it is upgraded to: the slot is free only when both are gone.
         let guard = Arc::new(ConnectionGuard {
@@ -122,7 +151,7 @@ pub async fn serve<H, F>(
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| value.parse::<u64>().ok())
                     .is_some_and(|length| length > max_body_bytes);
-                let response = (!too_large).then(|| handle(request, peer));
+                let response = (!too_large).then(|| handle(request, peer, task_shutdown.clone()));
                 async move {
                     Ok::<_, Infallible>(match response {
                         Some(response) => response.await,

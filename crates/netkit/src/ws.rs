@@ -88,7 +88,7 @@ pub fn accept(
     if let Ok(value) = HeaderValue::from_str(&accept_key) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, value);
     }
-        // tungstenite allocates its read buffer up front (128 KiB by default): with thousands
+    // tungstenite allocates its read buffer up front (128 KiB by default): with thousands
     // of mostly idle pages that was 1.3 GiB for 10,000 sockets. Small buffers grow on
     // demand for the occasional large batch.
     let config = WebSocketConfig::default()
@@ -114,6 +114,32 @@ pub fn accept(
         }
     };
     Ok((response, Box::pin(socket)))
+}
+
+/// Answers the handshake and serves the socket with `serve` in a task of its own, which
+/// keeps the connection's place under the server's limits for as long as it runs.
+///
+/// Returns the response for hyper: `101 Switching Protocols`, or `400` for a bad handshake.
+pub fn upgrade<S, F>(
+    request: Request<Incoming>,
+    max_message_bytes: usize,
+    serve: S,
+) -> Response<Body>
+where
+    S: FnOnce(ServerSocket) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    match accept(request, max_message_bytes) {
+        Ok((response, socket)) => {
+            tokio::spawn(async move {
+                if let Some((socket, _hold)) = socket.await {
+                    serve(socket).await;
+                }
+            });
+            response
+        }
+        Err(response) => response,
+    }
 }
 
 /// Whether a tungstenite error means the peer sent a message over the size limit.

@@ -29,19 +29,15 @@ mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use netkit::{ServeConfig, ShutdownController};
 use protocol::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use config::Config;
-
-/// How long shutdown waits for sessions to close before giving up.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves on `listener` until `shutdown` resolves, then closes every page and the
 /// renderer link with 1001.
@@ -79,20 +75,16 @@ pub async fn run(
         upstream_rx,
         controller.subscribe(),
     ));
-    let task_shutdown = controller.subscribe();
-    let server = netkit::serve(
+    netkit::serve_until(
         listener,
         serve_config,
-        controller.subscribe(),
-        move |request, peer| server::handle(request, peer, ctx.clone(), task_shutdown.clone()),
-    );
-    tokio::select! {
-        () = server => {}
-        () = shutdown => info!("shutdown requested"),
-    }
-    if !controller.shutdown(SHUTDOWN_GRACE).await {
-        warn!("some sessions were still open after {SHUTDOWN_GRACE:?}");
-    }
+        controller,
+        shutdown,
+        move |request, peer, task_shutdown| {
+            server::handle(request, peer, ctx.clone(), task_shutdown)
+        },
+    )
+    .await;
     info!("relay stopped");
     Ok(())
 }

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = relay::Config::parse();
-    init_logging();
+    netkit::logging::init();
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -27,15 +27,4 @@ async fn serve(config: relay::Config) -> anyhow::Result<()> {
     // One line on stdout with the real address: the URL to open.
     println!("http://{addr}");
     relay::run(listener, config, netkit::shutdown::signal()).await
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .compact()
-        .init();
 }

@@ -58,17 +58,10 @@ fn upgrade(
             format!("origin {origin} may not connect; start the relay with --allow-origin {origin} to allow it"),
         );
     }
-    match ws::accept(request, ctx.config.max_frame_bytes) {
-        Ok((response, socket)) => {
-            tokio::spawn(async move {
-                if let Some((socket, _hold)) = socket.await {
-                    serve_session(socket, peer, ctx, shutdown).await;
-                }
-            });
-            response
-        }
-        Err(response) => response,
-    }
+    let max_frame_bytes = ctx.config.max_frame_bytes;
+    ws::upgrade(request, max_frame_bytes, move |socket| {
+        serve_session(socket, peer, ctx, shutdown)
+    })
 }
 
 /// Accepts a WebSocket from the page's own origin or an allowed one.

@@ -136,17 +136,7 @@ impl Journal {
     /// # Errors
     /// The IO error of the append (disk full, folder removed…).
     pub fn append_batch(&self, id: &RecordingId, batch: &StoredBatch) -> io::Result<()> {
-        let mut payload = Vec::with_capacity(21 + 4 * (batch.moves.len() + batch.clicks.len()));
-        payload.push(TAG_BATCH);
-        payload.extend_from_slice(&batch.seq.to_le_bytes());
-        payload.extend_from_slice(&batch.max_t.to_le_bytes());
-        payload.extend_from_slice(&(batch.moves.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&(batch.clicks.len() as u32).to_le_bytes());
-        for [u, v] in batch.moves.iter().chain(&batch.clicks) {
-            payload.extend_from_slice(&u.to_le_bytes());
-            payload.extend_from_slice(&v.to_le_bytes());
-        }
-        self.append(id, &payload)
+        self.append(id, &batch_payload(batch))
     }
 
     /// Records that a recording was stopped.
@@ -174,10 +164,7 @@ impl Journal {
     }
 
     fn append(&self, id: &RecordingId, payload: &[u8]) -> io::Result<()> {
-        let mut record = Vec::with_capacity(8 + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        record.extend_from_slice(payload);
+        let record = record_of(payload);
         let mut open = lock(&self.open);
         open.clock += 1;
         let now = open.clock;
@@ -212,6 +199,30 @@ impl Journal {
         }
         result
     }
+}
+
+/// A batch record's payload: tag, seq, max t, counts, then moves and clicks.
+fn batch_payload(batch: &StoredBatch) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(21 + 4 * (batch.moves.len() + batch.clicks.len()));
+    payload.push(TAG_BATCH);
+    payload.extend_from_slice(&batch.seq.to_le_bytes());
+    payload.extend_from_slice(&batch.max_t.to_le_bytes());
+    payload.extend_from_slice(&(batch.moves.len() as u32).to_le_bytes());
+    payload.extend_from_slice(&(batch.clicks.len() as u32).to_le_bytes());
+    for [u, v] in batch.moves.iter().chain(&batch.clicks) {
+        payload.extend_from_slice(&u.to_le_bytes());
+        payload.extend_from_slice(&v.to_le_bytes());
+    }
+    payload
+}
+
+/// A whole record: length, checksum, payload.
+fn record_of(payload: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(8 + payload.len());
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    record.extend_from_slice(payload);
+    record
 }
 
 /// The recording id a log file's name stands for, if it is one.
@@ -409,22 +420,10 @@ mod tests {
     }
 
     fn encoded(batches: &[StoredBatch]) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        for batch in batches {
-            let mut payload = vec![TAG_BATCH];
-            payload.extend_from_slice(&batch.seq.to_le_bytes());
-            payload.extend_from_slice(&batch.max_t.to_le_bytes());
-            payload.extend_from_slice(&(batch.moves.len() as u32).to_le_bytes());
-            payload.extend_from_slice(&(batch.clicks.len() as u32).to_le_bytes());
-            for [u, v] in batch.moves.iter().chain(&batch.clicks) {
-                payload.extend_from_slice(&u.to_le_bytes());
-                payload.extend_from_slice(&v.to_le_bytes());
-            }
-            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            bytes.extend_from_slice(&payload);
-        }
-        bytes
+        batches
+            .iter()
+            .flat_map(|batch| record_of(&batch_payload(batch)))
+            .collect()
     }
 
     proptest! {

@@ -43,18 +43,14 @@ pub mod synthetic;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use netkit::{ServeConfig, ShutdownController};
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 pub use config::Config;
 pub use error::Error;
-
-/// How long shutdown waits for links and renders to finish before giving up.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves on `listener` until `shutdown` resolves, then closes every link with 1001 and
 /// waits (boundedly) for renders in flight.
@@ -80,20 +76,16 @@ pub async fn run(
     };
     let ctx = Arc::new(context::Context::new(config).context("start the renderer")?);
     let controller = ShutdownController::default();
-    let task_shutdown = controller.subscribe();
-    let server = netkit::serve(
+    netkit::serve_until(
         listener,
         serve_config,
-        controller.subscribe(),
-        move |request, peer| server::handle(request, peer, ctx.clone(), task_shutdown.clone()),
-    );
-    tokio::select! {
-        () = server => {}
-        () = shutdown => info!("shutdown requested"),
-    }
-    if !controller.shutdown(SHUTDOWN_GRACE).await {
-        warn!("some links or renders were still running after {SHUTDOWN_GRACE:?}");
-    }
+        controller,
+        shutdown,
+        move |request, peer, task_shutdown| {
+            server::handle(request, peer, ctx.clone(), task_shutdown)
+        },
+    )
+    .await;
     info!("renderer stopped");
     Ok(())
 }

@@ -67,17 +67,10 @@ fn upgrade(
             );
         }
     }
-    match ws::accept(request, ctx.config.max_frame_bytes) {
-        Ok((response, socket)) => {
-            tokio::spawn(async move {
-                if let Some((socket, _hold)) = socket.await {
-                    serve_link(socket, peer, ctx, shutdown).await;
-                }
-            });
-            response
-        }
-        Err(response) => response,
-    }
+    let max_frame_bytes = ctx.config.max_frame_bytes;
+    ws::upgrade(request, max_frame_bytes, move |socket| {
+        serve_link(socket, peer, ctx, shutdown)
+    })
 }
 
 fn health(ctx: &Context) -> Response<Body> {

@@ -70,6 +70,73 @@ impl Renderer {
     }
 }
 
+impl Renderer {
+    /// Stops it, keeping its port and folders for [`StoppedRenderer::restart`].
+    pub async fn stop(self) -> StoppedRenderer {
+        let Renderer {
+            running,
+            out_dir,
+            data_dir,
+        } = self;
+        let addr = running.addr;
+        running.stop().await;
+        StoppedRenderer {
+            addr,
+            out_dir,
+            data_dir,
+        }
+    }
+}
+
+/// A renderer that was stopped, with what it needs to come back as it was.
+pub struct StoppedRenderer {
+    addr: SocketAddr,
+    out_dir: TempDir,
+    data_dir: TempDir,
+}
+
+impl StoppedRenderer {
+    /// Starts it again on the same port with the same folders (and so the same data).
+    pub async fn restart(self) -> Renderer {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        let config = renderer_config(&self.out_dir, &self.data_dir);
+        Renderer {
+            running: spawn_renderer_on(listener, config),
+            out_dir: self.out_dir,
+            data_dir: self.data_dir,
+        }
+    }
+}
+
+/// A relay that retries the renderer every few tens of milliseconds, so tests that restart
+/// the renderer do not wait out the default back-off.
+pub async fn start_relay_reconnecting_fast(renderer_url: &str) -> Running {
+    start_relay_with(renderer_url, |config| {
+        config.backoff_initial_ms = 20;
+        config.backoff_max_ms = 200;
+    })
+    .await
+}
+
+/// Starts a relay again on `addr` (after a stop), with default settings.
+pub async fn restart_relay(addr: SocketAddr, renderer_url: &str) -> Running {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let config = relay::Config {
+        listen: addr,
+        renderer: renderer_url.to_owned(),
+        ..relay::Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(relay::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
 pub fn renderer_config(out_dir: &TempDir, data_dir: &TempDir) -> renderer::Config {
     renderer::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
