@@ -13,9 +13,11 @@
 //! - [`codec`]: decoding with errors a sender can act on.
 //! - [`options`]: how a heatmap should look ([`RenderOptions`]).
 //! - [`names`]: the only shape a heatmap file name may have.
+//! - [`analytics`]: the HTTP event API of tracked sites, and the analytics read back.
 //!
 //! The crate does no IO and has no async runtime: it is plain data and pure functions.
 
+pub mod analytics;
 pub mod codec;
 mod error;
 pub mod limits;

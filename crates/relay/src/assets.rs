@@ -24,6 +24,30 @@ pub(crate) fn lookup(path: &str) -> Option<Asset> {
             include_bytes!("../../../web/style.css"),
         ),
         "/favicon.svg" => ("image/svg+xml", include_bytes!("../../../web/favicon.svg")),
+        "/t.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../../web/t.js"),
+        ),
+        "/dashboard" | "/dashboard.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("../../../web/dashboard.html"),
+        ),
+        "/dashboard.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../../web/dashboard.js"),
+        ),
+        "/demo/" | "/demo/index.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("../../../web/demo/index.html"),
+        ),
+        "/demo/pricing.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("../../../web/demo/pricing.html"),
+        ),
+        "/demo/demo.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("../../../web/demo/demo.css"),
+        ),
         _ => return None,
     };
     Some(Asset { content_type, body })

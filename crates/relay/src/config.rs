@@ -47,8 +47,12 @@ pub struct Config {
     #[arg(long, default_value_t = 64)]
     pub max_connections_per_ip: usize,
 
-    /// Largest request body accepted, in bytes (the relay reads none; larger uploads get 413).
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// Origins of tracked sites allowed to call the event API (/api/...), e.g. https://shop.example. Repeatable.
+    #[arg(long = "site")]
+    pub sites: Vec<String>,
+
+    /// Largest request body accepted, in bytes (event batches to /api/events); larger ones get 413.
+    #[arg(long, default_value_t = 256 * 1024)]
     pub max_body_bytes: u64,
 
     /// Close a page's WebSocket after this many seconds without a frame from it (the relay pings at a quarter of it).

@@ -13,16 +13,18 @@
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `upstream`: the renderer link, its reconnects and reply routing.
 //! - `backoff`: reconnect delays with jitter.
-//! - `heatmaps`: images passed through from the renderer.
+//! - `passthrough`: images and the event API, passed through to the renderer over HTTP.
+//! - `cors`: which sites may call the event API.
 //! - `assets`: the page, compiled in.
 
 mod assets;
 mod backoff;
 mod config;
 mod context;
-mod heatmaps;
+mod cors;
 mod hub;
 mod metrics;
+mod passthrough;
 mod server;
 mod session;
 mod upstream;
@@ -49,7 +51,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let renderer_authority = heatmaps::authority_of(&config.renderer)?;
+    let renderer_authority = passthrough::authority_of(&config.renderer)?;
     let addr = listener.local_addr().context("read the bound address")?;
     info!(%addr, renderer = %config.renderer, "relay listening");
 

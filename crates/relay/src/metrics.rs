@@ -44,6 +44,8 @@ pub struct RelayMetrics {
     pub link_state: Family<StateLabel, Gauge>,
     /// Time from forwarding a batch to routing its acknowledgement back.
     pub ack_latency: Histogram,
+    /// Event-API calls refused for their origin.
+    pub cors_refused: Counter,
     /// Refused page messages by code.
     pub errors: ErrorCounters,
     /// All of the above, for `/metrics`.
@@ -65,6 +67,7 @@ impl Default for RelayMetrics {
             backlog_bytes: Gauge::default(),
             link_state: Family::default(),
             ack_latency: Histogram::new(netkit::metrics::latency_buckets()),
+            cors_refused: Counter::default(),
             errors: ErrorCounters::default(),
             registry: Registry::default(),
         };
@@ -128,6 +131,11 @@ impl Default for RelayMetrics {
             "relay_ack_latency_seconds",
             "Time from forwarding a batch to the renderer to routing its acknowledgement to the page",
             metrics.ack_latency.clone(),
+        );
+        registry.register(
+            "relay_cors_refused",
+            "Event-API calls refused because their site is not listed with --site",
+            metrics.cors_refused.clone(),
         );
         metrics.errors.register(registry, "relay");
         metrics.set_link_state(LinkState::Connecting);

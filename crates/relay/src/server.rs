@@ -12,7 +12,8 @@ use tracing::warn;
 
 use crate::assets;
 use crate::context::Context;
-use crate::heatmaps::serve_heatmap;
+use crate::cors;
+use crate::passthrough::{serve_api, serve_heatmap};
 use crate::session::serve_session;
 
 /// Answers one HTTP request.
@@ -25,6 +26,9 @@ pub(crate) async fn handle(
     let path = request.uri().path().to_owned();
     if path == "/ws" {
         return upgrade(request, peer, ctx, shutdown);
+    }
+    if path.starts_with("/api/") {
+        return api(request, &ctx).await;
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
@@ -89,6 +93,36 @@ fn check_origin(request: &Request<Incoming>, allowed: &[String]) -> Result<(), S
     } else {
         Err(origin.to_owned())
     }
+}
+
+/// The event API: origin check, preflight, then the renderer's answer.
+async fn api(request: Request<Incoming>, ctx: &Context) -> Response<Body> {
+    let allowed_origin = match cors::check(&request, &ctx.config.sites) {
+        cors::Verdict::SameOrigin => None,
+        cors::Verdict::Allowed(origin) => Some(origin),
+        cors::Verdict::Refused(origin) => {
+            ctx.hub.metrics.cors_refused.inc();
+            warn!(%origin, "refused an api call from an unlisted site (see --site)");
+            let body = serde_json::json!({
+                "error": format!("origin {origin} may not call this api; start the relay with --site {origin}")
+            });
+            return http::json(StatusCode::FORBIDDEN, body.to_string());
+        }
+    };
+    let mut response = if request.method() == Method::OPTIONS {
+        http::with_body(StatusCode::NO_CONTENT, "text/plain", "")
+    } else if request.method() == Method::GET || request.method() == Method::POST {
+        serve_api(ctx, request).await
+    } else {
+        http::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the api speaks GET and POST",
+        )
+    };
+    if let Some(origin) = allowed_origin {
+        cors::allow(&mut response, &origin);
+    }
+    response
 }
 
 fn health(ctx: &Context) -> Response<Body> {

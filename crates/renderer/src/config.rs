@@ -96,6 +96,14 @@ pub struct Config {
     #[arg(long, default_value_t = 50_000_000)]
     pub max_total_points: u64,
 
+    /// Tracked-site events kept in memory for analytics and page heatmaps (oldest dropped first).
+    #[arg(long, default_value_t = 500_000)]
+    pub max_events: usize,
+
+    /// A tracked visitor's session ends after this many seconds without events.
+    #[arg(long, default_value_t = 300)]
+    pub session_timeout_secs: u64,
+
     /// Most TCP connections open at once (relays and image requests).
     #[arg(long, default_value_t = 64)]
     pub max_connections: usize,

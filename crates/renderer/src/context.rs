@@ -6,6 +6,7 @@ use std::time::Duration;
 use protocol::Limits;
 use tokio::sync::Semaphore;
 
+use crate::analytics::{Analytics, SystemClock};
 use crate::background::Background;
 use crate::config::Config;
 use crate::journal::Journal;
@@ -29,6 +30,8 @@ pub(crate) struct Context {
     pub store: RecordingStore,
     /// Counters and gauges for `/metrics` and `/healthz`.
     pub metrics: RendererMetrics,
+    /// Tracked sites' events and sessions.
+    pub analytics: Analytics,
     /// Caps renders running at once: each holds a few full-size buffers.
     pub render_permits: Semaphore,
     /// Caps live previews computing at once; a request finding none free is told `busy`.
@@ -81,6 +84,11 @@ impl Context {
             },
             store,
             metrics: RendererMetrics::default(),
+            analytics: Analytics::new(
+                Arc::new(SystemClock),
+                config.max_events,
+                config.session_timeout_secs.saturating_mul(1000) as i64,
+            ),
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),
             config,

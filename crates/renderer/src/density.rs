@@ -34,6 +34,16 @@ pub struct Density {
 }
 
 impl Density {
+    /// A density already at the image size, one cell per pixel.
+    pub fn full(grid: Grid) -> Self {
+        let (width, height) = (grid.width(), grid.height());
+        Density {
+            grid,
+            factor: 1,
+            width,
+            height,
+        }
+    }
     /// The largest value, per image pixel.
     pub fn max(&self) -> f32 {
         self.grid.max() * self.per_pixel()

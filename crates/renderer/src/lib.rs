@@ -6,6 +6,7 @@
 //!
 //! Modules, in reading order:
 //! - `config`: the flags ([`Config`]).
+//! - `api`, `analytics`: the event API of tracked sites, their sessions, and page heatmaps.
 //! - `server`: HTTP routes and the WebSocket upgrade.
 //! - `link`: one relay connection: decode, apply, answer.
 //! - `store`: recordings, their points and the batches already counted.
@@ -22,6 +23,8 @@
 //! - `synthetic`: deterministic pointer-like data for benchmarks.
 //! - `scratch`: a bounded pool of reused buffers (first-touch page faults were a third of a render).
 
+pub mod analytics;
+mod api;
 pub mod background;
 pub mod blur;
 pub mod colormap;
@@ -72,6 +75,8 @@ pub async fn run(
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections,
+        // Event batches from tracked sites reach up to 1 MiB (`api.rs` bounds them again).
+        max_body_bytes: 1024 * 1024,
         ..ServeConfig::default()
     };
     let ctx = Arc::new(context::Context::new(config).context("start the renderer")?);

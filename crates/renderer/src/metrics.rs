@@ -38,6 +38,8 @@ pub struct RendererMetrics {
     pub render_duration: Histogram,
     /// Preview frames computed.
     pub previews: Counter,
+    /// Tracked-site events accepted by `POST /api/events`.
+    pub events: Counter,
     /// Refused messages by code.
     pub errors: ErrorCounters,
     /// All of the above, for `/metrics`.
@@ -61,6 +63,7 @@ impl Default for RendererMetrics {
             renders: Counter::default(),
             render_duration: Histogram::new(netkit::metrics::latency_buckets()),
             previews: Counter::default(),
+            events: Counter::default(),
             errors: ErrorCounters::default(),
             registry: Registry::default(),
         };
@@ -134,6 +137,11 @@ impl Default for RendererMetrics {
             "renderer_previews",
             "Live preview frames computed",
             metrics.previews.clone(),
+        );
+        registry.register(
+            "renderer_events",
+            "Tracked-site events accepted",
+            metrics.events.clone(),
         );
         metrics.errors.register(registry, "renderer");
         metrics

@@ -25,6 +25,9 @@ pub(crate) async fn handle(
     if ws::is_upgrade(&request) && (path == "/" || path == "/ws") {
         return upgrade(request, peer, ctx, shutdown);
     }
+    if path.starts_with("/api/") {
+        return crate::api::handle(request, ctx).await;
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
     }

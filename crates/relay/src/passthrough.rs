@@ -1,14 +1,17 @@
-//! `/heatmaps/<name>`: images fetched from the renderer and passed through.
+//! Requests the relay passes through to the renderer over HTTP: heatmap images and the
+//! event API.
 //!
 //! The renderer may run in another folder or on another machine, so the relay does not
-//! read files: it asks the renderer over HTTP, on the same host and port as the link.
+//! read files or hold analytics: it asks the renderer, on the host and port of the link.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use http_body_util::{BodyExt, Empty, Limited};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use netkit::http::{self, Body};
 use protocol::names::is_heatmap_name;
@@ -17,10 +20,10 @@ use tracing::warn;
 
 use crate::context::Context;
 
-/// Largest image passed through (a 8192x8192 RGB PNG stays well below this).
-const MAX_IMAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Largest answer passed through (a 8192x8192 RGB PNG stays well below this).
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-/// How long fetching one image may take.
+/// How long one request to the renderer may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Answers `/heatmaps/<name>`.
@@ -28,23 +31,59 @@ pub(crate) async fn serve_heatmap(ctx: &Context, name: &str) -> Response<Body> {
     if !is_heatmap_name(name) {
         return http::text(StatusCode::NOT_FOUND, "not a heatmap name");
     }
-    match tokio::time::timeout(FETCH_TIMEOUT, fetch(ctx, name)).await {
+    forward(ctx, Method::GET, &format!("/heatmaps/{name}"), Bytes::new()).await
+}
+
+/// Passes an `/api/...` request (method, path, query and a bounded body) to the renderer.
+pub(crate) async fn serve_api(ctx: &Context, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|value| value.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let limit = ctx.config.max_body_bytes as usize;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return http::json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(r#"{{"error":"request bodies over {limit} bytes are refused"}}"#),
+            )
+        }
+    };
+    forward(ctx, method, &path_and_query, body).await
+}
+
+/// Sends one request to the renderer and returns its answer (status, type and body).
+pub(crate) async fn forward(
+    ctx: &Context,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Response<Body> {
+    match tokio::time::timeout(FETCH_TIMEOUT, fetch(ctx, method, path, body)).await {
         Ok(Ok(response)) => response,
         Ok(Err(err)) => {
-            warn!(name, cause = %format!("{err:#}"), "cannot fetch heatmap from the renderer");
+            warn!(path, cause = %format!("{err:#}"), "cannot reach the renderer over http");
             http::text(
                 StatusCode::BAD_GATEWAY,
-                format!("cannot fetch {name} from the renderer: {err:#}"),
+                format!("cannot reach the renderer for {path}: {err:#}"),
             )
         }
         Err(_) => http::text(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("the renderer did not send {name} in time"),
+            format!("the renderer did not answer {path} in time"),
         ),
     }
 }
 
-async fn fetch(ctx: &Context, name: &str) -> anyhow::Result<Response<Body>> {
+async fn fetch(
+    ctx: &Context,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<Response<Body>> {
     let authority = &ctx.renderer_authority;
     let stream = TcpStream::connect(authority.as_str())
         .await
@@ -53,9 +92,11 @@ async fn fetch(ctx: &Context, name: &str) -> anyhow::Result<Response<Body>> {
         .await
         .context("http handshake")?;
     tokio::spawn(connection);
-    let mut request = Request::get(format!("/heatmaps/{name}"))
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
         .header(HOST, authority.as_str())
-        .body(Empty::<bytes::Bytes>::new())
+        .body(Full::new(body))
         .context("build request")?;
     if let Some(token) = &ctx.config.token {
         if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
@@ -69,7 +110,7 @@ async fn fetch(ctx: &Context, name: &str) -> anyhow::Result<Response<Body>> {
         .get(CONTENT_TYPE)
         .cloned()
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let body = Limited::new(response.into_body(), MAX_IMAGE_BYTES)
+    let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
         .await
         .map_err(|err| anyhow!("read body: {err}"))?

@@ -1,0 +1,279 @@
+//! The event API of tracked sites, through the real relay and renderer: validation,
+//! batches, CORS, analytics and page heatmaps.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use testkit::{http_get, http_get_with, Image};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A raw HTTP/1.1 request (so tests control every header); returns status, headers, body.
+async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+fn click(session: &str, page: &str, x: f64, y: f64, vw: f64) -> Value {
+    json!({"type": "click", "page": page, "sessionId": session, "timestamp": 1_764_000_000_000u64,
+           "country": "de", "metadata": {"x": x, "y": y, "vw": vw, "vh": 800, "dw": vw, "dh": 2000, "path": "button#buy"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_validated_counted_and_summarised() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let addr = relay.addr.to_string();
+
+    let one = json!({"type": "pageview", "page": "/", "sessionId": "s1", "timestamp": 1_764_000_000_000u64});
+    let (status, _, body) = request(&addr, "POST", "/api/events", &[], &one.to_string()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["accepted"], 1);
+
+    let batch = json!([
+        {"type": "pageview", "page": "/pricing", "sessionId": "s1", "timestamp": 1_764_000_000_100u64},
+        click("s2", "/pricing", 100.0, 200.0, 1440.0),
+    ]);
+    let (status, _, body) = request(&addr, "POST", "/api/events", &[], &batch.to_string()).await;
+    assert_eq!(status, 202, "{body}");
+
+    for (bad, why) in [
+        ("{not json".to_owned(), "expected an event"),
+        (json!({"type": "teleport", "page": "/", "sessionId": "s", "timestamp": 1}).to_string(), "expected an event"),
+        (json!({"type": "pageview", "page": "no-slash", "sessionId": "s", "timestamp": 1}).to_string(), "page must be"),
+        (json!({"type": "pageview", "page": "/", "sessionId": "../x", "timestamp": 1}).to_string(), "sessionId"),
+        (json!([one, {"type": "click", "page": "/", "sessionId": "s", "timestamp": 1}]).to_string(), "event 1: click events need"),
+        (json!({"type": "pageview", "page": "/", "sessionId": "s", "timestamp": 1, "country": "Germany"}).to_string(), "country"),
+    ] {
+        let (status, _, body) = request(&addr, "POST", "/api/events", &[], &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let error = serde_json::from_str::<Value>(&body).unwrap()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(why), "{bad}: {error}");
+    }
+
+    let summary: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/summary")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(summary["active_users"], 2);
+    assert_eq!(
+        summary["events_last_minute"], 3,
+        "refused events are not counted: {summary}"
+    );
+    assert_eq!(
+        summary["top_pages"][0],
+        json!({"name": "/pricing", "events": 2})
+    );
+    assert_eq!(
+        summary["top_countries"][0],
+        json!({"name": "DE", "events": 1})
+    );
+    assert_eq!(summary["per_second"].as_array().unwrap().len(), 300);
+
+    let filtered: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/summary?type=click&country=de")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(filtered["events_last_minute"], 1);
+    let (status, _, _) = request(
+        &addr,
+        "GET",
+        "/api/analytics/summary?from=yesterday",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let sessions: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/sessions?page=/pricing")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let sessions = sessions.as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    let s1 = sessions
+        .iter()
+        .find(|session| session["session_id"] == "s1")
+        .unwrap();
+    let journey: Vec<&str> = s1["journey"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["page"].as_str().unwrap())
+        .collect();
+    assert_eq!(journey, ["/", "/pricing"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_listed_sites_may_call_the_api_from_a_browser() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.sites = vec!["https://shop.example".into()]
+    })
+    .await;
+    let addr = relay.addr.to_string();
+    let event = json!({"type": "pageview", "page": "/", "sessionId": "s1", "timestamp": 1});
+
+    let (status, head, _) = request(
+        &addr,
+        "OPTIONS",
+        "/api/events",
+        &[("origin", "https://shop.example")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert!(
+        head.contains("access-control-allow-origin: https://shop.example"),
+        "{head}"
+    );
+    assert!(head.contains("access-control-allow-methods"), "{head}");
+
+    let (status, head, _) = request(
+        &addr,
+        "POST",
+        "/api/events",
+        &[("origin", "https://shop.example")],
+        &event.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert!(
+        head.contains("access-control-allow-origin: https://shop.example"),
+        "{head}"
+    );
+
+    let (status, head, body) = request(
+        &addr,
+        "POST",
+        "/api/events",
+        &[("origin", "https://evil.example")],
+        &event.to_string(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    assert!(body.contains("--site https://evil.example"), "{body}");
+
+    // The relay's own pages (the dashboard) are same-origin.
+    let own = format!("http://{addr}");
+    let response = http_get_with(&addr, "/api/analytics/summary", &[("origin", own.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let summary: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(
+        summary["events_last_minute"], 1,
+        "the refused event was not stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_heatmaps_are_rendered_per_width_bucket() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let addr = relay.addr.to_string();
+    // Desktop visitors click near the top right; mobile visitors near the bottom left.
+    let mut events: Vec<Value> = (0..20)
+        .map(|idx| click(&format!("d{idx}"), "/shop", 1300.0, 200.0, 1440.0))
+        .collect();
+    events.extend((0..20).map(|idx| click(&format!("m{idx}"), "/shop", 40.0, 1800.0, 390.0)));
+    let (status, _, body) = request(
+        &addr,
+        "POST",
+        "/api/events",
+        &[],
+        &Value::Array(events).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    let desktop = http_get(&addr, "/api/heatmaps?page=/shop&kind=click&width=desktop")
+        .await
+        .unwrap();
+    assert_eq!(desktop.status, 200);
+    assert_eq!(desktop.content_type.as_deref(), Some("image/png"));
+    let image = Image::decode(&desktop.body).unwrap();
+    // 1440 wide, as tall as the document's proportions (2000/1440).
+    assert_eq!((image.width, image.height), (1440, 2000));
+    assert!(
+        image.heat(1300, 200) > 150,
+        "desktop clicks where they were"
+    );
+    assert_eq!(
+        image.heat(40, 1800),
+        0,
+        "mobile clicks are not in the desktop map"
+    );
+
+    let mobile = http_get(&addr, "/api/heatmaps?page=/shop&kind=click&width=mobile")
+        .await
+        .unwrap();
+    let image = Image::decode(&mobile.body).unwrap();
+    assert_eq!(image.width, 390);
+    let (x, y) = (40 * 390 / 390, 1800 * image.height / 2000);
+    assert!(image.heat(x, y) > 150, "mobile clicks where they were");
+
+    let grid: Value = serde_json::from_slice(
+        &http_get(
+            &addr,
+            "/api/heatmaps?page=/shop&kind=click&width=desktop&format=json",
+        )
+        .await
+        .unwrap()
+        .body,
+    )
+    .unwrap();
+    assert_eq!(grid["n_points"], 20);
+    assert_eq!(grid["n_sessions"], 20);
+    let total: u64 = grid["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cell| cell.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 20);
+
+    let missing = http_get(&addr, "/api/heatmaps?page=/nowhere&kind=click")
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+    let bad = http_get(&addr, "/api/heatmaps?page=/shop&kind=hover")
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+}

@@ -1,0 +1,463 @@
+//! Site analytics: tracked events, sessions and their journeys, held in memory.
+//!
+//! Events arrive through the relay's `POST /api/events`. Each is stamped with the server's
+//! clock (a [`Clock`], so tests can move time by hand), kept in a bounded ring, and folded
+//! into its session. A session ends after `--session-timeout-secs` without events.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use protocol::analytics::{Count, EventType, JourneyStep, SessionInfo, Summary, TrackedEvent};
+
+use crate::store::lock;
+
+/// Steps kept in one session's journey.
+const MAX_JOURNEY: usize = 50;
+
+/// Where "now" comes from.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told, for tests.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `now_ms`.
+    pub fn at(now_ms: i64) -> Self {
+        ManualClock(AtomicI64::new(now_ms))
+    }
+
+    /// Moves it forward.
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One stored event: what the queries and heatmaps need, nothing more.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// What happened.
+    pub kind: EventType,
+    /// The page.
+    pub page: Arc<str>,
+    /// The session.
+    pub session: Arc<str>,
+    /// The country, if known.
+    pub country: Option<Arc<str>>,
+    /// When the server received it, ms since the epoch.
+    pub at_ms: i64,
+    /// Document position and sizes (0 when not given).
+    pub x: f32,
+    /// See `x`.
+    pub y: f32,
+    /// Viewport width.
+    pub vw: f32,
+    /// Document width.
+    pub dw: f32,
+    /// Document height.
+    pub dh: f32,
+    /// Scroll depth, 0 to 1.
+    pub depth: f32,
+}
+
+/// Filters of the analytics queries; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this page.
+    pub page: Option<String>,
+    /// Only this event type.
+    pub kind: Option<EventType>,
+    /// Only events received at or after this time (ms since the epoch).
+    pub from: Option<i64>,
+    /// Only events received at or before this time.
+    pub to: Option<i64>,
+    /// Only this country.
+    pub country: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, event: &StoredEvent) -> bool {
+        self.page.as_deref().is_none_or(|page| &*event.page == page)
+            && self.kind.is_none_or(|kind| event.kind == kind)
+            && self.from.is_none_or(|from| event.at_ms >= from)
+            && self.to.is_none_or(|to| event.at_ms <= to)
+            && self
+                .country
+                .as_deref()
+                .is_none_or(|country| event.country.as_deref() == Some(country))
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    country: Option<Arc<str>>,
+    first_seen: i64,
+    last_seen: i64,
+    events: u64,
+    journey: Vec<JourneyStep>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    events: VecDeque<StoredEvent>,
+    sessions: HashMap<Arc<str>, Session>,
+    pages: HashMap<String, Arc<str>>,
+}
+
+/// All analytics state, behind one lock (ingest takes microseconds; queries a few ms).
+#[derive(Debug)]
+pub struct Analytics {
+    clock: Arc<dyn Clock>,
+    max_events: usize,
+    session_timeout_ms: i64,
+    state: Mutex<State>,
+}
+
+impl Analytics {
+    /// An empty store keeping at most `max_events`.
+    pub fn new(clock: Arc<dyn Clock>, max_events: usize, session_timeout_ms: i64) -> Self {
+        Analytics {
+            clock,
+            max_events: max_events.max(1),
+            session_timeout_ms,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Stores validated events, stamped with the server's clock.
+    pub fn ingest(&self, events: Vec<TrackedEvent>) {
+        let now = self.clock.now_ms();
+        let mut state = lock(&self.state);
+        let state = &mut *state;
+        // Sessions that timed out are forgotten, which also bounds the map.
+        let timeout = self.session_timeout_ms;
+        if state.sessions.len() > 10_000 {
+            state
+                .sessions
+                .retain(|_, session| now - session.last_seen <= timeout);
+        }
+        for event in events {
+            let page = intern(&mut state.pages, &event.page);
+            let country: Option<Arc<str>> = event
+                .country
+                .as_deref()
+                .map(|code| Arc::from(code.to_ascii_uppercase()));
+            let session_key: Arc<str> =
+                match state.sessions.get_key_value(event.session_id.as_str()) {
+                    Some((key, _)) => key.clone(),
+                    None => Arc::from(event.session_id.as_str()),
+                };
+            let session = state
+                .sessions
+                .entry(session_key.clone())
+                .or_insert_with(|| Session {
+                    country: country.clone(),
+                    first_seen: now,
+                    last_seen: now,
+                    events: 0,
+                    journey: Vec::new(),
+                });
+            if now - session.last_seen > timeout {
+                // The same id after a long pause is a new visit.
+                *session = Session {
+                    country: country.clone(),
+                    first_seen: now,
+                    last_seen: now,
+                    events: 0,
+                    journey: Vec::new(),
+                };
+            }
+            session.last_seen = now;
+            session.events += 1;
+            if session.country.is_none() {
+                session.country = country.clone();
+            }
+            let new_page = session.journey.last().is_none_or(|step| step.page != *page);
+            if new_page && session.journey.len() < MAX_JOURNEY {
+                session.journey.push(JourneyStep {
+                    page: page.to_string(),
+                    at: now,
+                });
+            }
+            let meta = &event.metadata;
+            state.events.push_back(StoredEvent {
+                kind: event.kind,
+                page,
+                session: session_key,
+                country,
+                at_ms: now,
+                x: meta.x.unwrap_or(0.0) as f32,
+                y: meta.y.unwrap_or(0.0) as f32,
+                vw: meta.vw.unwrap_or(0.0) as f32,
+                dw: meta.dw.unwrap_or(0.0) as f32,
+                dh: meta.dh.unwrap_or(0.0) as f32,
+                depth: meta.depth.unwrap_or(0.0) as f32,
+            });
+            if state.events.len() > self.max_events {
+                state.events.pop_front();
+            }
+        }
+    }
+
+    /// Active users, recent rates, top pages and countries.
+    pub fn summary(&self, filter: &Filter) -> Summary {
+        let now = self.clock.now_ms();
+        let state = lock(&self.state);
+        let active_users = state
+            .sessions
+            .values()
+            .filter(|session| now - session.last_seen <= self.session_timeout_ms)
+            .filter(|session| {
+                filter
+                    .country
+                    .as_deref()
+                    .is_none_or(|c| session.country.as_deref() == Some(c))
+            })
+            .count();
+        let mut per_second = vec![0u32; 300];
+        let (mut last_minute, mut last_5) = (0u64, 0u64);
+        let mut pages: HashMap<&str, u64> = HashMap::new();
+        let mut countries: HashMap<&str, u64> = HashMap::new();
+        for event in state.events.iter().rev() {
+            let age = now - event.at_ms;
+            if filter.matches(event) {
+                if age < 60_000 {
+                    last_minute += 1;
+                }
+                if age < 300_000 {
+                    last_5 += 1;
+                    if let Some(slot) = per_second
+                        .len()
+                        .checked_sub(1 + (age.max(0) / 1000) as usize)
+                    {
+                        per_second[slot] += 1;
+                    }
+                }
+                let in_window = filter.from.is_some() || filter.to.is_some() || age < 300_000;
+                if in_window {
+                    *pages.entry(&event.page).or_default() += 1;
+                    if let Some(country) = &event.country {
+                        *countries.entry(country).or_default() += 1;
+                    }
+                }
+            }
+        }
+        Summary {
+            active_users,
+            events_last_minute: last_minute,
+            events_last_5_minutes: last_5,
+            top_pages: top(pages),
+            top_countries: top(countries),
+            per_second,
+        }
+    }
+
+    /// Active sessions with their journeys, most recent first.
+    pub fn sessions(&self, filter: &Filter) -> Vec<SessionInfo> {
+        let now = self.clock.now_ms();
+        let state = lock(&self.state);
+        let mut sessions: Vec<SessionInfo> = state
+            .sessions
+            .iter()
+            .filter(|(_, session)| now - session.last_seen <= self.session_timeout_ms)
+            .filter(|(_, session)| {
+                filter
+                    .country
+                    .as_deref()
+                    .is_none_or(|c| session.country.as_deref() == Some(c))
+            })
+            .filter(|(_, session)| {
+                filter
+                    .page
+                    .as_deref()
+                    .is_none_or(|page| session.journey.iter().any(|step| step.page == page))
+            })
+            .filter(|(_, session)| filter.from.is_none_or(|from| session.last_seen >= from))
+            .filter(|(_, session)| filter.to.is_none_or(|to| session.first_seen <= to))
+            .map(|(id, session)| SessionInfo {
+                session_id: id.to_string(),
+                country: session.country.as_deref().map(str::to_owned),
+                first_seen: session.first_seen,
+                last_seen: session.last_seen,
+                events: session.events,
+                journey: session.journey.clone(),
+            })
+            .collect();
+        sessions.sort_by_key(|session| std::cmp::Reverse(session.last_seen));
+        sessions
+    }
+
+    /// The events matching `filter`, oldest first (for heatmaps).
+    pub fn events(&self, filter: &Filter) -> Vec<StoredEvent> {
+        lock(&self.state)
+            .events
+            .iter()
+            .filter(|event| filter.matches(event))
+            .cloned()
+            .collect()
+    }
+
+    /// Events held.
+    pub fn n_events(&self) -> usize {
+        lock(&self.state).events.len()
+    }
+}
+
+fn intern(pages: &mut HashMap<String, Arc<str>>, page: &str) -> Arc<str> {
+    if let Some(interned) = pages.get(page) {
+        return interned.clone();
+    }
+    let interned: Arc<str> = Arc::from(page);
+    // Bounded: past this many distinct pages new ones are not shared, only stored.
+    if pages.len() < 100_000 {
+        pages.insert(page.to_owned(), interned.clone());
+    }
+    interned
+}
+
+fn top(counts: HashMap<&str, u64>) -> Vec<Count> {
+    let mut counts: Vec<Count> = counts
+        .into_iter()
+        .map(|(name, events)| Count {
+            name: name.to_owned(),
+            events,
+        })
+        .collect();
+    counts.sort_by(|a, b| b.events.cmp(&a.events).then_with(|| a.name.cmp(&b.name)));
+    counts.truncate(10);
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::analytics::EventMetadata;
+
+    fn event(kind: EventType, page: &str, session: &str, country: Option<&str>) -> TrackedEvent {
+        TrackedEvent {
+            kind,
+            page: page.into(),
+            session_id: session.into(),
+            timestamp: 1.0,
+            country: country.map(str::to_owned),
+            metadata: EventMetadata::default(),
+        }
+    }
+
+    fn analytics() -> (Arc<ManualClock>, Analytics) {
+        let clock = Arc::new(ManualClock::at(1_000_000_000));
+        let analytics = Analytics::new(clock.clone(), 1000, 5 * 60_000);
+        (clock, analytics)
+    }
+
+    #[test]
+    fn sessions_end_after_five_quiet_minutes() {
+        let (clock, analytics) = analytics();
+        analytics.ingest(vec![event(EventType::Pageview, "/", "s1", Some("de"))]);
+        assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
+        clock.advance_ms(4 * 60_000);
+        assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
+        clock.advance_ms(60_001 + 1000);
+        assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
+        assert!(analytics.sessions(&Filter::default()).is_empty());
+    }
+
+    #[test]
+    fn journeys_fold_repeats_and_keep_order() {
+        let (clock, analytics) = analytics();
+        for page in ["/", "/", "/pricing", "/", "/docs"] {
+            analytics.ingest(vec![event(EventType::Pageview, page, "s1", None)]);
+            clock.advance_ms(1000);
+        }
+        let sessions = analytics.sessions(&Filter::default());
+        let pages: Vec<&str> = sessions[0]
+            .journey
+            .iter()
+            .map(|step| step.page.as_str())
+            .collect();
+        assert_eq!(pages, ["/", "/pricing", "/", "/docs"]);
+        assert_eq!(sessions[0].events, 5);
+    }
+
+    #[test]
+    fn summary_counts_windows_and_filters() {
+        let (clock, analytics) = analytics();
+        analytics.ingest(vec![event(EventType::Pageview, "/a", "s1", Some("fr"))]);
+        clock.advance_ms(2 * 60_000);
+        analytics.ingest(vec![
+            event(EventType::Pageview, "/b", "s2", Some("de")),
+            event(EventType::Custom, "/b", "s2", Some("de")),
+        ]);
+        let summary = analytics.summary(&Filter::default());
+        assert_eq!(summary.events_last_minute, 2);
+        assert_eq!(summary.events_last_5_minutes, 3);
+        assert_eq!(
+            summary.top_pages[0],
+            Count {
+                name: "/b".into(),
+                events: 2
+            }
+        );
+        assert_eq!(summary.top_countries[0].name, "DE");
+        assert_eq!(
+            summary
+                .per_second
+                .iter()
+                .map(|&n| u64::from(n))
+                .sum::<u64>(),
+            3
+        );
+        assert_eq!(summary.per_second[299], 2, "the newest second is last");
+        let german = Filter {
+            country: Some("DE".into()),
+            ..Filter::default()
+        };
+        assert_eq!(analytics.summary(&german).events_last_5_minutes, 2);
+        assert_eq!(analytics.summary(&german).active_users, 1);
+        let page_a = Filter {
+            page: Some("/a".into()),
+            ..Filter::default()
+        };
+        assert_eq!(analytics.sessions(&page_a).len(), 1);
+        let pageviews = Filter {
+            kind: Some(EventType::Pageview),
+            ..Filter::default()
+        };
+        assert_eq!(analytics.summary(&pageviews).events_last_5_minutes, 2);
+    }
+
+    #[test]
+    fn the_event_ring_is_bounded() {
+        let clock = Arc::new(ManualClock::at(0));
+        let analytics = Analytics::new(clock, 10, 60_000);
+        analytics.ingest(
+            (0..25)
+                .map(|_| event(EventType::Custom, "/", "s", None))
+                .collect(),
+        );
+        assert_eq!(analytics.n_events(), 10);
+    }
+}

@@ -1,0 +1,413 @@
+//! The HTTP event API: `POST /api/events`, `GET /api/analytics/{summary,sessions}` and
+//! `GET /api/heatmaps`. The relay passes these through from tracked sites and dashboards
+//! (after its CORS check); the renderer owns the state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use netkit::http::{self, Body};
+use protocol::analytics::{ApiError, EventBatch, EventType, EventsAccepted, MAX_EVENTS_PER_POST};
+use protocol::{HeatKind, OutputMode, RenderOptions};
+
+use crate::analytics::{Filter, StoredEvent};
+use crate::context::Context;
+use crate::density::Density;
+use crate::encode::encode_png;
+use crate::grid::Grid;
+use crate::render::{colourise, render_png, RenderInput, RenderSettings};
+
+/// Largest `POST /api/events` body (500 events of a few hundred bytes each).
+const MAX_EVENTS_BODY: usize = 1024 * 1024;
+
+/// Answers one `/api/...` request.
+pub(crate) async fn handle(request: Request<Incoming>, ctx: Arc<Context>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let query = parse_query(request.uri().query().unwrap_or(""));
+    match (request.method().clone(), path.as_str()) {
+        (Method::POST, "/api/events") => post_events(request, &ctx).await,
+        (Method::GET, "/api/analytics/summary") => match filter_of(&query) {
+            Ok(filter) => json_ok(&ctx.analytics.summary(&filter)),
+            Err(message) => bad_request(message),
+        },
+        (Method::GET, "/api/analytics/sessions") => match filter_of(&query) {
+            Ok(filter) => json_ok(&ctx.analytics.sessions(&filter)),
+            Err(message) => bad_request(message),
+        },
+        (Method::GET, "/api/heatmaps") => {
+            let job_ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || heatmap(&job_ctx, &query))
+                .await
+                .unwrap_or_else(|err| {
+                    http::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("render task failed: {err}"),
+                    )
+                })
+        }
+        (_, "/api/events") => http::text(StatusCode::METHOD_NOT_ALLOWED, "POST events here"),
+        _ => http::text(StatusCode::NOT_FOUND, format!("no api at {path}")),
+    }
+}
+
+async fn post_events(request: Request<Incoming>, ctx: &Context) -> Response<Body> {
+    let body = match Limited::new(request.into_body(), MAX_EVENTS_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {MAX_EVENTS_BODY} bytes"),
+            )
+        }
+    };
+    let batch: EventBatch = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(err) => {
+            return bad_request(format!(
+                "expected an event {{type, page, sessionId, timestamp, country?, metadata?}} or an array of them: {err}"
+            ))
+        }
+    };
+    let events = batch.into_vec();
+    if events.len() > MAX_EVENTS_PER_POST {
+        return bad_request(format!(
+            "{} events in one request; the limit is {MAX_EVENTS_PER_POST}",
+            events.len()
+        ));
+    }
+    for (idx, event) in events.iter().enumerate() {
+        if let Err(message) = event.validate() {
+            return bad_request(format!("event {idx}: {message}"));
+        }
+    }
+    let accepted = events.len();
+    ctx.analytics.ingest(events);
+    ctx.metrics.events.inc_by(accepted as u64);
+    let mut response = json_ok(&EventsAccepted { accepted });
+    *response.status_mut() = StatusCode::ACCEPTED;
+    response
+}
+
+/// Renders the heatmap of one page for one kind and viewport-width bucket.
+fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
+    let Some(page) = query.get("page") else {
+        return bad_request("page is required, e.g. ?page=/pricing".into());
+    };
+    let kind = match query.get("kind").map(String::as_str).unwrap_or("click") {
+        "click" => EventType::Click,
+        "move" => EventType::Move,
+        "scroll" => EventType::Scroll,
+        other => return bad_request(format!("kind {other:?} is not one of: move, click, scroll")),
+    };
+    let bucket =
+        match WidthBucket::parse(query.get("width").map(String::as_str).unwrap_or("desktop")) {
+            Ok(bucket) => bucket,
+            Err(message) => return bad_request(message),
+        };
+    let mut filter = match filter_of(query) {
+        Ok(filter) => filter,
+        Err(message) => return bad_request(message),
+    };
+    filter.page = Some(page.clone());
+    filter.kind = Some(kind);
+    let events: Vec<StoredEvent> = ctx
+        .analytics
+        .events(&filter)
+        .into_iter()
+        .filter(|event| bucket.contains(event.vw) && event.dw > 0.0 && event.dh > 0.0)
+        .collect();
+    if events.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no {} events for {page} at {} widths yet",
+                kind.as_str(),
+                bucket.name()
+            ),
+        );
+    }
+    let width = bucket.image_width();
+    let mut ratios: Vec<f32> = events.iter().map(|event| event.dh / event.dw).collect();
+    ratios.sort_by(f32::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
+    let height = ((width as f32 * ratio).round() as u32).clamp(width / 2, 8192);
+    let points: Vec<[u16; 2]> = events
+        .iter()
+        .map(|event| {
+            let u = (event.x / event.dw * 65536.0).clamp(0.0, 65535.0) as u16;
+            let v = (event.y / event.dh * 65536.0).clamp(0.0, 65535.0) as u16;
+            [u, v]
+        })
+        .collect();
+
+    if query.get("format").map(String::as_str) == Some("json") {
+        return grid_json(&points, &events, kind, width, height);
+    }
+    let output = match query.get("output").map(String::as_str) {
+        None | Some("image") => OutputMode::Image,
+        Some("overlay") => OutputMode::Overlay,
+        Some(other) => {
+            return bad_request(format!("output {other:?} is not one of: image, overlay"))
+        }
+    };
+    let settings = RenderSettings {
+        width,
+        height,
+        bandwidth: (width as f32 / 80.0).max(4.0),
+        ..ctx.render_settings.with_options(&RenderOptions {
+            kind: Some(if kind == EventType::Click {
+                HeatKind::Clicks
+            } else {
+                HeatKind::Moves
+            }),
+            output: Some(output),
+            ..RenderOptions::default()
+        })
+    };
+    let png = if kind == EventType::Scroll {
+        scroll_map(&events, &settings)
+    } else {
+        let (moves, clicks): (&[[u16; 2]], &[[u16; 2]]) = if kind == EventType::Click {
+            (&[], &points)
+        } else {
+            (&points, &[])
+        };
+        let started = format!("{} visitors' {}", sessions_of(&events), kind.as_str());
+        let input = RenderInput {
+            moves,
+            clicks,
+            duration_ms: 0,
+            started: &started,
+        };
+        render_png(&input, &settings).map(|rendered| rendered.png)
+    };
+    match png {
+        Ok(png) => http::with_body(StatusCode::OK, "image/png", png),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+/// The scroll map: each row's colour is the share of sessions that scrolled at least that far.
+fn scroll_map(events: &[StoredEvent], settings: &RenderSettings) -> Result<Vec<u8>, crate::Error> {
+    let mut deepest: HashMap<&str, f32> = HashMap::new();
+    for event in events {
+        let depth = deepest.entry(&event.session).or_default();
+        *depth = depth.max(event.depth);
+    }
+    let mut grid = Grid::new(settings.width, settings.height);
+    let width = settings.width as usize;
+    let height = settings.height as usize;
+    for (row, cells) in grid.cells_mut().chunks_exact_mut(width).enumerate() {
+        let fraction = (row as f32 + 0.5) / height as f32;
+        let reached = deepest.values().filter(|&&depth| depth >= fraction).count() as f32;
+        cells.fill(reached);
+    }
+    let density = Density::full(grid);
+    let linear = RenderSettings {
+        scale: protocol::Scale::Linear,
+        ..settings.clone()
+    };
+    let pixels = colourise(&density, &linear);
+    encode_png(&pixels, settings.width, settings.height)
+}
+
+/// Counts on a coarse grid (64 columns), for programs that draw their own.
+fn grid_json(
+    points: &[[u16; 2]],
+    events: &[StoredEvent],
+    kind: EventType,
+    width: u32,
+    height: u32,
+) -> Response<Body> {
+    const COLUMNS: u32 = 64;
+    let rows = (COLUMNS * height / width).max(1);
+    let mut grid = Grid::new(COLUMNS, rows);
+    grid.accumulate(points, 1.0);
+    let cells: Vec<u32> = grid.cells().iter().map(|&count| count as u32).collect();
+    json_ok(&serde_json::json!({
+        "kind": kind.as_str(),
+        "width": COLUMNS,
+        "height": rows,
+        "image_width": width,
+        "image_height": height,
+        "n_points": points.len(),
+        "n_sessions": sessions_of(events),
+        "cells": cells,
+    }))
+}
+
+fn sessions_of(events: &[StoredEvent]) -> usize {
+    let mut sessions: Vec<&str> = events.iter().map(|event| &*event.session).collect();
+    sessions.sort_unstable();
+    sessions.dedup();
+    sessions.len()
+}
+
+/// Viewport widths that are drawn together.
+#[derive(Debug, Clone, Copy)]
+enum WidthBucket {
+    Mobile,
+    Tablet,
+    Desktop,
+    Around(u32),
+}
+
+impl WidthBucket {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "mobile" => Ok(WidthBucket::Mobile),
+            "tablet" => Ok(WidthBucket::Tablet),
+            "desktop" => Ok(WidthBucket::Desktop),
+            number => match number.parse::<u32>() {
+                Ok(width) if (16..=8192).contains(&width) => Ok(WidthBucket::Around(width)),
+                _ => Err(format!("width {number:?} is not mobile, tablet, desktop or a pixel width from 16 to 8192")),
+            },
+        }
+    }
+
+    fn contains(self, viewport_width: f32) -> bool {
+        match self {
+            WidthBucket::Mobile => viewport_width < 768.0,
+            WidthBucket::Tablet => (768.0..1200.0).contains(&viewport_width),
+            WidthBucket::Desktop => viewport_width >= 1200.0,
+            WidthBucket::Around(width) => {
+                let width = width as f32;
+                (viewport_width - width).abs() <= (width * 0.1).max(50.0)
+            }
+        }
+    }
+
+    fn image_width(self) -> u32 {
+        match self {
+            WidthBucket::Mobile => 390,
+            WidthBucket::Tablet => 820,
+            WidthBucket::Desktop => 1440,
+            WidthBucket::Around(width) => width,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            WidthBucket::Mobile => "mobile".into(),
+            WidthBucket::Tablet => "tablet".into(),
+            WidthBucket::Desktop => "desktop".into(),
+            WidthBucket::Around(width) => format!("about {width} px"),
+        }
+    }
+}
+
+/// Builds a filter from `page`, `type`, `from`, `to` and `country`.
+fn filter_of(query: &HashMap<String, String>) -> Result<Filter, String> {
+    let time = |name: &str| -> Result<Option<i64>, String> {
+        query
+            .get(name)
+            .map(|value| {
+                value
+                    .parse::<i64>()
+                    .map_err(|_| format!("{name} must be milliseconds since the Unix epoch"))
+            })
+            .transpose()
+    };
+    let kind = query
+        .get("type")
+        .map(|value| {
+            serde_json::from_value::<EventType>(serde_json::Value::String(value.clone()))
+                .map_err(|_| format!("type {value:?} is not an event type"))
+        })
+        .transpose()?;
+    Ok(Filter {
+        page: query.get("page").cloned(),
+        kind,
+        from: time("from")?,
+        to: time("to")?,
+        country: query
+            .get("country")
+            .map(|country| country.to_ascii_uppercase()),
+    })
+}
+
+/// `a=1&b=x%20y` → {a: "1", b: "x y"}; later keys win.
+fn parse_query(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut idx = 0;
+    while idx < bytes.len() {
+        match bytes[idx] {
+            b'+' => out.push(b' '),
+            b'%' if idx + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[idx + 1..idx + 3]).ok();
+                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        idx += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        idx += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json_ok<T: serde::Serialize>(value: &T) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => http::json(StatusCode::OK, body),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode: {err}"),
+        ),
+    }
+}
+
+fn bad_request(message: String) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+fn error(status: StatusCode, message: String) -> Response<Body> {
+    let body = serde_json::to_string(&ApiError { error: message }).unwrap_or_default();
+    http::json(status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_decoded() {
+        let query = parse_query("page=%2Fpricing%3Fx&kind=click&width=&a+b=c+d&bad=%zz&end=%4");
+        assert_eq!(query["page"], "/pricing?x");
+        assert_eq!(query["width"], "");
+        assert_eq!(query["a b"], "c d");
+        assert_eq!(query["bad"], "%zz");
+        assert_eq!(query["end"], "%4");
+    }
+
+    #[test]
+    fn width_buckets_split_screens() {
+        assert!(WidthBucket::Mobile.contains(390.0));
+        assert!(!WidthBucket::Mobile.contains(800.0));
+        assert!(WidthBucket::Tablet.contains(800.0));
+        assert!(WidthBucket::Desktop.contains(1920.0));
+        assert!(WidthBucket::Around(1000).contains(1080.0));
+        assert!(!WidthBucket::Around(1000).contains(1200.0));
+        assert!(WidthBucket::parse("huge").is_err());
+    }
+}
