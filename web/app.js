@@ -41,7 +41,8 @@
     settingsForm: $('settings-form'),
     previewSection: $('preview-section'),
     previewMeta: $('preview-meta'),
-    preview: $('preview'),
+        preview: $('preview'),
+    presence: $('presence'),
   };
 
   const state = {
@@ -169,8 +170,11 @@
       case 'link':
         setRenderer(msg.renderer);
         break;
-      case 'started':
+            case 'started':
         break;
+      case 'presence':
+        ui.presence.textContent = msg.online === 1 ? 'Only you here' : `${msg.online} people here`;
+        return;
       case 'ack':
         if (ours) {
           state.unacked.delete(msg.seq);

@@ -277,3 +277,42 @@ async fn page_heatmaps_are_rendered_per_width_bucket() {
         .unwrap();
     assert_eq!(bad.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_get_analytics_and_presence_pushed() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let addr = relay.addr.to_string();
+    let mut dashboard = page(&relay, "connected").await;
+    dashboard.send_json(json!({"type": "watch"})).await;
+    let first = dashboard
+        .wait_for("an analytics push", |msg| msg["type"] == "analytics")
+        .await;
+    assert_eq!(first["summary"]["active_users"], 0);
+
+    let event = json!({"type": "pageview", "page": "/live", "sessionId": "v1", "timestamp": 1});
+    request(&addr, "POST", "/api/events", &[], &event.to_string()).await;
+    let update = dashboard
+        .wait_for("the visitor to show", |msg| {
+            msg["type"] == "analytics" && msg["summary"]["active_users"] == 1
+        })
+        .await;
+    assert_eq!(update["sessions"][0]["session_id"], "v1");
+    assert_eq!(update["sessions"][0]["journey"][0]["page"], "/live");
+
+    let leave = json!({"type": "leave", "page": "/live", "sessionId": "v1", "timestamp": 2});
+    request(&addr, "POST", "/api/events", &[], &leave.to_string()).await;
+    dashboard
+        .wait_for("the visitor to leave", |msg| {
+            msg["type"] == "analytics" && msg["summary"]["active_users"] == 0
+        })
+        .await;
+
+    // A second page connecting changes the presence count everyone sees.
+    let _second = page(&relay, "connected").await;
+    dashboard
+        .wait_for("presence of two", |msg| {
+            msg["type"] == "presence" && msg["online"] == 2
+        })
+        .await;
+}

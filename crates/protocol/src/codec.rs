@@ -55,7 +55,9 @@ pub fn encode<T: Serialize>(msg: &T) -> String {
 }
 
 /// The `type` values a page may send.
-const PAGE_TYPES: &[&str] = &["hello", "start", "points", "stop", "generate", "preview"];
+const PAGE_TYPES: &[&str] = &[
+    "hello", "start", "points", "stop", "generate", "preview", "watch",
+];
 /// The `type` values the relay may send the renderer.
 const RELAY_TYPES: &[&str] = &["hello", "page"];
 /// The `type` values the renderer may send the relay.

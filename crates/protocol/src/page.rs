@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analytics::{SessionInfo, Summary};
 use crate::error::ErrorCode;
 use crate::limits::MAX_RECORDING_ID_LEN;
 use crate::options::{HeatKind, RenderOptions};
@@ -38,6 +39,9 @@ pub enum PageMessage {
     Generate(Generate),
     /// Ask for a small live frame of the recording's density (for the page's preview).
     Preview(Preview),
+    /// Subscribe this connection to the live analytics feed (the dashboard does). Answered
+    /// by the relay itself with an `analytics` message every second.
+    Watch,
 }
 
 /// A batch of points of one recording.
@@ -64,6 +68,15 @@ pub struct Generate {
     /// How it should look; missing fields take the renderer's defaults.
     #[serde(default)]
     pub options: RenderOptions,
+}
+
+/// One tick of the live analytics feed: the summary and the active sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyticsUpdate {
+    /// As `GET /api/analytics/summary`.
+    pub summary: Summary,
+    /// As `GET /api/analytics/sessions`, the most recent 50.
+    pub sessions: Vec<SessionInfo>,
 }
 
 /// A request for a live preview frame.
@@ -135,6 +148,13 @@ pub enum ServerMessage {
     Heatmap(HeatmapReady),
     /// A live preview frame.
     Preview(PreviewFrame),
+    /// How many pages are connected to the relay now; sent on change, at most once a second.
+    Presence {
+        /// Pages (recorders and dashboards) connected now.
+        online: usize,
+    },
+    /// The live analytics feed, for connections that sent `watch`.
+    Analytics(AnalyticsUpdate),
     /// A message was refused. The connection stays open unless the code says otherwise.
     Error {
         /// A stable code to match on.

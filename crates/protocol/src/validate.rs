@@ -16,7 +16,10 @@ use crate::page::{PageMessage, PointsBatch, Viewport};
 /// a batch over the point limit.
 pub fn validate_page(msg: &PageMessage, limits: &Limits) -> Result<(), Error> {
     match msg {
-        PageMessage::Hello { .. } | PageMessage::Stop { .. } | PageMessage::Preview(_) => Ok(()),
+        PageMessage::Hello { .. }
+        | PageMessage::Stop { .. }
+        | PageMessage::Preview(_)
+        | PageMessage::Watch => Ok(()),
         PageMessage::Generate(generate) => generate.options.validate(),
         PageMessage::Start { viewport, .. } => validate_viewport(viewport),
         PageMessage::Points(batch) => validate_batch(batch, limits),

@@ -3,7 +3,7 @@
 //! The upstream task routes each renderer reply through [`Hub::deliver`]; sessions watch
 //! [`Hub::link_state`] to tell their page about every change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -23,6 +23,10 @@ pub(crate) struct Hub {
     next_conn: AtomicU64,
     /// The renderer link's state; every session holds a receiver.
     link: watch::Sender<LinkState>,
+    /// Pages connected, published at most once a second by the feed task.
+    presence: watch::Sender<usize>,
+    /// Connections that asked for the live analytics feed.
+    watchers: Mutex<HashSet<ConnId>>,
     /// Counters and gauges for `/metrics` and `/healthz`.
     pub metrics: RelayMetrics,
     /// When each forwarded batch left, by page and batch, to time its acknowledgement.
@@ -36,10 +40,13 @@ const MAX_PENDING_ACKS: usize = 100_000;
 impl Default for Hub {
     fn default() -> Self {
         let (link, _) = watch::channel(LinkState::Connecting);
+        let (presence, _) = watch::channel(0);
         Hub {
             sessions: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             link,
+            presence,
+            watchers: Mutex::new(HashSet::new()),
             metrics: RelayMetrics::default(),
             pending_acks: Mutex::new(HashMap::new()),
         }
@@ -61,6 +68,40 @@ impl Hub {
         if lock(&self.sessions).remove(&conn).is_some() {
             self.metrics.sessions_open.dec();
         }
+        lock(&self.watchers).remove(&conn);
+    }
+
+    /// Adds a connection to the live analytics feed.
+    pub fn watch_analytics(&self, conn: ConnId) {
+        lock(&self.watchers).insert(conn);
+    }
+
+    /// Whether anyone watches the analytics feed.
+    pub fn has_watchers(&self) -> bool {
+        !lock(&self.watchers).is_empty()
+    }
+
+    /// Sends `msg` to every watcher of the analytics feed.
+    pub fn deliver_to_watchers(&self, msg: &ServerMessage) {
+        let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
+        for conn in watchers {
+            self.deliver(conn, msg);
+        }
+    }
+
+    /// Publishes the number of pages connected, waking sessions only on a change.
+    pub fn publish_presence(&self) {
+        let online = self.n_sessions();
+        self.presence.send_if_modified(|current| {
+            let changed = *current != online;
+            *current = online;
+            changed
+        });
+    }
+
+    /// A receiver that wakes when the number of pages changes.
+    pub fn watch_presence(&self) -> watch::Receiver<usize> {
+        self.presence.subscribe()
     }
 
     /// Notes that a batch left for the renderer, to time its acknowledgement.

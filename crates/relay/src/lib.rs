@@ -13,6 +13,7 @@
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `upstream`: the renderer link, its reconnects and reply routing.
 //! - `backoff`: reconnect delays with jitter.
+//! - `feed`: presence and the dashboards' live analytics, once a second.
 //! - `passthrough`: images and the event API, passed through to the renderer over HTTP.
 //! - `cors`: which sites may call the event API.
 //! - `assets`: the page, compiled in.
@@ -22,6 +23,7 @@ mod backoff;
 mod config;
 mod context;
 mod cors;
+mod feed;
 mod hub;
 mod metrics;
 mod passthrough;
@@ -77,6 +79,7 @@ pub async fn run(
         upstream_rx,
         controller.subscribe(),
     ));
+    tokio::spawn(feed::run_feed(ctx.clone(), controller.subscribe()));
     netkit::serve_until(
         listener,
         serve_config,

@@ -78,6 +78,32 @@ pub(crate) async fn forward(
     }
 }
 
+/// `GET path` from the renderer, decoded as `T`.
+///
+/// # Errors
+/// When the renderer cannot be reached, answers non-200, or sends something else.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    ctx: &Context,
+    path: &str,
+) -> anyhow::Result<T> {
+    let response = tokio::time::timeout(FETCH_TIMEOUT, fetch(ctx, Method::GET, path, Bytes::new()))
+        .await
+        .map_err(|_| anyhow!("the renderer did not answer {path} in time"))??;
+    if response.status() != StatusCode::OK {
+        return Err(anyhow!(
+            "the renderer answered {path} with {}",
+            response.status()
+        ));
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| anyhow!("read {path}: {err}"))?
+        .to_bytes();
+    serde_json::from_slice(&body).with_context(|| format!("decode {path}"))
+}
+
 async fn fetch(
     ctx: &Context,
     method: Method,

@@ -52,6 +52,7 @@ pub(crate) async fn serve_session(
     };
     let mut link = ctx.hub.watch_link();
     link.mark_unchanged();
+    let mut presence = ctx.hub.watch_presence();
     // Browsers answer pings by themselves, so a page that is merely idle stays; one whose
     // network vanished (or a client that holds a socket and never speaks) is closed.
     let idle_timeout = Duration::from_secs(ctx.config.idle_timeout_secs.max(1));
@@ -87,12 +88,19 @@ pub(crate) async fn serve_session(
                 }
                 }
             }
-            changed = link.changed() => {
+                        changed = link.changed() => {
                 if changed.is_err() {
                     break "relay stopping";
                 }
                 let state = *link.borrow_and_update();
                 session.send(&ServerMessage::Link { renderer: state }).await;
+            }
+                        changed = presence.changed() => {
+                if changed.is_err() {
+                    break "relay stopping";
+                }
+                let online = *presence.borrow_and_update();
+                session.send(&ServerMessage::Presence { online }).await;
             }
             _ = shutdown.wait() => {
                 let _ = tx.send(close(CloseCode::Away, "relay shutting down".into())).await;
@@ -146,6 +154,10 @@ impl Session {
             }
         };
         let (recording, seq) = match &msg {
+            PageMessage::Watch => {
+                self.ctx.hub.watch_analytics(self.conn);
+                return;
+            }
             PageMessage::Hello { v } => {
                 if *v == PROTOCOL_VERSION {
                     let renderer = self.ctx.hub.link_state();

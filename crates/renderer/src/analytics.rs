@@ -113,6 +113,8 @@ impl Filter {
 
 #[derive(Debug)]
 struct Session {
+    /// The visitor left (a `leave` event) and has not come back since.
+    left: bool,
     country: Option<Arc<str>>,
     first_seen: i64,
     last_seen: i64,
@@ -174,6 +176,7 @@ impl Analytics {
                 .sessions
                 .entry(session_key.clone())
                 .or_insert_with(|| Session {
+                    left: false,
                     country: country.clone(),
                     first_seen: now,
                     last_seen: now,
@@ -183,6 +186,7 @@ impl Analytics {
             if now - session.last_seen > timeout {
                 // The same id after a long pause is a new visit.
                 *session = Session {
+                    left: false,
                     country: country.clone(),
                     first_seen: now,
                     last_seen: now,
@@ -192,6 +196,7 @@ impl Analytics {
             }
             session.last_seen = now;
             session.events += 1;
+            session.left = event.kind == EventType::Leave;
             if session.country.is_none() {
                 session.country = country.clone();
             }
@@ -229,7 +234,7 @@ impl Analytics {
         let active_users = state
             .sessions
             .values()
-            .filter(|session| now - session.last_seen <= self.session_timeout_ms)
+            .filter(|session| !session.left && now - session.last_seen <= self.session_timeout_ms)
             .filter(|session| {
                 filter
                     .country
@@ -282,7 +287,9 @@ impl Analytics {
         let mut sessions: Vec<SessionInfo> = state
             .sessions
             .iter()
-            .filter(|(_, session)| now - session.last_seen <= self.session_timeout_ms)
+            .filter(|(_, session)| {
+                !session.left && now - session.last_seen <= self.session_timeout_ms
+            })
             .filter(|(_, session)| {
                 filter
                     .country
@@ -383,6 +390,16 @@ mod tests {
         clock.advance_ms(60_001 + 1000);
         assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
         assert!(analytics.sessions(&Filter::default()).is_empty());
+    }
+
+    #[test]
+    fn leaving_ends_a_session_until_the_visitor_returns() {
+        let (_, analytics) = analytics();
+        analytics.ingest(vec![event(EventType::Pageview, "/", "s1", None)]);
+        analytics.ingest(vec![event(EventType::Leave, "/", "s1", None)]);
+        assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
+        analytics.ingest(vec![event(EventType::Pageview, "/next", "s1", None)]);
+        assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
     }
 
     #[test]

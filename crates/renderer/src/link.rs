@@ -176,8 +176,8 @@ impl Link {
     async fn handle_page(&mut self, conn: ConnId, msg: PageMessage) {
         let store = &self.ctx.store;
         let reply = match msg {
-            // The relay answers hello itself; a forwarded one needs no answer.
-            PageMessage::Hello { .. } => return,
+            // The relay answers hello and watch itself; forwarded ones need no answer.
+            PageMessage::Hello { .. } | PageMessage::Watch => return,
             PageMessage::Start {
                 recording,
                 viewport,
