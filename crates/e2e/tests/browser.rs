@@ -5,78 +5,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::browser::*;
 use common::*;
 use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::{Client, Locator};
 use serde_json::json;
 use testkit::{eventually, Image, TempDir};
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// A chromedriver process, killed on drop.
-struct Chromedriver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_chromedriver() -> Chromedriver {
-    // Ask the OS for a free port, then hand it to chromedriver.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {CHROMEDRIVER}: {err}"));
-    let url = format!("http://127.0.0.1:{port}");
-    let driver = Chromedriver { child, url };
-    let addr = format!("127.0.0.1:{port}");
-    eventually("chromedriver to answer /status", || async {
-        testkit::http_get(&addr, "/status")
-            .await
-            .ok()
-            .filter(|response| response.status == 200)
-            .map(|_| ())
-    })
-    .await;
-    driver
-}
-
-async fn open_browser(driver: &Chromedriver, profile: &TempDir) -> Client {
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }),
-    );
-    ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("start a headless chromium session")
-}
 
 async fn link_state(browser: &Client, link: &str) -> String {
     let selector = format!("[data-link=\"{link}\"]");
@@ -119,14 +55,9 @@ async fn js_number(browser: &Client, script: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_records_and_generates_a_heatmap_in_chromium() {
-    if std::env::var_os("HEATMAP_SKIP_BROWSER").is_some() {
-        eprintln!("HEATMAP_SKIP_BROWSER is set: skipping the browser test");
+    if !browser_available() {
         return;
     }
-    assert!(
-        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} and {CHROMEDRIVER} are needed: run scripts/test (it installs them) or apt-get install chromium chromium-driver"
-    );
     let renderer = start_renderer().await;
     let renderer_url = renderer.ws_url();
     let relay = start_relay_reconnecting_fast(&renderer_url).await;

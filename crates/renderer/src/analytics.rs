@@ -196,7 +196,14 @@ impl Analytics {
             }
             session.last_seen = now;
             session.events += 1;
-            session.left = event.kind == EventType::Leave;
+            // Only a sign of presence brings a visitor back: a tab being hidden (its beacon
+            // may arrive after the leave's) or a custom event does not.
+            match event.kind {
+                EventType::Leave => session.left = true,
+                EventType::Visibility if event.metadata.visible != Some(true) => {}
+                EventType::Custom => {}
+                _ => session.left = false,
+            }
             if session.country.is_none() {
                 session.country = country.clone();
             }
@@ -400,6 +407,10 @@ mod tests {
         assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
         analytics.ingest(vec![event(EventType::Pageview, "/next", "s1", None)]);
         assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
+        // The hidden-tab beacon may overtake the leave beacon, or follow it.
+        analytics.ingest(vec![event(EventType::Leave, "/next", "s1", None)]);
+        analytics.ingest(vec![event(EventType::Visibility, "/next", "s1", None)]);
+        assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
     }
 
     #[test]

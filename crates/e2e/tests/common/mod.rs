@@ -259,3 +259,4 @@ pub fn cluster(x: f32, y: f32, n: usize) -> Vec<(f32, f32)> {
         })
         .collect()
 }
+pub mod browser;

@@ -1,0 +1,206 @@
+//! The tracking snippet on the demo site in a real headless Chromium: clicks at two window
+//! widths land on their elements in each width's heatmap, the dashboard follows visitors
+//! arriving and leaving, and Do Not Track means nothing is recorded.
+
+mod common;
+
+use common::browser::*;
+use common::*;
+use fantoccini::{Client, Locator};
+use serde_json::{json, Value};
+use testkit::{eventually, http_get, Image, TempDir};
+
+/// Loads `url` and waits until the snippet has started.
+async fn visit(browser: &Client, url: &str) {
+    browser.goto(url).await.unwrap();
+    eventually("the snippet to load", || async {
+        let loaded = browser
+            .execute("return !!window.heatmapTracker;", vec![])
+            .await
+            .ok()?;
+        (loaded == json!(true)).then_some(())
+    })
+    .await;
+}
+
+/// Clicks an element for real and returns its centre in document coordinates and the
+/// document's size.
+async fn click_and_locate(browser: &Client, selector: &str) -> (f64, f64, f64, f64) {
+    browser
+        .find(Locator::Css(selector))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let place = browser
+        .execute(
+                        "const box = document.querySelector(arguments[0]).getBoundingClientRect();
+             const doc = document.documentElement;
+             return [box.left + scrollX + box.width / 2, box.top + scrollY + box.height / 2,
+                     Math.max(doc.scrollWidth, innerWidth), Math.max(doc.scrollHeight, innerHeight)];",
+            vec![json!(selector)],
+        )
+        .await
+        .unwrap();
+    let number = |idx: usize| place[idx].as_f64().unwrap();
+    (number(0), number(1), number(2), number(3))
+}
+
+async fn summary(addr: &str) -> Value {
+    serde_json::from_slice(&http_get(addr, "/api/analytics/summary").await.unwrap().body).unwrap()
+}
+
+/// Waits for the heatmap of `width` to have data, then checks it is hot at the element.
+async fn assert_hot_at(addr: &str, width: &str, place: (f64, f64, f64, f64)) {
+    let path = format!("/api/heatmaps?page=/demo/pricing.html&kind=click&width={width}");
+    let png = eventually(&format!("the {width} click heatmap"), || async {
+        let response = http_get(addr, &path).await.ok()?;
+        (response.status == 200).then_some(response.body)
+    })
+    .await;
+    let image = Image::decode(&png).unwrap();
+    let (x, y, doc_width, doc_height) = place;
+    let px = (x / doc_width * f64::from(image.width)) as u32;
+    let py = (y / doc_height * f64::from(image.height)) as u32;
+    assert!(
+        image.heat(px, py) > 150,
+        "{width}: hot on the element at ({px}, {py}): {:?}",
+        image.rgb(px, py)
+    );
+    assert_eq!(
+        image.heat(2, image.height / 2),
+        0,
+        "{width}: cold away from it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snippet_tracks_clicks_per_width_and_the_dashboard_follows_visitors() {
+    if !browser_available() {
+        return;
+    }
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let addr = relay.addr.to_string();
+    let driver = start_chromedriver().await;
+    let profile = TempDir::new("chromium-tracking");
+    let browser = open_browser(&driver, &profile).await;
+    let pricing = format!("http://{addr}/demo/pricing.html");
+
+    // Desktop width: choose Pro.
+    browser.set_window_size(1400, 900).await.unwrap();
+    visit(&browser, &pricing).await;
+    let desktop = click_and_locate(&browser, "#buy-pro").await;
+    // Phone width: the plans stack; choose Basic.
+    browser.set_window_size(420, 900).await.unwrap();
+    visit(&browser, &pricing).await;
+    let mobile = click_and_locate(&browser, "#buy-basic").await;
+    assert_hot_at(&addr, "desktop", desktop).await;
+    assert_hot_at(&addr, "mobile", mobile).await;
+
+    // The dashboard, in another tab, sees this visitor…
+    let visitor_tab = browser.window().await.unwrap();
+    let dashboard_tab = browser.new_window(true).await.unwrap().handle;
+    browser
+        .switch_to_window(dashboard_tab.clone())
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("http://{addr}/dashboard"))
+        .await
+        .unwrap();
+    let active_users = || async {
+        let text = browser
+            .find(Locator::Id("active-users"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.parse::<u64>().ok()
+    };
+    eventually("one active user", || async {
+        (active_users().await? == 1).then_some(())
+    })
+    .await;
+
+    // …then a second visitor arriving in a new tab (a new session), and leaving.
+    let second_tab = browser.new_window(true).await.unwrap().handle;
+    browser.switch_to_window(second_tab).await.unwrap();
+    visit(&browser, &format!("http://{addr}/demo/")).await;
+    browser
+        .switch_to_window(dashboard_tab.clone())
+        .await
+        .unwrap();
+    eventually("two active users", || async {
+        (active_users().await? == 2).then_some(())
+    })
+    .await;
+    let journeys = browser
+        .find(Locator::Id("sessions"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(journeys.contains("/demo/pricing.html"), "{journeys}");
+
+    let handles = browser.windows().await.unwrap();
+    let second = handles
+        .into_iter()
+        .find(|handle| *handle != visitor_tab && *handle != dashboard_tab)
+        .unwrap();
+    browser.switch_to_window(second).await.unwrap();
+    // Closing the tab sends the leave event by beacon.
+    browser.close_window().await.unwrap();
+    browser.switch_to_window(dashboard_tab).await.unwrap();
+    eventually("one active user again", || async {
+        (active_users().await? == 1).then_some(())
+    })
+    .await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_not_track_means_nothing_is_recorded() {
+    if !browser_available() {
+        return;
+    }
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let addr = relay.addr.to_string();
+    let driver = start_chromedriver().await;
+    let profile = TempDir::new("chromium-dnt");
+    let browser = open_browser_with(&driver, &profile, json!({"enable_do_not_track": true})).await;
+    visit(&browser, &format!("http://{addr}/demo/")).await;
+    let dnt = browser
+        .execute("return navigator.doNotTrack;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(dnt, json!("1"), "the browser sends Do Not Track");
+    let tracking = browser
+        .execute("return window.heatmapTracker.tracking;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(tracking, json!(false));
+    browser
+        .find(Locator::Id("signup"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Let the page make a request of its own to the relay, after which anything the
+    // snippet had sent would have arrived first on this origin's connection pool.
+    browser
+        .execute_async(
+            "const done = arguments[0]; fetch('/healthz').then(() => done(true), () => done(false));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let summary = summary(&addr).await;
+    assert_eq!(summary["events_last_5_minutes"], 0, "{summary}");
+    browser.close().await.unwrap();
+}
