@@ -140,6 +140,9 @@
       frame.hidden = false;
       screenshot.hidden = true;
     }
+        const canvas = $('hm-canvas');
+    canvas.hidden = true;
+    overlay.hidden = false;
     overlay.onload = () => {
       $('hm-message').textContent = '';
       frame.style.height = `${overlay.clientHeight}px`;
@@ -147,7 +150,101 @@
     overlay.onerror = () => { $('hm-message').textContent = `No ${kind} events for ${page} at ${width} widths yet.`; };
     overlay.src = `/api/heatmaps?${params}`;
     $('hm-stage').hidden = false;
+    if (kind === 'click' && !shot) {
+      frame.onload = () => placeClicksOnElements(page, width).catch(() => { /* keep the server's overlay */ });
+    }
   });
 
+  /**
+   * Clicks placed on their elements in the live page: a click recorded on `#buy-pro` is
+   * drawn on `#buy-pro` wherever the layout puts it now. Needs a same-origin frame; clicks
+   * whose element is gone fall back to their recorded document position.
+   */
+  async function placeClicksOnElements(page, width) {
+    const frame = $('hm-frame');
+    const doc = frame.contentDocument;
+    if (!doc || !doc.documentElement) return;
+    const params = new URLSearchParams({ page, kind: 'click', width, format: 'clicks' });
+    const response = await fetch(`/api/heatmaps?${params}`);
+    if (!response.ok) return;
+    const { clicks } = await response.json();
+    const docWidth = doc.documentElement.scrollWidth;
+    const docHeight = doc.documentElement.scrollHeight;
+    frame.style.height = `${docHeight}px`;
+    let onElement = 0;
+    const points = clicks.map((click) => {
+      let element = null;
+      try { element = click.path ? doc.querySelector(click.path) : null; } catch (_) { element = null; }
+      if (element) {
+        const box = element.getBoundingClientRect();
+        if (box.width > 0 && box.height > 0) {
+          onElement += 1;
+          return [box.left + click.ox * box.width, box.top + click.oy * box.height];
+        }
+      }
+      return [(click.x / click.dw) * docWidth, (click.y / click.dh) * docHeight];
+    });
+    drawDensity($('hm-canvas'), points, docWidth, docHeight);
+    $('hm-overlay').hidden = true;
+    $('hm-canvas').hidden = false;
+    $('hm-message').textContent = `${onElement} of ${clicks.length} clicks placed on their elements in the live page.`;
+  }
+
+  /** Gaussian splats on a quarter-resolution grid, coloured like the renderer's jet map. */
+  function drawDensity(canvas, points, width, height) {
+    const SCALE = 4;
+    const SIGMA = 3;
+    const w = Math.ceil(width / SCALE);
+    const h = Math.ceil(height / SCALE);
+    const grid = new Float32Array(w * h);
+    const reach = SIGMA * 3;
+    for (const [x, y] of points) {
+      const cx = Math.round(x / SCALE);
+      const cy = Math.round(y / SCALE);
+      for (let dy = -reach; dy <= reach; dy += 1) {
+        for (let dx = -reach; dx <= reach; dx += 1) {
+          const gx = cx + dx;
+          const gy = cy + dy;
+          if (gx < 0 || gy < 0 || gx >= w || gy >= h) continue;
+          grid[gy * w + gx] += Math.exp(-(dx * dx + dy * dy) / (2 * SIGMA * SIGMA));
+        }
+      }
+    }
+    const max = grid.reduce((a, b) => Math.max(a, b), 0) || 1;
+    const stops = [[0, 0, 143], [0, 0, 255], [0, 128, 255], [0, 255, 255], [128, 255, 128], [255, 255, 0], [255, 128, 0], [255, 0, 0], [128, 0, 0]];
+    const small = document.createElement('canvas');
+    small.width = w;
+    small.height = h;
+    const image = small.getContext('2d').createImageData(w, h);
+    grid.forEach((value, idx) => {
+      const intensity = Math.sqrt(value / max);
+      const position = intensity * (stops.length - 1);
+      const lower = Math.min(Math.floor(position), stops.length - 2);
+      const t = position - lower;
+      const colour = stops[lower].map((c, channel) => c + t * (stops[lower + 1][channel] - c));
+      const alpha = Math.max(0, Math.min(1, (intensity - 0.02) / 0.33));
+      image.data.set([colour[0], colour[1], colour[2], alpha * 255], idx * 4);
+    });
+    small.getContext('2d').putImageData(image, 0, 0);
+    canvas.width = width;
+    canvas.height = height;
+    const context = canvas.getContext('2d');
+    context.imageSmoothingEnabled = true;
+    context.drawImage(small, 0, 0, width, height);
+  }
+
+    /** One fetch at load, so the numbers show before the first push arrives. */
+  async function firstLook() {
+    try {
+      const [summary, sessions] = await Promise.all(
+        ['/api/analytics/summary', '/api/analytics/sessions'].map((url) => fetch(url).then((r) => r.json())),
+      );
+      if (Array.isArray(sessions) && summary.per_second) show(summary, sessions.slice(0, 50));
+    } catch (_) {
+      // The push will fill everything in once the renderer answers.
+    }
+  }
+
+  firstLook();
   connect();
 })();

@@ -268,6 +268,20 @@ async fn page_heatmaps_are_rendered_per_width_bucket() {
         .sum();
     assert_eq!(total, 20);
 
+    let listed: Value = serde_json::from_slice(
+        &http_get(
+            &addr,
+            "/api/heatmaps?page=/shop&kind=click&width=mobile&format=clicks",
+        )
+        .await
+        .unwrap()
+        .body,
+    )
+    .unwrap();
+    let clicks = listed["clicks"].as_array().unwrap();
+    assert_eq!(clicks.len(), 20);
+    assert_eq!(clicks[0]["path"], "button#buy");
+
     let missing = http_get(&addr, "/api/heatmaps?page=/nowhere&kind=click")
         .await
         .unwrap();

@@ -125,6 +125,54 @@ async fn the_snippet_tracks_clicks_per_width_and_the_dashboard_follows_visitors(
     })
     .await;
 
+    // The page's clicks over the page itself, each placed on its element in the live page.
+    eventually("the pricing page to be listed", || async {
+        let listed = browser
+            .execute(
+                "return !!document.querySelector('#hm-page option[value=\"/demo/pricing.html\"]');",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (listed == json!(true)).then_some(())
+    })
+    .await;
+    browser
+        .find(Locator::Id("hm-page"))
+        .await
+        .unwrap()
+        .select_by_value("/demo/pricing.html")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("hm-width"))
+        .await
+        .unwrap()
+        .select_by_value("mobile")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("hm-show"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let placed = eventually("the clicks to be placed on their elements", || async {
+        let message = browser
+            .find(Locator::Id("hm-message"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        message
+            .contains("placed on their elements")
+            .then_some(message)
+    })
+    .await;
+    assert!(placed.starts_with("1 of 1 clicks"), "{placed}");
+
     // …then a second visitor arriving in a new tab (a new session), and leaving.
     let second_tab = browser.new_window(true).await.unwrap().handle;
     browser.switch_to_window(second_tab).await.unwrap();

@@ -81,6 +81,12 @@ pub struct StoredEvent {
     pub dh: f32,
     /// Scroll depth, 0 to 1.
     pub depth: f32,
+    /// For clicks: the element's short CSS path, and where in it the click fell.
+    pub path: Option<Arc<str>>,
+    /// Offset inside the element, as a fraction of its width.
+    pub ox: f32,
+    /// Offset inside the element, as a fraction of its height.
+    pub oy: f32,
 }
 
 /// Filters of the analytics queries; `None` means any.
@@ -227,6 +233,9 @@ impl Analytics {
                 dw: meta.dw.unwrap_or(0.0) as f32,
                 dh: meta.dh.unwrap_or(0.0) as f32,
                 depth: meta.depth.unwrap_or(0.0) as f32,
+                path: meta.path.as_deref().map(Arc::from),
+                ox: meta.ox.unwrap_or(0.5) as f32,
+                oy: meta.oy.unwrap_or(0.5) as f32,
             });
             if state.events.len() > self.max_events {
                 state.events.pop_front();

@@ -145,8 +145,13 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         })
         .collect();
 
-    if query.get("format").map(String::as_str) == Some("json") {
-        return grid_json(&points, &events, kind, width, height);
+    match query.get("format").map(String::as_str) {
+        None | Some("png") => {}
+        Some("json") => return grid_json(&points, &events, kind, width, height),
+        Some("clicks") => return clicks_json(&events),
+        Some(other) => {
+            return bad_request(format!("format {other:?} is not one of: png, json, clicks"))
+        }
     }
     let output = match query.get("output").map(String::as_str) {
         None | Some("image") => OutputMode::Image,
@@ -239,6 +244,25 @@ fn grid_json(
         "n_sessions": sessions_of(events),
         "cells": cells,
     }))
+}
+
+/// Most clicks listed by `format=clicks` (the most recent).
+const MAX_LISTED_CLICKS: usize = 5000;
+
+/// The clicks themselves, with their elements, so a dashboard can place each one on its
+/// element in the live page (where it can be found) rather than at its old coordinates.
+fn clicks_json(events: &[StoredEvent]) -> Response<Body> {
+    let skip = events.len().saturating_sub(MAX_LISTED_CLICKS);
+    let clicks: Vec<serde_json::Value> = events[skip..]
+        .iter()
+        .map(|event| {
+            serde_json::json!({
+                "x": event.x, "y": event.y, "dw": event.dw, "dh": event.dh,
+                "path": event.path.as_deref(), "ox": event.ox, "oy": event.oy,
+            })
+        })
+        .collect();
+    json_ok(&serde_json::json!({ "clicks": clicks }))
 }
 
 fn sessions_of(events: &[StoredEvent]) -> usize {
