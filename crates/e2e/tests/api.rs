@@ -330,3 +330,30 @@ async fn dashboards_get_analytics_and_presence_pushed() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_flood_gets_429_and_others_are_served() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.max_api_requests_per_sec = 5;
+        config.api_burst = 5;
+    })
+    .await;
+    let addr = relay.addr.to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(
+            http_get(&addr, "/api/analytics/summary")
+                .await
+                .unwrap()
+                .status,
+        );
+    }
+    assert!(statuses.iter().filter(|status| **status == 200).count() >= 5);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Pages and the recorder are not part of the API budget.
+    assert_eq!(http_get(&addr, "/").await.unwrap().status, 200);
+    let health: Value =
+        serde_json::from_slice(&http_get(&addr, "/healthz").await.unwrap().body).unwrap();
+    assert!(health["errors"]["rate_limited"].as_u64().unwrap() >= 1);
+}

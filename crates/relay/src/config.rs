@@ -47,6 +47,14 @@ pub struct Config {
     #[arg(long, default_value_t = 64)]
     pub max_connections_per_ip: usize,
 
+    /// Event-API requests per second one address may make on average (0 = unlimited); excess gets 429.
+    #[arg(long, default_value_t = 50)]
+    pub max_api_requests_per_sec: u32,
+
+    /// Event-API requests one address may make in a burst above the average.
+    #[arg(long, default_value_t = 200)]
+    pub api_burst: u32,
+
     /// Origins of tracked sites allowed to call the event API (/api/...), e.g. https://shop.example. Repeatable.
     #[arg(long = "site")]
     pub sites: Vec<String>,

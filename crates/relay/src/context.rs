@@ -1,5 +1,10 @@
 //! State shared by every task of one relay.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use netkit::TokenBucket;
 use protocol::Limits;
 use tokio::sync::mpsc;
 
@@ -20,4 +25,34 @@ pub(crate) struct Context {
     pub upstream: mpsc::Sender<Outbound>,
     /// `host:port` of the renderer, for image requests.
     pub renderer_authority: String,
+    /// Event-API rate limits, one bucket per client address.
+    pub api_limits: ApiLimits,
+}
+
+/// Token buckets per client address for the event API, bounded in size: past
+/// [`MAX_TRACKED_ADDRESSES`] the table starts over (a flood from many addresses is then
+/// limited by `--max-connections` instead).
+#[derive(Debug, Default)]
+pub(crate) struct ApiLimits {
+    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+}
+
+/// Addresses whose API rate is tracked at once.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+impl ApiLimits {
+    /// Takes a token for `ip`; `false` means the request is over its rate.
+    pub fn allow(&self, ip: IpAddr, rate: u32, burst: u32) -> bool {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&ip) {
+            buckets.clear();
+        }
+        buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(rate, burst))
+            .try_take()
+    }
 }

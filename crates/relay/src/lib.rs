@@ -71,6 +71,7 @@ pub async fn run(
         hub: hub::Hub::default(),
         upstream: upstream_tx,
         renderer_authority,
+        api_limits: context::ApiLimits::default(),
         config,
     });
     let controller = ShutdownController::default();

@@ -28,7 +28,7 @@ pub(crate) async fn handle(
         return upgrade(request, peer, ctx, shutdown);
     }
     if path.starts_with("/api/") {
-        return api(request, &ctx).await;
+        return api(request, peer, &ctx).await;
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return http::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
@@ -96,7 +96,21 @@ fn check_origin(request: &Request<Incoming>, allowed: &[String]) -> Result<(), S
 }
 
 /// The event API: origin check, preflight, then the renderer's answer.
-async fn api(request: Request<Incoming>, ctx: &Context) -> Response<Body> {
+async fn api(request: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Response<Body> {
+    let config = &ctx.config;
+    if !ctx
+        .api_limits
+        .allow(peer.ip(), config.max_api_requests_per_sec, config.api_burst)
+    {
+        ctx.hub
+            .metrics
+            .errors
+            .record(protocol::ErrorCode::RateLimited);
+        let body = serde_json::json!({
+            "error": format!("more than {} api requests per second from your address; retry later", config.max_api_requests_per_sec)
+        });
+        return http::json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+    }
     let allowed_origin = match cors::check(&request, &ctx.config.sites) {
         cors::Verdict::SameOrigin => None,
         cors::Verdict::Allowed(origin) => Some(origin),
