@@ -61,8 +61,11 @@
     pointsDropped: 0,
     awaitingHeatmap: false,
     /** When the pending preview request was sent (0: none pending). */
-    previewSentAt: 0,
+        previewSentAt: 0,
     lastPreviewAt: 0,
+    /** Pages connected, as last told by the relay (null before the first word). */
+    online: null,
+    lastCursorAt: 0,
   };
 
   // ---- Links -------------------------------------------------------------------------
@@ -172,8 +175,16 @@
         break;
             case 'started':
         break;
-      case 'presence':
-        ui.presence.textContent = msg.online === 1 ? 'Only you here' : `${msg.online} people here`;
+            case 'presence': {
+        const here = msg.online === 1 ? 'Only you here' : `${msg.online} people here`;
+        const change = state.online === null || msg.online === state.online ? ''
+          : msg.online > state.online ? ' · someone joined' : ' · someone left';
+        state.online = msg.online;
+        ui.presence.textContent = here + change;
+        return;
+      }
+      case 'cursors':
+        drawCursors(msg.cursors);
         return;
       case 'ack':
         if (ours) {
@@ -321,7 +332,41 @@
     if (state.buffer.length >= FLUSH_POINTS) flush();
   }
 
-  document.addEventListener('pointermove', (event) => record(event, 'move'), { passive: true });
+    document.addEventListener('pointermove', (event) => record(event, 'move'), { passive: true });
+
+  // ---- Live cursors --------------------------------------------------------------------
+
+  /** At most ten cursor updates a second; the relay never sends a page its own. */
+  const CURSOR_EVERY_MS = 100;
+  document.addEventListener('pointermove', (event) => {
+    const now = performance.now();
+    if (now - state.lastCursorAt < CURSOR_EVERY_MS) return;
+    state.lastCursorAt = now;
+    const { width, height } = viewport();
+    const x = Math.min(1, Math.max(0, event.clientX / width));
+    const y = Math.min(1, Math.max(0, event.clientY / height));
+    send({ type: 'cursor', x: Math.round(x * 1000) / 1000, y: Math.round(y * 1000) / 1000 });
+  }, { passive: true });
+
+  const cursorLayer = document.createElement('div');
+  cursorLayer.id = 'cursors';
+  cursorLayer.setAttribute('aria-hidden', 'true');
+  document.body.append(cursorLayer);
+  const CURSOR_COLOURS = ['#e11d48', '#7c3aed', '#0891b2', '#16a34a', '#ea580c', '#db2777'];
+
+  function drawCursors(cursors) {
+    const { width, height } = viewport();
+    const dots = cursors.map((cursor) => {
+      const dot = document.createElement('span');
+      dot.className = 'cursor';
+      dot.dataset.id = cursor.id;
+      dot.style.left = `${cursor.x * width}px`;
+      dot.style.top = `${cursor.y * height}px`;
+      dot.style.background = CURSOR_COLOURS[cursor.id % CURSOR_COLOURS.length];
+      return dot;
+    });
+    cursorLayer.replaceChildren(...dots);
+  }
   document.addEventListener('pointerdown', (event) => {
     // Presses on the recorder's own buttons are not part of what the page's visitor did.
     if (event.button !== 0 || event.target.closest('button')) return;

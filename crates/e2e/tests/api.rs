@@ -357,3 +357,37 @@ async fn an_api_flood_gets_429_and_others_are_served() {
         serde_json::from_slice(&http_get(&addr, "/healthz").await.unwrap().body).unwrap();
     assert!(health["errors"]["rate_limited"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_cursors_reach_the_others_but_never_echo() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut alice = page(&relay, "connected").await;
+    let mut bob = page(&relay, "connected").await;
+    alice
+        .send_json(json!({"type": "cursor", "x": 0.25, "y": 0.5}))
+        .await;
+    bob.send_json(json!({"type": "cursor", "x": 0.75, "y": 0.5}))
+        .await;
+    let seen_by_alice = alice
+        .wait_for("bob's cursor", |msg| {
+            msg["type"] == "cursors" && msg["cursors"].as_array().is_some_and(|c| !c.is_empty())
+        })
+        .await;
+    let cursors = seen_by_alice["cursors"].as_array().unwrap();
+    assert_eq!(cursors.len(), 1, "only the other page: {seen_by_alice}");
+    assert_eq!(cursors[0]["x"], 0.75);
+    let seen_by_bob = bob
+        .wait_for("alice's cursor", |msg| {
+            msg["type"] == "cursors" && msg["cursors"].as_array().is_some_and(|c| !c.is_empty())
+        })
+        .await;
+    assert_eq!(seen_by_bob["cursors"][0]["x"], 0.25);
+    alice
+        .send_json(json!({"type": "cursor", "x": 1.5, "y": 0.5}))
+        .await;
+    let error = alice
+        .wait_for("refusal", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "out_of_range");
+}

@@ -56,7 +56,7 @@ pub fn encode<T: Serialize>(msg: &T) -> String {
 
 /// The `type` values a page may send.
 const PAGE_TYPES: &[&str] = &[
-    "hello", "start", "points", "stop", "generate", "preview", "watch",
+    "hello", "start", "points", "stop", "generate", "preview", "watch", "cursor",
 ];
 /// The `type` values the relay may send the renderer.
 const RELAY_TYPES: &[&str] = &["hello", "page"];

@@ -33,8 +33,8 @@ pub use limits::Limits;
 pub use link::{ConnId, RelayMessage, RendererMessage};
 pub use options::{Colormap, HeatKind, OutputMode, RenderOptions, Scale};
 pub use page::{
-    AnalyticsUpdate, Generate, HeatmapReady, LinkState, PageMessage, Point, PointKind, PointsBatch,
-    Preview, PreviewFrame, RecordingId, ServerMessage, Viewport,
+    AnalyticsUpdate, Cursor, Generate, HeatmapReady, LinkState, PageMessage, Point, PointKind,
+    PointsBatch, Preview, PreviewFrame, RecordingId, ServerMessage, Viewport,
 };
 
 /// The protocol version spoken by this build.

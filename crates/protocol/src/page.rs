@@ -42,6 +42,13 @@ pub enum PageMessage {
     /// Subscribe this connection to the live analytics feed (the dashboard does). Answered
     /// by the relay itself with an `analytics` message every second.
     Watch,
+    /// Where this page's pointer is, for the other pages' live cursors (relay-local).
+    Cursor {
+        /// Horizontal position as a fraction of the viewport width, 0 to 1.
+        x: f32,
+        /// Vertical position as a fraction of the viewport height, 0 to 1.
+        y: f32,
+    },
 }
 
 /// A batch of points of one recording.
@@ -68,6 +75,17 @@ pub struct Generate {
     /// How it should look; missing fields take the renderer's defaults.
     #[serde(default)]
     pub options: RenderOptions,
+}
+
+/// Another page's pointer, as fractions of its viewport.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The relay's number for that page (stable while it stays connected).
+    pub id: u64,
+    /// Horizontal fraction, 0 to 1.
+    pub x: f32,
+    /// Vertical fraction, 0 to 1.
+    pub y: f32,
 }
 
 /// One tick of the live analytics feed: the summary and the active sessions.
@@ -155,6 +173,11 @@ pub enum ServerMessage {
     },
     /// The live analytics feed, for connections that sent `watch`.
     Analytics(AnalyticsUpdate),
+    /// The other pages' cursors (never the receiver's own), at most ten times a second.
+    Cursors {
+        /// One entry per other page that moved its pointer in the last few seconds.
+        cursors: Vec<Cursor>,
+    },
     /// A message was refused. The connection stays open unless the code says otherwise.
     Error {
         /// A stable code to match on.

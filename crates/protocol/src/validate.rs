@@ -21,6 +21,17 @@ pub fn validate_page(msg: &PageMessage, limits: &Limits) -> Result<(), Error> {
         | PageMessage::Preview(_)
         | PageMessage::Watch => Ok(()),
         PageMessage::Generate(generate) => generate.options.validate(),
+        PageMessage::Cursor { x, y } => {
+            let inside = |value: &f32| value.is_finite() && (0.0..=1.0).contains(value);
+            if inside(x) && inside(y) {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorCode::OutOfRange,
+                    format!("cursor ({x}, {y}) is not within 0..=1"),
+                ))
+            }
+        }
         PageMessage::Start { viewport, .. } => validate_viewport(viewport),
         PageMessage::Points(batch) => validate_batch(batch, limits),
     }

@@ -20,6 +20,21 @@ const TICK: Duration = Duration::from_secs(1);
 /// Sessions pushed to dashboards (the most recent).
 const MAX_SESSIONS: usize = 50;
 
+/// How often live cursors are sent (ten times a second, only when one moved).
+const CURSOR_TICK: Duration = Duration::from_millis(100);
+
+/// Sends live cursors until shutdown.
+pub(crate) async fn run_cursors(ctx: Arc<Context>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(CURSOR_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => ctx.hub.broadcast_cursors(),
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
 /// Runs until shutdown.
 pub(crate) async fn run_feed(ctx: Arc<Context>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(TICK);

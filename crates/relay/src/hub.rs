@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use protocol::{encode, ConnId, LinkState, RecordingId, ServerMessage};
+use protocol::{encode, ConnId, Cursor, LinkState, RecordingId, ServerMessage};
 
 use crate::metrics::RelayMetrics;
 use tokio::sync::{mpsc, watch};
@@ -27,11 +27,27 @@ pub(crate) struct Hub {
     presence: watch::Sender<usize>,
     /// Connections that asked for the live analytics feed.
     watchers: Mutex<HashSet<ConnId>>,
+    /// The latest cursor of each page that shares one, and whether any moved since the
+    /// last broadcast.
+    cursors: Mutex<CursorTable>,
     /// Counters and gauges for `/metrics` and `/healthz`.
     pub metrics: RelayMetrics,
     /// When each forwarded batch left, by page and batch, to time its acknowledgement.
     /// Bounded by [`MAX_PENDING_ACKS`]; cleared if a page never gets its acks.
     pending_acks: Mutex<HashMap<(ConnId, RecordingId, u64), Instant>>,
+}
+
+/// A cursor that has not moved for this long disappears from the others' pages.
+const CURSOR_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most pages sharing cursors before live cursors switch off.
+const MAX_CURSOR_PAGES: usize = 50;
+
+/// Latest cursor per page.
+#[derive(Debug, Default)]
+struct CursorTable {
+    latest: HashMap<ConnId, (f32, f32, Instant)>,
+    changed: bool,
 }
 
 /// Most forwarded batches timed at once (about 8 MB of keys at worst).
@@ -47,6 +63,7 @@ impl Default for Hub {
             link,
             presence,
             watchers: Mutex::new(HashSet::new()),
+            cursors: Mutex::new(CursorTable::default()),
             metrics: RelayMetrics::default(),
             pending_acks: Mutex::new(HashMap::new()),
         }
@@ -69,6 +86,50 @@ impl Hub {
             self.metrics.sessions_open.dec();
         }
         lock(&self.watchers).remove(&conn);
+        let mut cursors = lock(&self.cursors);
+        if cursors.latest.remove(&conn).is_some() {
+            cursors.changed = true;
+        }
+    }
+
+    /// Notes where a page's pointer is.
+    pub fn move_cursor(&self, conn: ConnId, x: f32, y: f32) {
+        let mut cursors = lock(&self.cursors);
+        cursors.latest.insert(conn, (x, y, Instant::now()));
+        cursors.changed = true;
+    }
+
+    /// If any cursor moved since the last call, sends every sharing page the others'
+    /// cursors (never its own). Cursors idle for [`CURSOR_IDLE`] are dropped; with more
+    /// than [`MAX_CURSOR_PAGES`] pages sharing, nothing is sent (the cost grows as n²).
+    pub fn broadcast_cursors(&self) {
+        let snapshot: Vec<Cursor> = {
+            let mut cursors = lock(&self.cursors);
+            let before = cursors.latest.len();
+            cursors
+                .latest
+                .retain(|_, (_, _, at)| at.elapsed() < CURSOR_IDLE);
+            if !cursors.changed && cursors.latest.len() == before {
+                return;
+            }
+            cursors.changed = false;
+            cursors
+                .latest
+                .iter()
+                .map(|(&id, &(x, y, _))| Cursor { id, x, y })
+                .collect()
+        };
+        if snapshot.len() > MAX_CURSOR_PAGES {
+            return;
+        }
+        for recipient in &snapshot {
+            let others: Vec<Cursor> = snapshot
+                .iter()
+                .filter(|cursor| cursor.id != recipient.id)
+                .copied()
+                .collect();
+            self.deliver(recipient.id, &ServerMessage::Cursors { cursors: others });
+        }
     }
 
     /// Adds a connection to the live analytics feed.

@@ -13,7 +13,7 @@
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `upstream`: the renderer link, its reconnects and reply routing.
 //! - `backoff`: reconnect delays with jitter.
-//! - `feed`: presence and the dashboards' live analytics, once a second.
+//! - `feed`: presence and the dashboards' live analytics once a second, live cursors ten times a second.
 //! - `passthrough`: images and the event API, passed through to the renderer over HTTP.
 //! - `cors`: which sites may call the event API.
 //! - `assets`: the page, compiled in.
@@ -81,6 +81,7 @@ pub async fn run(
         controller.subscribe(),
     ));
     tokio::spawn(feed::run_feed(ctx.clone(), controller.subscribe()));
+    tokio::spawn(feed::run_cursors(ctx.clone(), controller.subscribe()));
     netkit::serve_until(
         listener,
         serve_config,

@@ -158,6 +158,10 @@ impl Session {
                 self.ctx.hub.watch_analytics(self.conn);
                 return;
             }
+            PageMessage::Cursor { x, y } => {
+                self.ctx.hub.move_cursor(self.conn, *x, *y);
+                return;
+            }
             PageMessage::Hello { v } => {
                 if *v == PROTOCOL_VERSION {
                     let renderer = self.ctx.hub.link_state();

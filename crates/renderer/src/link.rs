@@ -177,7 +177,7 @@ impl Link {
         let store = &self.ctx.store;
         let reply = match msg {
             // The relay answers hello and watch itself; forwarded ones need no answer.
-            PageMessage::Hello { .. } | PageMessage::Watch => return,
+            PageMessage::Hello { .. } | PageMessage::Watch | PageMessage::Cursor { .. } => return,
             PageMessage::Start {
                 recording,
                 viewport,
