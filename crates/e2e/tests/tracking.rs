@@ -137,20 +137,8 @@ async fn the_snippet_tracks_clicks_per_width_and_the_dashboard_follows_visitors(
         (listed == json!(true)).then_some(())
     })
     .await;
-    browser
-        .find(Locator::Id("hm-page"))
-        .await
-        .unwrap()
-        .select_by_value("/demo/pricing.html")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("hm-width"))
-        .await
-        .unwrap()
-        .select_by_value("mobile")
-        .await
-        .unwrap();
+    choose(&browser, "hm-page", "/demo/pricing.html").await;
+    choose(&browser, "hm-width", "mobile").await;
     browser
         .find(Locator::Id("hm-show"))
         .await

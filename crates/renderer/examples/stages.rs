@@ -39,7 +39,7 @@ fn main() {
         let mut all: Vec<StageTimings> = Vec::new();
         let mut png_len = 0;
         for _ in 0..runs {
-            let rendered = render_png(&input, &settings).expect("render");
+            let rendered = render_png(&input, &settings).expect("render"); // ok: benchmark data is valid
             png_len = rendered.png.len();
             all.push(rendered.timings);
             if let Some(path) = args
@@ -48,6 +48,7 @@ fn main() {
                 .and_then(|idx| args.get(idx + 1))
             {
                 std::fs::write(path, &rendered.png).expect("write the --save file");
+                // ok: a person asked for it
             }
         }
         let median = |stage: fn(&StageTimings) -> Duration| {

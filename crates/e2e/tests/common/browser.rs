@@ -95,3 +95,14 @@ pub async fn open_browser_with(
         .await
         .expect("start a headless chromium session")
 }
+
+/// Chooses `value` in the `<select>` with id `id`.
+pub async fn choose(browser: &Client, id: &str, value: &str) {
+    browser
+        .find(fantoccini::Locator::Id(id))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
