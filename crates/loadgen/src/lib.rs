@@ -61,6 +61,11 @@ pub struct Config {
     /// Open this many extra connections that only say hello and stay idle for the duration.
     #[arg(long, default_value_t = 0)]
     pub idle: usize,
+
+    /// Send tracked-site events to POST /api/events (HTTP, one request per batch) instead of
+    /// the page WebSocket; the relay's --max-api-requests-per-sec applies.
+    #[arg(long)]
+    pub api: bool,
 }
 
 impl Default for Config {
@@ -164,7 +169,7 @@ impl fmt::Display for Report {
 /// When no visitor can connect, or the renderer's metrics cannot be read.
 pub async fn run(config: &Config, progress: bool) -> anyhow::Result<Report> {
     let before = match &config.renderer_metrics {
-        Some(url) => Some(stored_points(url).await?),
+        Some(url) => Some(stored_points(url, config.api).await?),
         None => None,
     };
     let mut idle_sockets = Vec::with_capacity(config.idle);
@@ -185,7 +190,11 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<Report> {
         let config = config.clone();
         let events_tx = events_tx.clone();
         visitors.push(tokio::spawn(async move {
-            visit(visitor, &config, events_tx).await
+            if config.api {
+                visit_api(visitor, &config, events_tx).await
+            } else {
+                visit(visitor, &config, events_tx).await
+            }
         }));
     }
     drop(events_tx);
@@ -238,7 +247,7 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<Report> {
     }
     report.latencies.sort();
     if let (Some(url), Some(before)) = (&config.renderer_metrics, before) {
-        report.renderer_points = Some(stored_points(url).await?.saturating_sub(before));
+        report.renderer_points = Some(stored_points(url, config.api).await?.saturating_sub(before));
     }
     drop(idle_sockets);
     Ok(report)
@@ -413,7 +422,95 @@ impl Path {
 }
 
 /// `renderer_points_stored_total` from the renderer's metrics.
-async fn stored_points(url: &str) -> anyhow::Result<u64> {
+/// One visitor on the event API: a keep-alive HTTP connection, one POST per batch.
+async fn visit_api(
+    visitor: usize,
+    config: &Config,
+    events: mpsc::Sender<Event>,
+) -> anyhow::Result<()> {
+    let uri: hyper::Uri = config
+        .relay
+        .parse()
+        .with_context(|| format!("relay url {}", config.relay))?;
+    let authority = uri
+        .authority()
+        .map(|a| a.to_string())
+        .context("relay url needs host:port")?;
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .with_context(|| format!("connect to {authority}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let _ = events.send(Event::Connected).await;
+    let session = format!("load-{}-{visitor}", std::process::id());
+    let mut path = Path::new(visitor as u64);
+    let interval = if config.rate == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(config.batch as f64 / f64::from(config.rate))
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(config.duration_secs);
+    let mut next_send = tokio::time::Instant::now();
+    let mut sent_points = 0u64;
+    while Instant::now() < deadline
+        && (config.points_per_visitor == 0 || sent_points < config.points_per_visitor)
+    {
+        tokio::time::sleep_until(next_send).await;
+        let batch: Vec<Value> = (0..config.batch)
+            .map(|_| {
+                let point = path.next_point();
+                json!({"type": "move", "page": "/load", "sessionId": session, "timestamp": 1,
+                       "metadata": {"x": point[0], "y": point[1], "vw": 1920, "vh": 1080, "dw": 1920, "dh": 1080}})
+            })
+            .collect();
+        let body = Value::Array(batch).to_string();
+        let started = Instant::now();
+        let request = hyper::Request::post("/api/events")
+            .header(hyper::header::HOST, authority.as_str())
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+        let response = sender.send_request(request).await.context("post events")?;
+        let status = response.status();
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await?;
+        let _ = events
+            .send(Event::Sent {
+                points: config.batch as u64,
+            })
+            .await;
+        sent_points += config.batch as u64;
+        if status == hyper::StatusCode::ACCEPTED {
+            let latency = started.elapsed();
+            let _ = events
+                .send(Event::Acked {
+                    points: config.batch as u64,
+                    latency,
+                })
+                .await;
+        } else {
+            let _ = events
+                .send(Event::Error {
+                    code: status.as_u16().to_string(),
+                })
+                .await;
+        }
+        next_send += interval;
+        let now = tokio::time::Instant::now();
+        if next_send < now {
+            next_send = now;
+        }
+    }
+    let _ = events.send(Event::DoneSending).await;
+    Ok(())
+}
+
+/// The renderer's count of what this run should have added: stored points, or accepted
+/// events in `--api` mode.
+async fn stored_points(url: &str, api: bool) -> anyhow::Result<u64> {
+    let metric = if api {
+        "renderer_events_total "
+    } else {
+        "renderer_points_stored_total "
+    };
     let uri: hyper::Uri = url.parse().with_context(|| format!("metrics url {url}"))?;
     let authority = uri
         .authority()
@@ -432,9 +529,9 @@ async fn stored_points(url: &str) -> anyhow::Result<u64> {
         .to_bytes();
     let text = String::from_utf8_lossy(&body);
     text.lines()
-        .find(|line| line.starts_with("renderer_points_stored_total "))
+        .find(|line| line.starts_with(metric))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse::<f64>().ok())
         .map(|value| value as u64)
-        .context("renderer_points_stored_total not found in the renderer's metrics")
+        .with_context(|| format!("{} not found in the renderer's metrics", metric.trim()))
 }
