@@ -22,7 +22,7 @@ async fn a_short_load_run_loses_nothing_and_the_counters_agree() {
     };
     let report = loadgen::run(&config, false).await.unwrap();
     assert_eq!(report.visitors, 8);
-    assert!(report.points_sent > 10_000, "{report}");
+    assert!(report.points_sent > 1_000, "{report}");
     assert_eq!(report.lost(), 0, "{report}");
     assert_eq!(report.points_acked, report.points_sent);
     assert_eq!(report.renderer_points, Some(report.points_sent), "{report}");
@@ -60,7 +60,7 @@ async fn a_short_event_api_run_loses_nothing_and_the_counters_agree() {
     };
     let report = loadgen::run(&config, false).await.unwrap();
     assert_eq!(report.visitors, 4);
-    assert!(report.points_sent > 1_000, "{report}");
+    assert!(report.points_sent > 200, "{report}");
     assert_eq!(report.lost(), 0, "{report}");
     assert_eq!(report.renderer_points, Some(report.points_sent), "{report}");
 }
