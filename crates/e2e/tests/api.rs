@@ -391,3 +391,46 @@ async fn live_cursors_reach_the_others_but_never_echo() {
         .await;
     assert_eq!(error["code"], "out_of_range");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_events_survive_a_renderer_restart() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let addr = relay.addr.to_string();
+    let events: Vec<Value> = (0..12)
+        .map(|idx| click(&format!("r{}", idx % 3), "/kept", 700.0, 300.0, 1440.0))
+        .collect();
+    let (status, _, body) = request(
+        &addr,
+        "POST",
+        "/api/events",
+        &[],
+        &Value::Array(events).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    let renderer = renderer.stop().await.restart().await;
+    let summary: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/summary")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(
+        summary["top_pages"][0],
+        json!({"name": "/kept", "events": 12}),
+        "{summary}"
+    );
+    assert_eq!(summary["active_users"], 3);
+    let heatmap = http_get(
+        &addr,
+        "/api/heatmaps?page=/kept&kind=click&width=desktop&format=json",
+    )
+    .await
+    .unwrap();
+    let grid: Value = serde_json::from_slice(&heatmap.body).unwrap();
+    assert_eq!(grid["n_points"], 12);
+    drop(renderer);
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use protocol::analytics::{Count, EventType, JourneyStep, SessionInfo, Summary, TrackedEvent};
 
+use crate::event_log::EventLog;
 use crate::store::lock;
 
 /// Steps kept in one session's journey.
@@ -87,6 +88,35 @@ pub struct StoredEvent {
     pub ox: f32,
     /// Offset inside the element, as a fraction of its height.
     pub oy: f32,
+    /// For visibility events: whether the page became visible.
+    pub visible: bool,
+}
+
+impl StoredEvent {
+    /// A validated event as received at `at_ms` (server clock).
+    pub fn received(event: TrackedEvent, at_ms: i64) -> Self {
+        let meta = &event.metadata;
+        StoredEvent {
+            kind: event.kind,
+            page: Arc::from(event.page.as_str()),
+            session: Arc::from(event.session_id.as_str()),
+            country: event
+                .country
+                .as_deref()
+                .map(|code| Arc::from(code.to_ascii_uppercase())),
+            at_ms,
+            x: meta.x.unwrap_or(0.0) as f32,
+            y: meta.y.unwrap_or(0.0) as f32,
+            vw: meta.vw.unwrap_or(0.0) as f32,
+            dw: meta.dw.unwrap_or(0.0) as f32,
+            dh: meta.dh.unwrap_or(0.0) as f32,
+            depth: meta.depth.unwrap_or(0.0) as f32,
+            path: meta.path.as_deref().map(Arc::from),
+            ox: meta.ox.unwrap_or(0.5) as f32,
+            oy: meta.oy.unwrap_or(0.5) as f32,
+            visible: meta.visible == Some(true),
+        }
+    }
 }
 
 /// Filters of the analytics queries; `None` means any.
@@ -139,27 +169,50 @@ struct State {
 #[derive(Debug)]
 pub struct Analytics {
     clock: Arc<dyn Clock>,
+    /// Where events are made durable; `None` keeps them in memory only.
+    log: Option<EventLog>,
     max_events: usize,
     session_timeout_ms: i64,
     state: Mutex<State>,
 }
 
 impl Analytics {
-    /// An empty store keeping at most `max_events`.
+    /// An empty store keeping at most `max_events`, in memory only.
     pub fn new(clock: Arc<dyn Clock>, max_events: usize, session_timeout_ms: i64) -> Self {
+        Self::with_log(clock, max_events, session_timeout_ms, None)
+    }
+
+    /// An empty store that writes through `log`.
+    pub fn with_log(
+        clock: Arc<dyn Clock>,
+        max_events: usize,
+        session_timeout_ms: i64,
+        log: Option<EventLog>,
+    ) -> Self {
         Analytics {
             clock,
+            log,
             max_events: max_events.max(1),
             session_timeout_ms,
             state: Mutex::new(State::default()),
         }
     }
 
-    /// Stores validated events, stamped with the server's clock.
-    pub fn ingest(&self, events: Vec<TrackedEvent>) {
+    /// Stores validated events, stamped with the server's clock: first in the event log
+    /// (when there is one), then in memory.
+    ///
+    /// # Errors
+    /// The event log's IO error; nothing is counted then.
+    pub fn ingest(&self, events: Vec<TrackedEvent>) -> std::io::Result<()> {
         let now = self.clock.now_ms();
+        let stored: Vec<StoredEvent> = events
+            .into_iter()
+            .map(|event| StoredEvent::received(event, now))
+            .collect();
+        if let Some(log) = &self.log {
+            log.append(&stored)?;
+        }
         let mut state = lock(&self.state);
-        let state = &mut *state;
         // Sessions that timed out are forgotten, which also bounds the map.
         let timeout = self.session_timeout_ms;
         if state.sessions.len() > 10_000 {
@@ -167,79 +220,76 @@ impl Analytics {
                 .sessions
                 .retain(|_, session| now - session.last_seen <= timeout);
         }
+        for event in stored {
+            self.apply(&mut state, event);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds events and sessions from the event log at start, oldest first.
+    pub fn restore(&self, events: Vec<StoredEvent>) {
+        let mut state = lock(&self.state);
         for event in events {
-            let page = intern(&mut state.pages, &event.page);
-            let country: Option<Arc<str>> = event
-                .country
-                .as_deref()
-                .map(|code| Arc::from(code.to_ascii_uppercase()));
-            let session_key: Arc<str> =
-                match state.sessions.get_key_value(event.session_id.as_str()) {
-                    Some((key, _)) => key.clone(),
-                    None => Arc::from(event.session_id.as_str()),
-                };
-            let session = state
-                .sessions
-                .entry(session_key.clone())
-                .or_insert_with(|| Session {
-                    left: false,
-                    country: country.clone(),
-                    first_seen: now,
-                    last_seen: now,
-                    events: 0,
-                    journey: Vec::new(),
-                });
-            if now - session.last_seen > timeout {
-                // The same id after a long pause is a new visit.
-                *session = Session {
-                    left: false,
-                    country: country.clone(),
-                    first_seen: now,
-                    last_seen: now,
-                    events: 0,
-                    journey: Vec::new(),
-                };
-            }
-            session.last_seen = now;
-            session.events += 1;
-            // Only a sign of presence brings a visitor back: a tab being hidden (its beacon
-            // may arrive after the leave's) or a custom event does not.
-            match event.kind {
-                EventType::Leave => session.left = true,
-                EventType::Visibility if event.metadata.visible != Some(true) => {}
-                EventType::Custom => {}
-                _ => session.left = false,
-            }
-            if session.country.is_none() {
-                session.country = country.clone();
-            }
-            let new_page = session.journey.last().is_none_or(|step| step.page != *page);
-            if new_page && session.journey.len() < MAX_JOURNEY {
-                session.journey.push(JourneyStep {
-                    page: page.to_string(),
-                    at: now,
-                });
-            }
-            let meta = &event.metadata;
-            state.events.push_back(StoredEvent {
-                kind: event.kind,
-                page,
-                session: session_key,
-                country,
-                at_ms: now,
-                x: meta.x.unwrap_or(0.0) as f32,
-                y: meta.y.unwrap_or(0.0) as f32,
-                vw: meta.vw.unwrap_or(0.0) as f32,
-                dw: meta.dw.unwrap_or(0.0) as f32,
-                dh: meta.dh.unwrap_or(0.0) as f32,
-                depth: meta.depth.unwrap_or(0.0) as f32,
-                path: meta.path.as_deref().map(Arc::from),
-                ox: meta.ox.unwrap_or(0.5) as f32,
-                oy: meta.oy.unwrap_or(0.5) as f32,
+            self.apply(&mut state, event);
+        }
+    }
+
+    /// Folds one event into its session and the ring, as of the event's own receive time.
+    fn apply(&self, state: &mut State, mut event: StoredEvent) {
+        let now = event.at_ms;
+        let timeout = self.session_timeout_ms;
+        event.page = intern(&mut state.pages, &event.page);
+        if let Some((key, _)) = state.sessions.get_key_value(&*event.session) {
+            event.session = key.clone();
+        }
+        let session = state
+            .sessions
+            .entry(event.session.clone())
+            .or_insert_with(|| Session {
+                left: false,
+                country: event.country.clone(),
+                first_seen: now,
+                last_seen: now,
+                events: 0,
+                journey: Vec::new(),
             });
-            if state.events.len() > self.max_events {
-                state.events.pop_front();
-            }
+        if now - session.last_seen > timeout {
+            // The same id after a long pause is a new visit.
+            *session = Session {
+                left: false,
+                country: event.country.clone(),
+                first_seen: now,
+                last_seen: now,
+                events: 0,
+                journey: Vec::new(),
+            };
+        }
+        session.last_seen = now;
+        session.events += 1;
+        // Only a sign of presence brings a visitor back: a tab being hidden (its beacon
+        // may arrive after the leave's) or a custom event does not.
+        match event.kind {
+            EventType::Leave => session.left = true,
+            EventType::Visibility if !event.visible => {}
+            EventType::Custom => {}
+            _ => session.left = false,
+        }
+        if session.country.is_none() {
+            session.country = event.country.clone();
+        }
+        let new_page = session
+            .journey
+            .last()
+            .is_none_or(|step| *step.page != *event.page);
+        if new_page && session.journey.len() < MAX_JOURNEY {
+            session.journey.push(JourneyStep {
+                page: event.page.to_string(),
+                at: now,
+            });
+        }
+        state.events.push_back(event);
+        if state.events.len() > self.max_events {
+            state.events.pop_front();
         }
     }
 
@@ -349,16 +399,15 @@ impl Analytics {
     }
 }
 
-fn intern(pages: &mut HashMap<String, Arc<str>>, page: &str) -> Arc<str> {
-    if let Some(interned) = pages.get(page) {
+fn intern(pages: &mut HashMap<String, Arc<str>>, page: &Arc<str>) -> Arc<str> {
+    if let Some(interned) = pages.get(&**page) {
         return interned.clone();
     }
-    let interned: Arc<str> = Arc::from(page);
     // Bounded: past this many distinct pages new ones are not shared, only stored.
     if pages.len() < 100_000 {
-        pages.insert(page.to_owned(), interned.clone());
+        pages.insert(page.to_string(), page.clone());
     }
-    interned
+    page.clone()
 }
 
 fn top(counts: HashMap<&str, u64>) -> Vec<Count> {
@@ -390,6 +439,12 @@ mod tests {
         }
     }
 
+    impl Analytics {
+        fn ingest_ok(&self, events: Vec<TrackedEvent>) {
+            self.ingest(events).unwrap();
+        }
+    }
+
     fn analytics() -> (Arc<ManualClock>, Analytics) {
         let clock = Arc::new(ManualClock::at(1_000_000_000));
         let analytics = Analytics::new(clock.clone(), 1000, 5 * 60_000);
@@ -399,7 +454,7 @@ mod tests {
     #[test]
     fn sessions_end_after_five_quiet_minutes() {
         let (clock, analytics) = analytics();
-        analytics.ingest(vec![event(EventType::Pageview, "/", "s1", Some("de"))]);
+        analytics.ingest_ok(vec![event(EventType::Pageview, "/", "s1", Some("de"))]);
         assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
         clock.advance_ms(4 * 60_000);
         assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
@@ -411,14 +466,14 @@ mod tests {
     #[test]
     fn leaving_ends_a_session_until_the_visitor_returns() {
         let (_, analytics) = analytics();
-        analytics.ingest(vec![event(EventType::Pageview, "/", "s1", None)]);
-        analytics.ingest(vec![event(EventType::Leave, "/", "s1", None)]);
+        analytics.ingest_ok(vec![event(EventType::Pageview, "/", "s1", None)]);
+        analytics.ingest_ok(vec![event(EventType::Leave, "/", "s1", None)]);
         assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
-        analytics.ingest(vec![event(EventType::Pageview, "/next", "s1", None)]);
+        analytics.ingest_ok(vec![event(EventType::Pageview, "/next", "s1", None)]);
         assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
         // The hidden-tab beacon may overtake the leave beacon, or follow it.
-        analytics.ingest(vec![event(EventType::Leave, "/next", "s1", None)]);
-        analytics.ingest(vec![event(EventType::Visibility, "/next", "s1", None)]);
+        analytics.ingest_ok(vec![event(EventType::Leave, "/next", "s1", None)]);
+        analytics.ingest_ok(vec![event(EventType::Visibility, "/next", "s1", None)]);
         assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
     }
 
@@ -426,7 +481,7 @@ mod tests {
     fn journeys_fold_repeats_and_keep_order() {
         let (clock, analytics) = analytics();
         for page in ["/", "/", "/pricing", "/", "/docs"] {
-            analytics.ingest(vec![event(EventType::Pageview, page, "s1", None)]);
+            analytics.ingest_ok(vec![event(EventType::Pageview, page, "s1", None)]);
             clock.advance_ms(1000);
         }
         let sessions = analytics.sessions(&Filter::default());
@@ -442,9 +497,9 @@ mod tests {
     #[test]
     fn summary_counts_windows_and_filters() {
         let (clock, analytics) = analytics();
-        analytics.ingest(vec![event(EventType::Pageview, "/a", "s1", Some("fr"))]);
+        analytics.ingest_ok(vec![event(EventType::Pageview, "/a", "s1", Some("fr"))]);
         clock.advance_ms(2 * 60_000);
-        analytics.ingest(vec![
+        analytics.ingest_ok(vec![
             event(EventType::Pageview, "/b", "s2", Some("de")),
             event(EventType::Custom, "/b", "s2", Some("de")),
         ]);
@@ -490,7 +545,7 @@ mod tests {
     fn the_event_ring_is_bounded() {
         let clock = Arc::new(ManualClock::at(0));
         let analytics = Analytics::new(clock, 10, 60_000);
-        analytics.ingest(
+        analytics.ingest_ok(
             (0..25)
                 .map(|_| event(EventType::Custom, "/", "s", None))
                 .collect(),

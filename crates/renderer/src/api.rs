@@ -86,7 +86,16 @@ async fn post_events(request: Request<Incoming>, ctx: &Context) -> Response<Body
         }
     }
     let accepted = events.len();
-    ctx.analytics.ingest(events);
+    if let Err(err) = ctx.analytics.ingest(events) {
+        tracing::error!(cause = %err, "cannot store tracked events in the data folder");
+        ctx.metrics
+            .errors
+            .record(protocol::ErrorCode::StorageFailed);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the renderer cannot store events ({err}); send them again later"),
+        );
+    }
     ctx.metrics.events.inc_by(accepted as u64);
     let mut response = json_ok(&EventsAccepted { accepted });
     *response.status_mut() = StatusCode::ACCEPTED;

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use crate::analytics::{Analytics, SystemClock};
 use crate::background::Background;
 use crate::config::Config;
+use crate::event_log::EventLog;
 use crate::journal::Journal;
 use crate::metrics::RendererMetrics;
 use crate::render::RenderSettings;
@@ -66,6 +67,27 @@ impl Context {
             Some(journal),
         );
         store.restore(replayed);
+        let (event_log, events) =
+            EventLog::open(&config.data_dir, config.max_events).map_err(|source| {
+                crate::Error::Write {
+                    path: config.data_dir.join("analytics"),
+                    source,
+                }
+            })?;
+        let analytics = Analytics::with_log(
+            Arc::new(SystemClock),
+            config.max_events,
+            config.session_timeout_secs.saturating_mul(1000) as i64,
+            Some(event_log),
+        );
+        let n_events = events.len();
+        analytics.restore(events);
+        if n_events > 0 {
+            tracing::info!(
+                events = n_events,
+                "tracked-site events restored from the data folder"
+            );
+        }
         Ok(Context {
             limits: Limits {
                 max_points_per_batch: config.max_points_per_batch,
@@ -84,11 +106,7 @@ impl Context {
             },
             store,
             metrics: RendererMetrics::default(),
-            analytics: Analytics::new(
-                Arc::new(SystemClock),
-                config.max_events,
-                config.session_timeout_secs.saturating_mul(1000) as i64,
-            ),
+            analytics,
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),
             config,

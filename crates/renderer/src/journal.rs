@@ -217,7 +217,7 @@ fn batch_payload(batch: &StoredBatch) -> Vec<u8> {
 }
 
 /// A whole record: length, checksum, payload.
-fn record_of(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn record_of(payload: &[u8]) -> Vec<u8> {
     let mut record = Vec::with_capacity(8 + payload.len());
     record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -267,7 +267,7 @@ pub fn replay_bytes(bytes: &[u8]) -> (Replayed, usize) {
 }
 
 /// The payload of the record at `offset` and the offset after it, if it is whole and sound.
-fn next_record(bytes: &[u8], offset: usize) -> Option<(&[u8], usize)> {
+pub(crate) fn next_record(bytes: &[u8], offset: usize) -> Option<(&[u8], usize)> {
     let header = bytes.get(offset..offset.checked_add(8)?)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);

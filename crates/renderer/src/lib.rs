@@ -33,6 +33,7 @@ mod context;
 pub mod density;
 pub mod encode;
 mod error;
+pub mod event_log;
 pub mod grid;
 pub mod journal;
 mod link;
