@@ -1,8 +1,8 @@
-//! Which browser origins may call the event API.
+//! Which browser origins may open `/ws` or call the event API.
 //!
-//! Tracked sites live on other origins, so `/api/...` answers cross-origin requests, but
-//! only from the sites listed with `--site`; the relay's own pages (the dashboard) are
-//! same-origin, and non-browser clients send no `Origin` at all.
+//! One check for both: the relay's own origin is always allowed, and so are the origins
+//! listed (`--allow-origin` for `/ws`, `--site` for `/api/...`); non-browser clients send
+//! no `Origin` at all. Only the event API answers listed origins with CORS headers.
 
 use hyper::body::Incoming;
 use hyper::header::{
@@ -23,8 +23,8 @@ pub(crate) enum Verdict {
     Refused(String),
 }
 
-/// Checks the request's `Origin` against the relay's own host and `sites`.
-pub(crate) fn check(request: &Request<Incoming>, sites: &[String]) -> Verdict {
+/// Checks the request's `Origin` against the relay's own host and the `listed` origins.
+pub(crate) fn check(request: &Request<Incoming>, listed: &[String]) -> Verdict {
     let Some(origin) = request.headers().get(ORIGIN) else {
         return Verdict::SameOrigin;
     };
@@ -38,7 +38,7 @@ pub(crate) fn check(request: &Request<Incoming>, sites: &[String]) -> Verdict {
         && (origin == format!("http://{host}") || origin == format!("https://{host}"))
     {
         Verdict::SameOrigin
-    } else if sites
+    } else if listed
         .iter()
         .any(|site| site.trim_end_matches('/') == origin)
     {

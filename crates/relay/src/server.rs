@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{HOST, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use netkit::http::{self, Body};
 use netkit::{ws, Shutdown};
@@ -55,7 +54,9 @@ fn upgrade(
     if !ws::is_upgrade(&request) {
         return http::text(StatusCode::UPGRADE_REQUIRED, "/ws speaks WebSocket only");
     }
-    if let Err(origin) = check_origin(&request, &ctx.config.allow_origins) {
+    // Browsers always send `Origin` on WebSocket requests, so its absence means a
+    // non-browser client (a test, a load generator), which cross-site forgery cannot reach.
+    if let cors::Verdict::Refused(origin) = cors::check(&request, &ctx.config.allow_origins) {
         warn!(%peer, %origin, "refused a page from another origin (see --allow-origin)");
         return http::text(
             StatusCode::FORBIDDEN,
@@ -66,33 +67,6 @@ fn upgrade(
     ws::upgrade(request, max_frame_bytes, move |socket| {
         serve_session(socket, peer, ctx, shutdown)
     })
-}
-
-/// Accepts a WebSocket from the page's own origin or an allowed one.
-///
-/// Browsers always send `Origin` on WebSocket requests, so its absence means a non-browser
-/// client (a test, a load generator), which cross-site request forgery cannot reach.
-fn check_origin(request: &Request<Incoming>, allowed: &[String]) -> Result<(), String> {
-    let Some(origin) = request.headers().get(ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or("<not ascii>");
-    let host = request
-        .headers()
-        .get(HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or_default();
-    let same_origin = !host.is_empty()
-        && (origin == format!("http://{host}") || origin == format!("https://{host}"));
-    if same_origin
-        || allowed
-            .iter()
-            .any(|allowed| allowed.trim_end_matches('/') == origin)
-    {
-        Ok(())
-    } else {
-        Err(origin.to_owned())
-    }
 }
 
 /// The event API: origin check, preflight, then the renderer's answer.

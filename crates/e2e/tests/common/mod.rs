@@ -126,15 +126,7 @@ pub async fn restart_relay(addr: SocketAddr, renderer_url: &str) -> Running {
         renderer: renderer_url.to_owned(),
         ..relay::Config::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(relay::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    spawn_relay_on(listener, config)
 }
 
 pub fn renderer_config(out_dir: &TempDir, data_dir: &TempDir) -> renderer::Config {
@@ -191,6 +183,11 @@ pub async fn start_relay_with(
     };
     adjust(&mut config);
     let listener = TcpListener::bind(config.listen).await.unwrap();
+    spawn_relay_on(listener, config)
+}
+
+/// Starts a relay on `listener` with `config`.
+pub fn spawn_relay_on(listener: TcpListener, config: relay::Config) -> Running {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(relay::run(listener, config, async {
