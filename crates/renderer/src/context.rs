@@ -53,10 +53,12 @@ impl Context {
         };
         let retention = (config.retention_hours > 0)
             .then(|| Duration::from_secs(config.retention_hours * 3600));
-        let (journal, replayed) = Journal::open(&config.data_dir, config.fsync, retention)
-            .map_err(|source| crate::Error::Write {
-                path: config.data_dir.clone(),
-                source,
+        let (journal, replayed, recordings_damage) =
+            Journal::open(&config.data_dir, config.fsync, retention).map_err(|source| {
+                crate::Error::Write {
+                    path: config.data_dir.clone(),
+                    source,
+                }
             })?;
         let store = RecordingStore::with_journal(
             StoreLimits {
@@ -67,7 +69,7 @@ impl Context {
             Some(journal),
         );
         store.restore(replayed);
-        let (event_log, events) =
+        let (event_log, events, events_damage) =
             EventLog::open(&config.data_dir, config.max_events).map_err(|source| {
                 crate::Error::Write {
                     path: config.data_dir.join("analytics"),
@@ -88,6 +90,10 @@ impl Context {
                 "tracked-site events restored from the data folder"
             );
         }
+        let metrics = RendererMetrics::default();
+        let mut damage = recordings_damage;
+        damage.add(events_damage);
+        metrics.record_storage_damage(damage);
         Ok(Context {
             limits: Limits {
                 max_points_per_batch: config.max_points_per_batch,
@@ -105,7 +111,7 @@ impl Context {
                 background,
             },
             store,
-            metrics: RendererMetrics::default(),
+            metrics,
             analytics,
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),

@@ -12,6 +12,7 @@
 //! - `store`: recordings, their points and the batches already counted.
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `journal`: the append-only log per recording that makes them survive restarts.
+//! - `append_log`: whole-record appends and recovery, shared by `journal` and `event_log`.
 //! - `grid`: the density grid ([`grid::Grid`]) points accumulate into.
 //! - `blur`: Gaussian smoothing by three box blurs.
 //! - `density`: points to a smoothed density, at half resolution when the bandwidth allows.
@@ -25,6 +26,7 @@
 
 pub mod analytics;
 mod api;
+pub mod append_log;
 pub mod background;
 pub mod blur;
 pub mod colormap;

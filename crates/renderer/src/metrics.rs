@@ -7,6 +7,8 @@ use prometheus_client::registry::Registry;
 
 use netkit::ErrorCounters;
 
+use crate::append_log::Damage;
+
 /// Every number the renderer exports. Cheap to update (atomics); registered once.
 #[derive(Debug)]
 pub struct RendererMetrics {
@@ -40,6 +42,14 @@ pub struct RendererMetrics {
     pub previews: Counter,
     /// Tracked-site events accepted by `POST /api/events`.
     pub events: Counter,
+    /// Damaged spans found in the middle of stored logs at start (their good records after
+    /// them kept); non-zero makes `/healthz` say "degraded", because a disk or a hand
+    /// damaged stored data.
+    pub storage_corrupt_spans: Counter,
+    /// Bytes in those spans.
+    pub storage_corrupt_bytes: Counter,
+    /// Torn log ends (a crash or a failed write, never acknowledged) cut off at start.
+    pub storage_torn_tails: Counter,
     /// Refused messages by code.
     pub errors: ErrorCounters,
     /// All of the above, for `/metrics`.
@@ -64,6 +74,9 @@ impl Default for RendererMetrics {
             render_duration: Histogram::new(netkit::metrics::latency_buckets()),
             previews: Counter::default(),
             events: Counter::default(),
+            storage_corrupt_spans: Counter::default(),
+            storage_corrupt_bytes: Counter::default(),
+            storage_torn_tails: Counter::default(),
             errors: ErrorCounters::default(),
             registry: Registry::default(),
         };
@@ -143,7 +156,31 @@ impl Default for RendererMetrics {
             "Tracked-site events accepted",
             metrics.events.clone(),
         );
+        registry.register(
+            "renderer_storage_corrupt_spans",
+            "Damaged spans found mid-log at start (records after them kept)",
+            metrics.storage_corrupt_spans.clone(),
+        );
+        registry.register(
+            "renderer_storage_corrupt_bytes",
+            "Bytes in damaged spans found mid-log at start",
+            metrics.storage_corrupt_bytes.clone(),
+        );
+        registry.register(
+            "renderer_storage_torn_tails",
+            "Torn log ends (never acknowledged) cut off at start",
+            metrics.storage_torn_tails.clone(),
+        );
         metrics.errors.register(registry, "renderer");
         metrics
+    }
+}
+
+impl RendererMetrics {
+    /// Counts what recovery found in the data folder at start.
+    pub fn record_storage_damage(&self, damage: Damage) {
+        self.storage_corrupt_spans.inc_by(damage.corrupt_spans);
+        self.storage_corrupt_bytes.inc_by(damage.corrupt_bytes);
+        self.storage_torn_tails.inc_by(damage.torn_tails);
     }
 }
