@@ -215,6 +215,7 @@ impl Session {
             message: err.message,
             recording: None,
             seq: None,
+            request: None,
         })
         .await;
     }

@@ -315,6 +315,7 @@ fn refuse(ctx: &Context, outbound: Outbound, code: ErrorCode, message: String) {
             message,
             recording: outbound.recording,
             seq: outbound.seq,
+            request: None,
         },
     );
 }

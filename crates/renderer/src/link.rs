@@ -283,6 +283,7 @@ impl Link {
             message: err.message,
             recording,
             seq,
+            request: None,
         }
     }
 
@@ -313,6 +314,7 @@ fn error_reply(err: Error, recording: RecordingId) -> ServerMessage {
         message: err.message,
         recording: Some(recording),
         seq: None,
+        request: None,
     }
 }
 
@@ -442,5 +444,6 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
         n_points: input.n_shown(settings.kind) as u64,
         render_ms: started.elapsed().as_secs_f64() * 1000.0,
         options: settings.options(),
+        request: None,
     })
 }
