@@ -18,6 +18,8 @@
   const PREVIEW_EVERY_MS = 400;
   /** A preview request unanswered for this long is forgotten, so the next one may go. */
   const PREVIEW_TIMEOUT_MS = 2000;
+  /** A Generate unanswered for this long is resent; the renderer draws one image per request. */
+  const GENERATE_RESEND_MS = 15000;
   const SETTINGS_KEY = 'heatmap-recorder-settings';
   const BACKOFF_INITIAL_MS = 100;
   const BACKOFF_MAX_MS = 5000;
@@ -60,6 +62,13 @@
     pointsStored: 0,
     pointsDropped: 0,
     awaitingHeatmap: false,
+    /**
+     * The Generate waiting for its answer: {request, frame, sentAt, retry}. Kept like an
+     * unacknowledged batch and resent after a reconnect, a timeout or `renderer_unavailable`.
+     */
+    pendingGenerate: null,
+    /** The page's next Generate request number. */
+    nextRequest: 1,
     /** When the pending preview request was sent (0: none pending). */
         previewSentAt: 0,
     lastPreviewAt: 0,
@@ -109,6 +118,7 @@
       setLink('browser-relay', 'disconnected');
       setLink('relay-renderer', 'disconnected', 'unknown');
       if (event.code === 1009) showMessage('The relay closed the connection: a message was too large.', 'error');
+      else if (state.pendingGenerate) showMessage('Connection lost; your heatmap will be asked for again after reconnecting…');
       // Jittered exponential back-off, like the relay's own reconnects.
       const delay = state.backoffMs * (0.5 + Math.random() / 2);
       state.backoffMs = Math.min(state.backoffMs * 2, BACKOFF_MAX_MS);
@@ -147,6 +157,16 @@
     send({ type: 'start', recording: recording.id, viewport: viewport() });
     resendUnacked(0);
     if (recording.stopped && !recording.stopConfirmed) send({ type: 'stop', recording: recording.id });
+    // After the batches, so the renderer holds them all before it renders.
+    if (state.pendingGenerate) sendGenerate();
+  }
+
+  /** Sends (or resends) the pending Generate; the same request number makes it idempotent. */
+  function sendGenerate() {
+    const pending = state.pendingGenerate;
+    if (!pending || !sendText(pending.frame)) return;
+    pending.sentAt = performance.now();
+    pending.retry = false;
   }
 
   function resendUnacked(olderThanMs) {
@@ -172,6 +192,10 @@
         break;
       case 'link':
         setRenderer(msg.renderer);
+        if (state.pendingGenerate) {
+          if (msg.renderer === 'connected' && state.pendingGenerate.retry) sendGenerate();
+          else if (msg.renderer !== 'connected') showMessage('The renderer went away; retrying your heatmap once it is back…');
+        }
         break;
             case 'started':
         break;
@@ -200,6 +224,11 @@
         }
         break;
       case 'heatmap':
+        if (msg.request !== undefined) {
+          // A repeated answer (the request was resent) is harmless: show each request once.
+          if (!state.pendingGenerate || msg.request !== state.pendingGenerate.request) return;
+          state.pendingGenerate = null;
+        }
         state.awaitingHeatmap = false;
         showHeatmap(msg);
         break;
@@ -218,6 +247,18 @@
   }
 
   function handleError(msg) {
+    // Answers to a numbered Generate first: its `busy` is not a preview's.
+    const pending = state.pendingGenerate;
+    if (msg.request !== undefined) {
+      if (!pending || msg.request !== pending.request) return;
+      if (['renderer_unavailable', 'busy'].includes(msg.code)) {
+        // Passing: resent once the renderer link is connected again.
+        pending.retry = true;
+        showMessage('The renderer stopped before drawing your heatmap; retrying once it is back…');
+        return;
+      }
+      state.pendingGenerate = null;
+    }
     // Preview requests are best-effort: a busy or failed one is simply asked again.
     if (state.previewSentAt && msg.seq === undefined && ['busy', 'unknown_recording'].includes(msg.code)) {
       state.previewSentAt = 0;
@@ -292,7 +333,10 @@
     }
     state.awaitingHeatmap = true;
     showMessage('Rendering…');
-    send({ type: 'generate', recording: recording.id, options: renderOptions() });
+    const request = state.nextRequest++;
+    const frame = JSON.stringify({ type: 'generate', recording: recording.id, request, options: renderOptions() });
+    state.pendingGenerate = { request, frame, sentAt: 0, retry: false };
+    sendGenerate();
     updateButtons();
   }
 
@@ -376,6 +420,8 @@
   setInterval(() => {
     if (isRecording()) flush();
     if (rendererUp()) resendUnacked(RESEND_AFTER_MS);
+    const pending = state.pendingGenerate;
+    if (pending && rendererUp() && (pending.retry || performance.now() - pending.sentAt > GENERATE_RESEND_MS)) sendGenerate();
     if (isRecording()) requestPreview();
   }, FLUSH_MS);
 

@@ -75,6 +75,15 @@ pub struct Generate {
     /// How it should look; missing fields take the renderer's defaults.
     #[serde(default)]
     pub options: RenderOptions,
+    /// The page's number for this request (one per click of Generate), echoed in the answer.
+    ///
+    /// It makes Generate safe to resend: the relay replays a Generate with a number that
+    /// was unanswered when the renderer link dropped, the page resends it after reconnecting,
+    /// and the renderer answers a repeat of `(recording, request)` with the image it already
+    /// wrote (or is writing) instead of rendering a second one. Without it, a Generate is
+    /// sent once and not replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
 }
 
 /// Another page's pointer, as fractions of its viewport.
@@ -190,6 +199,10 @@ pub enum ServerMessage {
         /// The batch concerned, when the refused message was a batch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// The Generate concerned, when the refused message was a Generate with a `request`
+        /// number, so the page and the relay can tell which request this answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
     },
 }
 
@@ -211,6 +224,10 @@ pub struct HeatmapReady {
     /// The options the image was rendered with, defaults filled in.
     #[serde(default)]
     pub options: RenderOptions,
+    /// The `request` number of the Generate this answers, so a page can match the answer
+    /// to its pending request and treat a repeated answer as harmless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
 }
 
 /// State of a link as shown in the page's nav bar.

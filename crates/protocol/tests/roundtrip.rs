@@ -51,6 +51,7 @@ fn page_messages() -> Vec<PageMessage> {
         PageMessage::Generate(Generate {
             recording: id("r-1"),
             options: RenderOptions::default(),
+            request: None,
         }),
         PageMessage::Generate(Generate {
             recording: id("r-1"),
@@ -61,6 +62,7 @@ fn page_messages() -> Vec<PageMessage> {
                 output: Some(OutputMode::Overlay),
                 bandwidth: Some(12.5),
             },
+            request: Some(7),
         }),
         PageMessage::Preview(Preview {
             recording: id("r-1"),
@@ -101,6 +103,7 @@ fn server_messages() -> Vec<ServerMessage> {
                 kind: Some(HeatKind::Both),
                 ..RenderOptions::default()
             },
+            request: Some(7),
         }),
         ServerMessage::Preview(PreviewFrame {
             recording: id("r-1"),
@@ -114,6 +117,7 @@ fn server_messages() -> Vec<ServerMessage> {
             message: "recording r-1 has no points yet".into(),
             recording: Some(id("r-1")),
             seq: None,
+            request: Some(7),
         },
     ]
 }

@@ -153,6 +153,7 @@ impl Session {
                 return;
             }
         };
+        let mut request = None;
         let (recording, seq) = match &msg {
             PageMessage::Watch => {
                 self.ctx.hub.watch_analytics(self.conn);
@@ -189,7 +190,10 @@ impl Session {
                     .batch_forwarded(self.conn, &batch.recording, batch.seq);
                 (Some(batch.recording.clone()), Some(batch.seq))
             }
-            PageMessage::Generate(generate) => (Some(generate.recording.clone()), None),
+            PageMessage::Generate(generate) => {
+                request = generate.request;
+                (Some(generate.recording.clone()), None)
+            }
             PageMessage::Preview(preview) => (Some(preview.recording.clone()), None),
         };
         // The text decoded as exactly one JSON object, so it can be spliced in verbatim:
@@ -200,6 +204,7 @@ impl Session {
             frame,
             recording,
             seq,
+            request,
         };
         if self.ctx.upstream.send(outbound).await.is_err() {
             debug!(conn = self.conn, "upstream queue closed; relay stopping");
@@ -215,6 +220,7 @@ impl Session {
             message: err.message,
             recording: None,
             seq: None,
+            request: None,
         })
         .await;
     }

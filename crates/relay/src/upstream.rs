@@ -4,8 +4,13 @@
 //! the renderer in order and routes each reply back through the hub. While the link is
 //! down, messages wait in a bounded backlog and are replayed when it is back; one that
 //! does not fit is answered `busy`, so the page keeps it and resends.
+//!
+//! Batches and numbered Generates written to a link are kept until their answer comes
+//! back. When the link drops, the unanswered ones go back to the front of the backlog in
+//! the order they were sent, so a Generate the renderer never answered (it was killed
+//! mid-render, say) is replayed on the next link, after the batches sent before it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -40,8 +45,96 @@ pub(crate) struct Outbound {
     pub frame: String,
     /// The recording it names, for error replies.
     pub recording: Option<RecordingId>,
-    /// The batch it is, for error replies.
+    /// The batch it is, for error replies and to match its `ack`.
     pub seq: Option<u64>,
+    /// The page's number for a Generate, to match its answer; a Generate without one is
+    /// not replayed after a lost link.
+    pub request: Option<u64>,
+}
+
+impl Outbound {
+    /// Whether this message is kept until answered: a batch, or a numbered Generate.
+    fn awaits_answer(&self) -> bool {
+        self.recording.is_some() && (self.seq.is_some() || self.request.is_some())
+    }
+
+    /// Whether `msg`, sent to `conn`, answers this message.
+    fn is_answered_by(&self, conn: ConnId, msg: &ServerMessage) -> bool {
+        if conn != self.conn {
+            return false;
+        }
+        let (recording, seq, request) = match msg {
+            ServerMessage::Ack { recording, seq, .. } => (recording, Some(*seq), None),
+            ServerMessage::Heatmap(ready) => (&ready.recording, None, ready.request),
+            ServerMessage::Error {
+                recording: Some(recording),
+                seq,
+                request,
+                ..
+            } => (recording, *seq, *request),
+            _ => return false,
+        };
+        if self.recording.as_ref() != Some(recording) {
+            return false;
+        }
+        match (self.seq, self.request) {
+            (Some(own_seq), _) => seq == Some(own_seq),
+            (None, Some(own_request)) => seq.is_none() && request == Some(own_request),
+            (None, None) => false,
+        }
+    }
+}
+
+/// Batches and numbered Generates written on the current link and not answered yet, in the
+/// order they were sent.
+///
+/// Shared by the writer (which adds) and the reply reader (which removes). Bounded in
+/// bytes by `--buffer-bytes`, like the backlog it is returned to: past it the oldest entry
+/// is no longer tracked, which costs nothing but time, because the page keeps batches until
+/// acknowledged and resends a Generate it never hears about.
+#[derive(Debug, Default)]
+struct Unanswered {
+    items: VecDeque<Outbound>,
+    bytes: usize,
+}
+
+impl Unanswered {
+    /// Notes a message just written to the renderer, if it expects an answer.
+    fn sent(&mut self, outbound: Outbound, max_bytes: usize) {
+        if !outbound.awaits_answer() || max_bytes == 0 {
+            return;
+        }
+        self.bytes += outbound.frame.len();
+        self.items.push_back(outbound);
+        while self.bytes > max_bytes {
+            let Some(oldest) = self.items.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.frame.len();
+            debug!(
+                conn = oldest.conn,
+                "unanswered messages over --buffer-bytes; the oldest is left to the page's resend"
+            );
+        }
+    }
+
+    /// Forgets the message `msg` answers, if one is tracked. Answers mostly come in the
+    /// order of their requests, so the search usually ends at the front.
+    fn answered(&mut self, conn: ConnId, msg: &ServerMessage) {
+        let position = self
+            .items
+            .iter()
+            .position(|outbound| outbound.is_answered_by(conn, msg));
+        if let Some(outbound) = position.and_then(|idx| self.items.remove(idx)) {
+            self.bytes -= outbound.frame.len();
+        }
+    }
+
+    /// Everything still unanswered, oldest first, leaving this empty.
+    fn take(&mut self) -> VecDeque<Outbound> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
 }
 
 type RendererSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -171,6 +264,14 @@ impl Backlog {
         ctx.hub.metrics.backlog_bytes.set(self.bytes as i64);
     }
 
+    /// Puts messages the renderer never answered back ahead of the rest, oldest first, so
+    /// they are replayed in the order they were first sent.
+    fn requeue(&mut self, ctx: &Context, unanswered: VecDeque<Outbound>) {
+        for outbound in unanswered.into_iter().rev() {
+            self.push_front(ctx, outbound);
+        }
+    }
+
     fn pop_front(&mut self, ctx: &Context) -> Option<Outbound> {
         let outbound = self.items.pop_front()?;
         self.bytes -= outbound.frame.len();
@@ -247,7 +348,9 @@ async fn pump(
     shutdown: &mut Shutdown,
 ) -> String {
     let (mut sink, stream) = socket.split();
-    let mut reader = tokio::spawn(read_replies(ctx.clone(), stream));
+    let unanswered = Arc::new(Mutex::new(Unanswered::default()));
+    let mut reader = tokio::spawn(read_replies(ctx.clone(), stream, unanswered.clone()));
+    let max_unanswered = ctx.config.buffer_bytes;
     let why = loop {
         let next = async {
             match backlog.pop_front(ctx) {
@@ -260,11 +363,13 @@ async fn pump(
             outbound = next => {
                 let Some(mut outbound) = outbound else { break "relay stopping".into() };
                 let frame = std::mem::take(&mut outbound.frame);
-                if let Err(err) = sink.send(Message::text(frame.clone())).await {
-                    outbound.frame = frame;
+                let written = sink.send(Message::text(frame.clone())).await;
+                outbound.frame = frame;
+                if let Err(err) = written {
                     backlog.push_front(ctx, outbound);
                     break format!("write failed: {err}");
                 }
+                lock(&unanswered).sent(outbound, max_unanswered);
                 ctx.hub.metrics.forwarded.inc();
             }
             _ = shutdown.wait() => {
@@ -275,14 +380,26 @@ async fn pump(
         }
     };
     reader.abort();
+    let unanswered = lock(&unanswered).take();
+    if !unanswered.is_empty() && !shutdown.is_started() {
+        info!(
+            messages = unanswered.len(),
+            "renderer link lost with messages unanswered; replaying them when it is back"
+        );
+        backlog.requeue(ctx, unanswered);
+    }
     why
 }
 
 /// Reads the renderer's frames and routes each reply; returns why the link ended.
-async fn read_replies(ctx: Arc<Context>, mut stream: SplitStream<RendererSocket>) -> String {
+async fn read_replies(
+    ctx: Arc<Context>,
+    mut stream: SplitStream<RendererSocket>,
+    unanswered: Arc<Mutex<Unanswered>>,
+) -> String {
     loop {
         match stream.next().await {
-            Some(Ok(Message::Text(text))) => route(&ctx, text.as_str()),
+            Some(Ok(Message::Text(text))) => route(&ctx, text.as_str(), &unanswered),
             Some(Ok(Message::Close(frame))) => {
                 return format!("renderer closed the link: {frame:?}")
             }
@@ -294,15 +411,24 @@ async fn read_replies(ctx: Arc<Context>, mut stream: SplitStream<RendererSocket>
 }
 
 /// Routes one renderer frame to the page it answers.
-fn route(ctx: &Context, text: &str) {
+fn route(ctx: &Context, text: &str, unanswered: &Mutex<Unanswered>) {
     match decode_renderer(text) {
-        Ok(RendererMessage::Reply { conn, msg }) => ctx.hub.deliver(conn, &msg),
+        Ok(RendererMessage::Reply { conn, msg }) => {
+            lock(unanswered).answered(conn, &msg);
+            ctx.hub.deliver(conn, &msg);
+        }
         Ok(RendererMessage::Error { code, message }) => {
             warn!(%code, %message, "renderer reported a link error");
         }
         Ok(RendererMessage::Welcome { .. }) => {}
         Err(err) => warn!(cause = %err, "renderer sent a frame the relay cannot read"),
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Answers a message that cannot reach the renderer now, and counts it.
@@ -315,6 +441,75 @@ fn refuse(ctx: &Context, outbound: Outbound, code: ErrorCode, message: String) {
             message,
             recording: outbound.recording,
             seq: outbound.seq,
+            request: outbound.request,
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> RecordingId {
+        RecordingId::try_from(text).unwrap()
+    }
+
+    fn outbound(conn: ConnId, seq: Option<u64>, request: Option<u64>) -> Outbound {
+        Outbound {
+            conn,
+            frame: format!("{conn}-{seq:?}-{request:?}"),
+            recording: Some(id("r-1")),
+            seq,
+            request,
+        }
+    }
+
+    fn generate_error(request: Option<u64>) -> ServerMessage {
+        ServerMessage::Error {
+            code: ErrorCode::NoPoints,
+            message: "none".into(),
+            recording: Some(id("r-1")),
+            seq: None,
+            request,
+        }
+    }
+
+    #[test]
+    fn answers_remove_exactly_what_they_answer() {
+        let mut unanswered = Unanswered::default();
+        unanswered.sent(outbound(1, Some(0), None), 1 << 20);
+        unanswered.sent(outbound(1, None, Some(7)), 1 << 20);
+        unanswered.sent(outbound(2, Some(0), None), 1 << 20);
+        // Untracked: neither a batch nor a numbered Generate.
+        unanswered.sent(outbound(1, None, None), 1 << 20);
+        assert_eq!(unanswered.items.len(), 3);
+
+        let ack = ServerMessage::Ack {
+            recording: id("r-1"),
+            seq: 0,
+            n_points: 1,
+        };
+        unanswered.answered(2, &ack);
+        unanswered.answered(1, &generate_error(Some(8)));
+        unanswered.answered(1, &generate_error(None));
+        assert_eq!(
+            unanswered.items.len(),
+            2,
+            "only conn 2's batch was answered"
+        );
+        unanswered.answered(1, &generate_error(Some(7)));
+        let left: Vec<_> = unanswered.take().into_iter().map(|o| o.seq).collect();
+        assert_eq!(left, vec![Some(0)]);
+        assert_eq!(unanswered.bytes, 0);
+    }
+
+    #[test]
+    fn the_oldest_entries_leave_past_the_byte_bound() {
+        let mut unanswered = Unanswered::default();
+        for seq in 0..10 {
+            unanswered.sent(outbound(1, Some(seq), None), 40);
+        }
+        assert!(unanswered.bytes <= 40);
+        assert_eq!(unanswered.items.back().and_then(|o| o.seq), Some(9));
+    }
 }

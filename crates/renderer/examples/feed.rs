@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         msg: PageMessage::Generate(Generate {
             recording,
             options: RenderOptions::default(),
+            request: None,
         }),
     };
     sink.send(Message::text(encode(&generate))).await?;

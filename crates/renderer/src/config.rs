@@ -111,6 +111,17 @@ pub struct Config {
     /// Renders running at once; further Generate requests wait their turn.
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_renders: usize,
+
+    /// On shutdown, how long renders in flight may take to finish and be answered before the
+    /// link closes, in milliseconds; unfinished ones are answered renderer_unavailable.
+    /// Keep it under the 5 s shutdown grace.
+    #[arg(long, default_value_t = 4000)]
+    pub drain_ms: u64,
+
+    /// Answered Generate requests remembered by (recording, request), so a resent one gets
+    /// the image already written instead of a second one (0: remember none).
+    #[arg(long, default_value_t = 1024)]
+    pub remembered_generates: usize,
 }
 
 fn parse_bandwidth(text: &str) -> Result<f32, String> {

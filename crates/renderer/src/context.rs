@@ -13,6 +13,7 @@ use crate::event_log::EventLog;
 use crate::journal::Journal;
 use crate::metrics::RendererMetrics;
 use crate::render::RenderSettings;
+use crate::requests::GenerateRequests;
 use crate::store::{RecordingStore, StoreLimits};
 
 /// Previews computing at once (each takes a few milliseconds on a small grid).
@@ -37,6 +38,8 @@ pub(crate) struct Context {
     pub render_permits: Semaphore,
     /// Caps live previews computing at once; a request finding none free is told `busy`.
     pub preview_permits: Arc<Semaphore>,
+    /// Generate requests by the page's number, so a resent one draws no second image.
+    pub generates: GenerateRequests,
 }
 
 impl Context {
@@ -115,6 +118,7 @@ impl Context {
             analytics,
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),
+            generates: GenerateRequests::new(config.remembered_generates),
             config,
         })
     }

@@ -8,7 +8,8 @@
 //! - `config`: the flags ([`Config`]).
 //! - `api`, `analytics`: the event API of tracked sites, their sessions, and page heatmaps.
 //! - `server`: HTTP routes and the WebSocket upgrade.
-//! - `link`: one relay connection: decode, apply, answer.
+//! - `link`: one relay connection: decode, apply, answer; on shutdown, finish renders first.
+//! - `requests`: Generate requests by the page's number, so a resend draws no second image.
 //! - `store`: recordings, their points and the batches already counted.
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `journal`: the append-only log per recording that makes them survive restarts.
@@ -42,6 +43,7 @@ mod link;
 mod metrics;
 pub mod output;
 pub mod render;
+mod requests;
 mod scratch;
 mod server;
 pub mod store;
@@ -58,8 +60,9 @@ use tracing::{error, info};
 pub use config::Config;
 pub use error::Error;
 
-/// Serves on `listener` until `shutdown` resolves, then closes every link with 1001 and
-/// waits (boundedly) for renders in flight.
+/// Serves on `listener` until `shutdown` resolves, then stops reading links, finishes the
+/// renders in flight and sends their answers (for up to `--drain-ms`), closes every link
+/// with 1001 and waits (boundedly) for the rest.
 ///
 /// # Errors
 /// Only for problems before serving starts; an unwritable output folder is logged and

@@ -3,10 +3,16 @@
 //! The socket is split into a reader (this task) and a writer task fed by a bounded queue.
 //! Batches are applied inline (they take microseconds); renders run on blocking threads
 //! behind a semaphore, and their answers join the same queue when they finish.
+//!
+//! On shutdown the link drains: it stops reading, waits for its renders (up to
+//! `--drain-ms`) so their answers go out, answers any still unfinished with
+//! `renderer_unavailable`, and only then closes with 1001. A page's Generate therefore
+//! always gets an answer from a renderer that stops, and the relay replays what it never
+//! read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use netkit::ws::{is_too_large, ServerSocket};
@@ -15,7 +21,8 @@ use protocol::{
     decode_relay, encode, ConnId, Error, ErrorCode, Generate, HeatmapReady, PageMessage,
     PreviewFrame, RecordingId, RelayMessage, RendererMessage, ServerMessage, PROTOCOL_VERSION,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,6 +31,7 @@ use tracing::{debug, error, info, warn};
 use crate::context::Context;
 use crate::output::{local_stamp, write_heatmap};
 use crate::render::{preview_cells, render_png, RenderInput, RenderSettings};
+use crate::requests::RequestKey;
 use crate::store::{lock, unknown, BatchOutcome};
 
 /// Frames waiting to be written to one relay.
@@ -59,16 +67,20 @@ pub(crate) async fn serve_link(
         }
     });
 
+    let (give_up, _) = watch::channel(false);
     let mut link = Link {
         ctx: ctx.clone(),
         tx: tx.clone(),
         greeted: false,
         shutdown: shutdown.clone(),
+        renders: JoinSet::new(),
+        give_up,
     };
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
             _ = shutdown.wait() => {
+                link.drain(&peer).await;
                 let _ = tx.send(close(CloseCode::Away, "renderer shutting down")).await;
                 break;
             }
@@ -100,6 +112,9 @@ pub(crate) async fn serve_link(
             }
         }
     }
+    // Renders of a link that closed keep going: their images are remembered by request,
+    // so the relay's replay on its next link gets the answer without a second render.
+    link.renders.detach_all();
     drop(link);
     drop(tx);
     let _ = writer.await;
@@ -115,15 +130,43 @@ pub(crate) fn close(code: CloseCode, reason: &'static str) -> Message {
     }))
 }
 
+/// How long, after the drain budget ran out, the given-up renders may take to queue their
+/// `renderer_unavailable` answers (they only send a frame).
+const GIVE_UP_GRACE: Duration = Duration::from_millis(500);
+
 /// The state of one relay link while its frames are handled.
 struct Link {
     ctx: Arc<Context>,
     tx: mpsc::Sender<Message>,
     greeted: bool,
     shutdown: Shutdown,
+    /// This link's Generate tasks, so shutdown can wait for their answers to be queued.
+    renders: JoinSet<()>,
+    /// Set when the drain budget runs out: unfinished renders answer `renderer_unavailable`.
+    give_up: watch::Sender<bool>,
 }
 
 impl Link {
+    /// Waits for this link's renders to queue their answers, up to `--drain-ms`; then tells
+    /// the rest to answer `renderer_unavailable`, so every Generate read gets an answer.
+    async fn drain(&mut self, peer: &SocketAddr) {
+        if self.renders.is_empty() {
+            return;
+        }
+        let budget = Duration::from_millis(self.ctx.config.drain_ms);
+        info!(%peer, renders = self.renders.len(), "finishing renders before closing the link");
+        let renders = &mut self.renders;
+        let all_done = async { while renders.join_next().await.is_some() {} };
+        if tokio::time::timeout(budget, all_done).await.is_ok() {
+            return;
+        }
+        warn!(%peer, renders = self.renders.len(), budget_ms = self.ctx.config.drain_ms, "renders did not finish within --drain-ms; answering renderer_unavailable");
+        self.give_up.send_replace(true);
+        let renders = &mut self.renders;
+        let answered = async { while renders.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(GIVE_UP_GRACE, answered).await;
+    }
+
     /// Handles one text frame; `Break` ends the link.
     async fn handle_text(&mut self, text: &str) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow;
@@ -216,11 +259,32 @@ impl Link {
                 Err(err) => self.page_error(err, Some(recording), None),
             },
             PageMessage::Generate(generate) => {
+                // Reap finished renders, so the set holds only those in flight.
+                while self.renders.try_join_next().is_some() {}
                 let ctx = self.ctx.clone();
                 let tx = self.tx.clone();
                 let shutdown = self.shutdown.clone();
-                tokio::spawn(async move {
-                    let reply = generate_heatmap(&ctx, generate).await;
+                let mut give_up = self.give_up.subscribe();
+                self.renders.spawn(async move {
+                    let recording = generate.recording.clone();
+                    let request = generate.request;
+                    let given_up = async {
+                        // A closed channel means the link is gone, never "give up".
+                        if give_up.wait_for(|given_up| *given_up).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    let reply = tokio::select! {
+                        reply = answer_generate(&ctx, generate) => reply,
+                        () = given_up => {
+                            ctx.metrics.errors.record(ErrorCode::RendererUnavailable);
+                            let err = Error::new(
+                                ErrorCode::RendererUnavailable,
+                                "the renderer stopped before this render finished; resend once the link is back",
+                            );
+                            error_reply(err, recording, request)
+                        }
+                    };
                     send_frame(&tx, &RendererMessage::Reply { conn, msg: reply }).await;
                     drop(shutdown);
                 });
@@ -250,7 +314,7 @@ impl Link {
                         Ok(Ok(frame)) => ServerMessage::Preview(frame),
                         Ok(Err(err)) => {
                             ctx.metrics.errors.record(err.code);
-                            error_reply(err, recording)
+                            error_reply(err, recording, None)
                         }
                         Err(join_err) => error_reply(
                             Error::new(
@@ -258,6 +322,7 @@ impl Link {
                                 format!("preview task failed: {join_err}"),
                             ),
                             recording,
+                            None,
                         ),
                     };
                     send_frame(&tx, &RendererMessage::Reply { conn, msg: reply }).await;
@@ -283,6 +348,7 @@ impl Link {
             message: err.message,
             recording,
             seq,
+            request: None,
         }
     }
 
@@ -307,12 +373,13 @@ async fn send_frame(tx: &mpsc::Sender<Message>, msg: &RendererMessage) {
     let _ = tx.send(Message::text(encode(msg))).await;
 }
 
-fn error_reply(err: Error, recording: RecordingId) -> ServerMessage {
+fn error_reply(err: Error, recording: RecordingId, request: Option<u64>) -> ServerMessage {
     ServerMessage::Error {
         code: err.code,
         message: err.message,
         recording: Some(recording),
         seq: None,
+        request,
     }
 }
 
@@ -357,12 +424,35 @@ fn preview_frame(ctx: &Context, preview: protocol::Preview) -> Result<PreviewFra
     })
 }
 
+/// Answers a Generate: a repeat of a numbered request gets the first one's answer (waiting
+/// for it if it is still rendering); anything else renders.
+async fn answer_generate(ctx: &Arc<Context>, generate: Generate) -> ServerMessage {
+    let Some(request) = generate.request else {
+        return generate_heatmap(ctx, generate).await;
+    };
+    let key: RequestKey = (generate.recording.clone(), request);
+    let cell = ctx.generates.cell(&key);
+    let reply = cell
+        .get_or_init(|| generate_heatmap(ctx, generate))
+        .await
+        .clone();
+    if !matches!(reply, ServerMessage::Heatmap(_)) {
+        ctx.generates.forget(&key, &cell);
+    }
+    reply
+}
+
 /// Renders a recording on a blocking thread and writes the PNG; the answer for the page.
 async fn generate_heatmap(ctx: &Arc<Context>, generate: Generate) -> ServerMessage {
     let permit = ctx.render_permits.acquire().await;
     let job_ctx = ctx.clone();
     let recording = generate.recording.clone();
-    let result = tokio::task::spawn_blocking(move || render_recording(&job_ctx, generate)).await;
+    let request = generate.request;
+    let result = tokio::task::spawn_blocking(move || {
+        let _running = RunningRender::new(&job_ctx);
+        render_recording(&job_ctx, generate)
+    })
+    .await;
     drop(permit);
     let result = result.unwrap_or_else(|join_err| {
         Err(Error::new(
@@ -380,14 +470,31 @@ async fn generate_heatmap(ctx: &Arc<Context>, generate: Generate) -> ServerMessa
             if err.code == ErrorCode::RenderFailed {
                 error!(recording = %recording, cause = %err.message, "render failed");
             }
-            error_reply(err, recording)
+            error_reply(err, recording, request)
         }
+    }
+}
+
+/// Counts a render in `renders_running` for as long as it lives, even if the render panics.
+struct RunningRender<'a>(&'a Context);
+
+impl<'a> RunningRender<'a> {
+    fn new(ctx: &'a Context) -> Self {
+        ctx.metrics.renders_running.inc();
+        RunningRender(ctx)
+    }
+}
+
+impl Drop for RunningRender<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.renders_running.dec();
     }
 }
 
 /// Copies the recording's points out (so ingest is not held up), renders and writes them.
 fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, Error> {
     let started = Instant::now();
+    let request = generate.request;
     let id = generate.recording;
     let settings = ctx.render_settings.with_options(&generate.options);
     let recording = ctx.store.get(&id).ok_or_else(|| unknown(&id))?;
@@ -442,5 +549,6 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
         n_points: input.n_shown(settings.kind) as u64,
         render_ms: started.elapsed().as_secs_f64() * 1000.0,
         options: settings.options(),
+        request,
     })
 }

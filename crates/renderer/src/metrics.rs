@@ -38,6 +38,8 @@ pub struct RendererMetrics {
     pub renders: Counter,
     /// Time from a Generate's start to the written file.
     pub render_duration: Histogram,
+    /// Renders computing now; tests and operators use it to see that a Generate is under way.
+    pub renders_running: Gauge,
     /// Preview frames computed.
     pub previews: Counter,
     /// Tracked-site events accepted by `POST /api/events`.
@@ -72,6 +74,7 @@ impl Default for RendererMetrics {
             points_held: Gauge::default(),
             renders: Counter::default(),
             render_duration: Histogram::new(netkit::metrics::latency_buckets()),
+            renders_running: Gauge::default(),
             previews: Counter::default(),
             events: Counter::default(),
             storage_corrupt_spans: Counter::default(),
@@ -145,6 +148,11 @@ impl Default for RendererMetrics {
             "renderer_render_duration_seconds",
             "Time from a Generate's start to the written PNG",
             metrics.render_duration.clone(),
+        );
+        registry.register(
+            "renderer_renders_running",
+            "Renders computing now",
+            metrics.renders_running.clone(),
         );
         registry.register(
             "renderer_previews",
