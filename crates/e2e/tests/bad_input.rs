@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use testkit::{http_get, WsClient};
+use testkit::{http_get, http_get_with, WsClient};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn health(addr: std::net::SocketAddr) -> serde_json::Value {
@@ -288,4 +288,94 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
         (health["sessions_total"] == 1 && health["sessions_open"] == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_renderer_route_but_health_needs_the_token() {
+    let renderer = start_renderer_with(|config| config.token = Some("s3cret".into())).await;
+    let addr = renderer.running.addr.to_string();
+    let image = "/heatmaps/heatmap_2000-01-01_00-00-00.png";
+    for path in ["/api/analytics/summary", "/api/heatmaps?page=/", image, "/"] {
+        let response = http_get(&addr, path).await.unwrap();
+        assert_eq!(response.status, 401, "{path} without the token");
+        let wrong = http_get_with(&addr, path, &[("authorization", "Bearer nope")])
+            .await
+            .unwrap();
+        assert_eq!(wrong.status, 401, "{path} with a wrong token");
+    }
+    // The scheme matches in any case; the secret itself does not.
+    for value in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
+        let response = http_get_with(&addr, "/api/analytics/summary", &[("authorization", value)])
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "{value}");
+    }
+    let image_response = http_get_with(&addr, image, &[("authorization", "bearer s3cret")])
+        .await
+        .unwrap();
+    assert_eq!(
+        image_response.status, 404,
+        "a missing image, past the token"
+    );
+    // Probes and scrapers need no secret.
+    for path in ["/healthz", "/metrics"] {
+        assert_eq!(http_get(&addr, path).await.unwrap().status, 200, "{path}");
+    }
+    let metrics = http_get(&addr, "/metrics").await.unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics.contains("renderer_unauthorized_total 8"),
+        "each refusal counted:\n{metrics}"
+    );
+    // The relay's pass-through presents the token.
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.token = Some("s3cret".into())
+    })
+    .await;
+    let through = http_get(&relay.addr.to_string(), "/api/analytics/summary")
+        .await
+        .unwrap();
+    assert_eq!(through.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_in_the_output_folder_is_not_followed() {
+    let renderer = start_renderer().await;
+    let secret = renderer.data_dir.path().join("secret.txt");
+    std::fs::write(&secret, b"secret").unwrap();
+    let name = "heatmap_2026-11-29_19-30-05.png";
+    std::os::unix::fs::symlink(&secret, renderer.out_dir.path().join(name)).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/passwd",
+        renderer
+            .out_dir
+            .path()
+            .join("heatmap_2026-11-29_19-30-06.png"),
+    )
+    .unwrap();
+    std::fs::write(
+        renderer
+            .out_dir
+            .path()
+            .join("heatmap_2026-11-29_19-30-07.png"),
+        b"\x89PNG",
+    )
+    .unwrap();
+    let relay = start_relay(&renderer.ws_url()).await;
+    for addr in [relay.addr.to_string(), renderer.running.addr.to_string()] {
+        for linked in [name, "heatmap_2026-11-29_19-30-06.png"] {
+            let response = http_get(&addr, &format!("/heatmaps/{linked}"))
+                .await
+                .unwrap();
+            assert_eq!(response.status, 404, "{addr} {linked}");
+            assert!(!response.body.starts_with(b"secret"));
+            assert!(!response.body.starts_with(b"root:"));
+        }
+        // A regular file under a heatmap name is still served.
+        let real = http_get(&addr, "/heatmaps/heatmap_2026-11-29_19-30-07.png")
+            .await
+            .unwrap();
+        assert_eq!(real.status, 200, "{addr}");
+        assert_eq!(&real.body[..], b"\x89PNG");
+    }
 }

@@ -40,6 +40,8 @@ pub struct RendererMetrics {
     pub previews: Counter,
     /// Tracked-site events accepted by `POST /api/events`.
     pub events: Counter,
+    /// Requests refused for a missing or wrong `--token` (401).
+    pub unauthorized: Counter,
     /// Refused messages by code.
     pub errors: ErrorCounters,
     /// All of the above, for `/metrics`.
@@ -64,6 +66,7 @@ impl Default for RendererMetrics {
             render_duration: Histogram::new(netkit::metrics::latency_buckets()),
             previews: Counter::default(),
             events: Counter::default(),
+            unauthorized: Counter::default(),
             errors: ErrorCounters::default(),
             registry: Registry::default(),
         };
@@ -142,6 +145,11 @@ impl Default for RendererMetrics {
             "renderer_events",
             "Tracked-site events accepted",
             metrics.events.clone(),
+        );
+        registry.register(
+            "renderer_unauthorized",
+            "Requests refused for a missing or wrong token (401)",
+            metrics.unauthorized.clone(),
         );
         metrics.errors.register(registry, "renderer");
         metrics
