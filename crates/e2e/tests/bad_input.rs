@@ -379,3 +379,99 @@ async fn a_symlink_in_the_output_folder_is_not_followed() {
         assert_eq!(&real.body[..], b"\x89PNG");
     }
 }
+
+/// Sends one raw HTTP/1.1 request and returns the status code and the body text.
+async fn raw_request(addr: std::net::SocketAddr, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(testkit::DEADLINE, stream.read_to_end(&mut reply))
+        .await
+        .expect("the relay answers and closes")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply[9..12].parse().unwrap();
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_rebinding_page_is_refused_by_host_and_origin() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.public_urls = vec!["https://heatmaps.example".into()];
+    })
+    .await;
+    let port = relay.addr.port();
+    let evil_host = format!("evil.example:{port}");
+    // The rebinding page: its Host and Origin agree with each other, but not with the relay.
+    for path in [
+        "/",
+        "/dashboard",
+        "/demo/",
+        "/t.js",
+        "/api/analytics/summary",
+        "/heatmaps/heatmap_2000-01-01_00-00-00.png",
+    ] {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nhost: {evil_host}\r\norigin: http://{evil_host}\r\nconnection: close\r\n\r\n"
+        );
+        let (status, body) = raw_request(relay.addr, &head).await;
+        assert_eq!(status, 421, "{path}: {body}");
+        assert!(body.contains(&evil_host), "{path} names the host: {body}");
+    }
+    let url = format!("ws://{}/ws", relay.addr);
+    let evil_origin = format!("http://{evil_host}");
+    let err = WsClient::connect_with(
+        &url,
+        &[
+            ("host", evil_host.as_str()),
+            ("origin", evil_origin.as_str()),
+        ],
+    )
+    .await
+    .err()
+    .expect("a rebinding page's socket is refused")
+    .to_string();
+    assert!(err.contains("421"), "{err}");
+    // The relay's own name with a foreign Origin: 403, as before.
+    let err = WsClient::connect_with(&url, &[("origin", evil_origin.as_str())])
+        .await
+        .err()
+        .expect("a foreign origin is refused")
+        .to_string();
+    assert!(err.contains("403"), "{err}");
+    // The public URL and the loopback names are the relay's own.
+    for (host, origin) in [
+        ("heatmaps.example", "https://heatmaps.example"),
+        (
+            &*format!("localhost:{port}"),
+            &*format!("http://localhost:{port}"),
+        ),
+        (
+            &*format!("127.0.0.1:{port}"),
+            &*format!("http://127.0.0.1:{port}"),
+        ),
+    ] {
+        let head = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        assert_eq!(raw_request(relay.addr, &head).await.0, 200, "{host}");
+        WsClient::connect_with(&url, &[("host", host), ("origin", origin)])
+            .await
+            .unwrap_or_else(|err| panic!("{host} {origin}: {err}"));
+    }
+    // Health stays observable under any name; each refusal was counted.
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: {evil_host}\r\nconnection: close\r\n\r\n");
+    assert_eq!(raw_request(relay.addr, &head).await.0, 200);
+    let metrics = http_get(&relay.addr.to_string(), "/metrics").await.unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(metrics.contains("relay_host_refused_total 7"), "{metrics}");
+    assert!(
+        metrics.contains("relay_origin_refused_total 1"),
+        "{metrics}"
+    );
+}
