@@ -475,3 +475,44 @@ async fn a_dns_rebinding_page_is_refused_by_host_and_origin() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_renderer_is_refused_to_its_page_alone() {
+    let renderer = start_renderer_with(|config| config.max_frame_bytes = 8 * 1024).await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.max_frame_bytes = 256 * 1024
+    })
+    .await;
+    let mut bystander = page(&relay, "connected").await;
+    let mut big_sender = page(&relay, "connected").await;
+    // A valid batch padded with JSON whitespace to 100 KiB: within the relay's bound, and
+    // forwarded verbatim, so over the renderer's.
+    let mut big = batch("r-big", 0, 100, 100, &[(1.0, 1.0)]).to_string();
+    big.insert_str(big.len() - 1, &" ".repeat(100 * 1024));
+    big_sender.send_text(big).await;
+    let error = big_sender
+        .wait_for("too_large", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "too_large", "{error}");
+    assert_eq!(error["seq"], 0, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("8192"),
+        "{error}"
+    );
+    // The link stayed up: both pages' next batches are acknowledged.
+    for (client, recording) in [(&mut bystander, "r-other"), (&mut big_sender, "r-big")] {
+        client
+            .send_json(batch(recording, 1, 100, 100, &[(1.0, 1.0)]))
+            .await;
+        client.wait_for("ack", |msg| msg["type"] == "ack").await;
+    }
+    let renderer_health = health(renderer.running.addr).await;
+    assert_eq!(renderer_health["links_open"], 1, "{renderer_health}");
+    assert_eq!(
+        renderer_health["errors"]["too_large"],
+        serde_json::Value::Null,
+        "{renderer_health}"
+    );
+    let relay_health = health(relay.addr).await;
+    assert_eq!(relay_health["errors"]["too_large"], 1, "{relay_health}");
+}
