@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use testkit::{http_get, WsClient};
+use testkit::{http_get, http_get_with, WsClient};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn health(addr: std::net::SocketAddr) -> serde_json::Value {
@@ -288,4 +288,231 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
         (health["sessions_total"] == 1 && health["sessions_open"] == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_renderer_route_but_health_needs_the_token() {
+    let renderer = start_renderer_with(|config| config.token = Some("s3cret".into())).await;
+    let addr = renderer.running.addr.to_string();
+    let image = "/heatmaps/heatmap_2000-01-01_00-00-00.png";
+    for path in ["/api/analytics/summary", "/api/heatmaps?page=/", image, "/"] {
+        let response = http_get(&addr, path).await.unwrap();
+        assert_eq!(response.status, 401, "{path} without the token");
+        let wrong = http_get_with(&addr, path, &[("authorization", "Bearer nope")])
+            .await
+            .unwrap();
+        assert_eq!(wrong.status, 401, "{path} with a wrong token");
+    }
+    // The scheme matches in any case; the secret itself does not.
+    for value in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
+        let response = http_get_with(&addr, "/api/analytics/summary", &[("authorization", value)])
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "{value}");
+    }
+    let image_response = http_get_with(&addr, image, &[("authorization", "bearer s3cret")])
+        .await
+        .unwrap();
+    assert_eq!(
+        image_response.status, 404,
+        "a missing image, past the token"
+    );
+    // Probes and scrapers need no secret.
+    for path in ["/healthz", "/metrics"] {
+        assert_eq!(http_get(&addr, path).await.unwrap().status, 200, "{path}");
+    }
+    let metrics = http_get(&addr, "/metrics").await.unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics.contains("renderer_unauthorized_total 8"),
+        "each refusal counted:\n{metrics}"
+    );
+    // The relay's pass-through presents the token.
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.token = Some("s3cret".into())
+    })
+    .await;
+    let through = http_get(&relay.addr.to_string(), "/api/analytics/summary")
+        .await
+        .unwrap();
+    assert_eq!(through.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_in_the_output_folder_is_not_followed() {
+    let renderer = start_renderer().await;
+    let secret = renderer.data_dir.path().join("secret.txt");
+    std::fs::write(&secret, b"secret").unwrap();
+    let name = "heatmap_2026-11-29_19-30-05.png";
+    std::os::unix::fs::symlink(&secret, renderer.out_dir.path().join(name)).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/passwd",
+        renderer
+            .out_dir
+            .path()
+            .join("heatmap_2026-11-29_19-30-06.png"),
+    )
+    .unwrap();
+    std::fs::write(
+        renderer
+            .out_dir
+            .path()
+            .join("heatmap_2026-11-29_19-30-07.png"),
+        b"\x89PNG",
+    )
+    .unwrap();
+    let relay = start_relay(&renderer.ws_url()).await;
+    for addr in [relay.addr.to_string(), renderer.running.addr.to_string()] {
+        for linked in [name, "heatmap_2026-11-29_19-30-06.png"] {
+            let response = http_get(&addr, &format!("/heatmaps/{linked}"))
+                .await
+                .unwrap();
+            assert_eq!(response.status, 404, "{addr} {linked}");
+            assert!(!response.body.starts_with(b"secret"));
+            assert!(!response.body.starts_with(b"root:"));
+        }
+        // A regular file under a heatmap name is still served.
+        let real = http_get(&addr, "/heatmaps/heatmap_2026-11-29_19-30-07.png")
+            .await
+            .unwrap();
+        assert_eq!(real.status, 200, "{addr}");
+        assert_eq!(&real.body[..], b"\x89PNG");
+    }
+}
+
+/// Sends one raw HTTP/1.1 request and returns the status code and the body text.
+async fn raw_request(addr: std::net::SocketAddr, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(testkit::DEADLINE, stream.read_to_end(&mut reply))
+        .await
+        .expect("the relay answers and closes")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply[9..12].parse().unwrap();
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_rebinding_page_is_refused_by_host_and_origin() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.public_urls = vec!["https://heatmaps.example".into()];
+    })
+    .await;
+    let port = relay.addr.port();
+    let evil_host = format!("evil.example:{port}");
+    // The rebinding page: its Host and Origin agree with each other, but not with the relay.
+    for path in [
+        "/",
+        "/dashboard",
+        "/demo/",
+        "/t.js",
+        "/api/analytics/summary",
+        "/heatmaps/heatmap_2000-01-01_00-00-00.png",
+    ] {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nhost: {evil_host}\r\norigin: http://{evil_host}\r\nconnection: close\r\n\r\n"
+        );
+        let (status, body) = raw_request(relay.addr, &head).await;
+        assert_eq!(status, 421, "{path}: {body}");
+        assert!(body.contains(&evil_host), "{path} names the host: {body}");
+    }
+    let url = format!("ws://{}/ws", relay.addr);
+    let evil_origin = format!("http://{evil_host}");
+    let err = WsClient::connect_with(
+        &url,
+        &[
+            ("host", evil_host.as_str()),
+            ("origin", evil_origin.as_str()),
+        ],
+    )
+    .await
+    .err()
+    .expect("a rebinding page's socket is refused")
+    .to_string();
+    assert!(err.contains("421"), "{err}");
+    // The relay's own name with a foreign Origin: 403, as before.
+    let err = WsClient::connect_with(&url, &[("origin", evil_origin.as_str())])
+        .await
+        .err()
+        .expect("a foreign origin is refused")
+        .to_string();
+    assert!(err.contains("403"), "{err}");
+    // The public URL and the loopback names are the relay's own.
+    for (host, origin) in [
+        ("heatmaps.example", "https://heatmaps.example"),
+        (
+            &*format!("localhost:{port}"),
+            &*format!("http://localhost:{port}"),
+        ),
+        (
+            &*format!("127.0.0.1:{port}"),
+            &*format!("http://127.0.0.1:{port}"),
+        ),
+    ] {
+        let head = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        assert_eq!(raw_request(relay.addr, &head).await.0, 200, "{host}");
+        WsClient::connect_with(&url, &[("host", host), ("origin", origin)])
+            .await
+            .unwrap_or_else(|err| panic!("{host} {origin}: {err}"));
+    }
+    // Health stays observable under any name; each refusal was counted.
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: {evil_host}\r\nconnection: close\r\n\r\n");
+    assert_eq!(raw_request(relay.addr, &head).await.0, 200);
+    let metrics = http_get(&relay.addr.to_string(), "/metrics").await.unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(metrics.contains("relay_host_refused_total 7"), "{metrics}");
+    assert!(
+        metrics.contains("relay_origin_refused_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_renderer_is_refused_to_its_page_alone() {
+    let renderer = start_renderer_with(|config| config.max_frame_bytes = 8 * 1024).await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.max_frame_bytes = 256 * 1024
+    })
+    .await;
+    let mut bystander = page(&relay, "connected").await;
+    let mut big_sender = page(&relay, "connected").await;
+    // A valid batch padded with JSON whitespace to 100 KiB: within the relay's bound, and
+    // forwarded verbatim, so over the renderer's.
+    let mut big = batch("r-big", 0, 100, 100, &[(1.0, 1.0)]).to_string();
+    big.insert_str(big.len() - 1, &" ".repeat(100 * 1024));
+    big_sender.send_text(big).await;
+    let error = big_sender
+        .wait_for("too_large", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "too_large", "{error}");
+    assert_eq!(error["seq"], 0, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("8192"),
+        "{error}"
+    );
+    // The link stayed up: both pages' next batches are acknowledged.
+    for (client, recording) in [(&mut bystander, "r-other"), (&mut big_sender, "r-big")] {
+        client
+            .send_json(batch(recording, 1, 100, 100, &[(1.0, 1.0)]))
+            .await;
+        client.wait_for("ack", |msg| msg["type"] == "ack").await;
+    }
+    let renderer_health = health(renderer.running.addr).await;
+    assert_eq!(renderer_health["links_open"], 1, "{renderer_health}");
+    assert_eq!(
+        renderer_health["errors"]["too_large"],
+        serde_json::Value::Null,
+        "{renderer_health}"
+    );
+    let relay_health = health(relay.addr).await;
+    assert_eq!(relay_health["errors"]["too_large"], 1, "{relay_health}");
 }

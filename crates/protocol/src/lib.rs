@@ -30,7 +30,7 @@ pub mod validate;
 pub use codec::{decode_page, decode_relay, decode_renderer, encode};
 pub use error::{Error, ErrorCode};
 pub use limits::Limits;
-pub use link::{ConnId, RelayMessage, RendererMessage};
+pub use link::{ConnId, LinkLimits, RelayMessage, RendererMessage};
 pub use options::{Colormap, HeatKind, OutputMode, RenderOptions, Scale};
 pub use page::{
     AnalyticsUpdate, Cursor, Generate, HeatmapReady, LinkState, PageMessage, Point, PointKind,

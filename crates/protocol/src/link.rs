@@ -31,6 +31,15 @@ pub enum RelayMessage {
     },
 }
 
+/// The renderer's bounds on what the relay sends it, announced in `welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkLimits {
+    /// Largest message the renderer reads on the link (the `page` envelope included).
+    pub max_frame_bytes: usize,
+    /// Most points the renderer accepts in one batch.
+    pub max_points_per_batch: usize,
+}
+
 /// What the renderer sends the relay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -39,6 +48,11 @@ pub enum RendererMessage {
     Welcome {
         /// The renderer's protocol version.
         v: u32,
+        /// The renderer's bounds, so the relay can refuse a page message the renderer
+        /// would refuse (one over its frame size would close the whole link). Absent from
+        /// older renderers; the relay then checks only its own bounds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<LinkLimits>,
     },
     /// An answer for one page.
     Reply {

@@ -19,6 +19,12 @@ pub struct Config {
     #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], limits::DEFAULT_RELAY_PORT)))]
     pub listen: SocketAddr,
 
+    /// A URL browsers use to reach this relay, e.g. https://heatmaps.example (repeatable).
+    /// Requests naming another Host get 421 and pages from another Origin 403 (DNS rebinding);
+    /// http:// on localhost, 127.0.0.1, [::1] and the listen address are always accepted.
+    #[arg(long = "public-url")]
+    pub public_urls: Vec<String>,
+
     /// The renderer's WebSocket URL.
     #[arg(long, default_value_t = format!("ws://127.0.0.1:{}", limits::DEFAULT_RENDERER_PORT))]
     pub renderer: String,

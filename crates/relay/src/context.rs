@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::origins::PublicOrigins;
 use crate::upstream::Outbound;
 
 /// Everything a session or the upstream task needs, behind one `Arc`.
@@ -25,6 +26,8 @@ pub(crate) struct Context {
     pub upstream: mpsc::Sender<Outbound>,
     /// `host:port` of the renderer, for image requests.
     pub renderer_authority: String,
+    /// The names browsers may use for the relay (`Host` and `Origin` checks).
+    pub origins: PublicOrigins,
     /// Event-API rate limits, one bucket per client address.
     pub api_limits: ApiLimits,
 }

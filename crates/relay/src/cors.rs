@@ -1,16 +1,18 @@
 //! Which browser origins may open `/ws` or call the event API.
 //!
-//! One check for both: the relay's own origin is always allowed, and so are the origins
+//! One check for both: the relay's own origins ([`PublicOrigins`]) are always allowed, and so are the origins
 //! listed (`--allow-origin` for `/ws`, `--site` for `/api/...`); non-browser clients send
 //! no `Origin` at all. Only the event API answers listed origins with CORS headers.
 
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, HOST, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ORIGIN, VARY,
 };
 use hyper::{Request, Response};
 use netkit::http::Body;
+
+use crate::origins::PublicOrigins;
 
 /// The outcome of the origin check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,20 +25,20 @@ pub(crate) enum Verdict {
     Refused(String),
 }
 
-/// Checks the request's `Origin` against the relay's own host and the `listed` origins.
-pub(crate) fn check(request: &Request<Incoming>, listed: &[String]) -> Verdict {
+/// Checks the request's `Origin` against the relay's own origins and the `listed` ones.
+///
+/// The `Host` header is not trusted for this: a DNS-rebinding page sends a `Host` that
+/// matches its own `Origin`.
+pub(crate) fn check(
+    request: &Request<Incoming>,
+    own: &PublicOrigins,
+    listed: &[String],
+) -> Verdict {
     let Some(origin) = request.headers().get(ORIGIN) else {
         return Verdict::SameOrigin;
     };
     let origin = origin.to_str().unwrap_or("<not ascii>").to_owned();
-    let host = request
-        .headers()
-        .get(HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or_default();
-    if !host.is_empty()
-        && (origin == format!("http://{host}") || origin == format!("https://{host}"))
-    {
+    if own.allows_origin(&origin) {
         Verdict::SameOrigin
     } else if listed
         .iter()

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use protocol::{encode, ConnId, Cursor, LinkState, RecordingId, ServerMessage};
+use protocol::{encode, ConnId, Cursor, LinkLimits, LinkState, RecordingId, ServerMessage};
 
 use crate::metrics::RelayMetrics;
 use tokio::sync::{mpsc, watch};
@@ -30,6 +30,9 @@ pub(crate) struct Hub {
     /// The latest cursor of each page that shares one, and whether any moved since the
     /// last broadcast.
     cursors: Mutex<CursorTable>,
+    /// The bounds the renderer announced in its last `welcome` (`None` before the first
+    /// link, or from a renderer that announces none).
+    renderer_limits: Mutex<Option<LinkLimits>>,
     /// Counters and gauges for `/metrics` and `/healthz`.
     pub metrics: RelayMetrics,
     /// When each forwarded batch left, by page and batch, to time its acknowledgement.
@@ -64,6 +67,7 @@ impl Default for Hub {
             presence,
             watchers: Mutex::new(HashSet::new()),
             cursors: Mutex::new(CursorTable::default()),
+            renderer_limits: Mutex::new(None),
             metrics: RelayMetrics::default(),
             pending_acks: Mutex::new(HashMap::new()),
         }
@@ -206,6 +210,16 @@ impl Hub {
     /// The current renderer link state.
     pub fn link_state(&self) -> LinkState {
         *self.link.borrow()
+    }
+
+    /// Remembers the bounds the renderer announced on the current link.
+    pub fn set_renderer_limits(&self, limits: Option<LinkLimits>) {
+        *lock(&self.renderer_limits) = limits;
+    }
+
+    /// The bounds the renderer announced on the current link, if any.
+    pub fn renderer_limits(&self) -> Option<LinkLimits> {
+        *lock(&self.renderer_limits)
     }
 
     /// A receiver that wakes on every link state change.

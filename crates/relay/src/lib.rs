@@ -15,6 +15,7 @@
 //! - `backoff`: reconnect delays with jitter.
 //! - `feed`: presence and the dashboards' live analytics once a second, live cursors ten times a second.
 //! - `passthrough`: images and the event API, passed through to the renderer over HTTP.
+//! - `origins`: the relay's own public origins, against DNS rebinding.
 //! - `cors`: which sites may call the event API.
 //! - `assets`: the page, compiled in.
 
@@ -26,6 +27,7 @@ mod cors;
 mod feed;
 mod hub;
 mod metrics;
+mod origins;
 mod passthrough;
 mod server;
 mod session;
@@ -39,7 +41,7 @@ use netkit::{ServeConfig, ShutdownController};
 use protocol::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 
@@ -55,7 +57,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let renderer_authority = passthrough::authority_of(&config.renderer)?;
     let addr = listener.local_addr().context("read the bound address")?;
-    info!(%addr, renderer = %config.renderer, "relay listening");
+    let origins = origins::PublicOrigins::new(&config.public_urls, addr)?;
+    info!(%addr, renderer = %config.renderer, %origins, "relay listening");
+    if !addr.ip().is_loopback() && config.public_urls.is_empty() {
+        warn!(%addr, "listening beyond loopback without --public-url: browsers must use one of {origins}; pass --public-url with the name they use");
+    }
 
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
@@ -72,6 +78,7 @@ pub async fn run(
         upstream: upstream_tx,
         renderer_authority,
         api_limits: context::ApiLimits::default(),
+        origins,
         config,
     });
     let controller = ShutdownController::default();

@@ -46,6 +46,10 @@ pub struct RelayMetrics {
     pub ack_latency: Histogram,
     /// Event-API calls refused for their origin.
     pub cors_refused: Counter,
+    /// Requests refused for a `Host` outside the public origins (421).
+    pub host_refused: Counter,
+    /// Page WebSockets refused for their `Origin` (403).
+    pub origin_refused: Counter,
     /// Refused page messages by code.
     pub errors: ErrorCounters,
     /// All of the above, for `/metrics`.
@@ -68,6 +72,8 @@ impl Default for RelayMetrics {
             link_state: Family::default(),
             ack_latency: Histogram::new(netkit::metrics::latency_buckets()),
             cors_refused: Counter::default(),
+            host_refused: Counter::default(),
+            origin_refused: Counter::default(),
             errors: ErrorCounters::default(),
             registry: Registry::default(),
         };
@@ -136,6 +142,16 @@ impl Default for RelayMetrics {
             "relay_cors_refused",
             "Event-API calls refused because their site is not listed with --site",
             metrics.cors_refused.clone(),
+        );
+        registry.register(
+            "relay_host_refused",
+            "Requests refused with 421 because their Host is not one of the relay's public origins",
+            metrics.host_refused.clone(),
+        );
+        registry.register(
+            "relay_origin_refused",
+            "Page WebSockets refused with 403 because of their Origin",
+            metrics.origin_refused.clone(),
         );
         metrics.errors.register(registry, "relay");
         metrics.set_link_state(LinkState::Connecting);

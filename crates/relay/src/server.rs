@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::header::HOST;
 use hyper::{Method, Request, Response, StatusCode};
 use netkit::http::{self, Body};
 use netkit::{ws, Shutdown};
@@ -23,6 +24,13 @@ pub(crate) async fn handle(
     shutdown: Shutdown,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
+    // Probes and scrapers address the relay by whatever IP they see; health and metrics
+    // reveal no page data, so they answer under any name.
+    if path != "/healthz" && path != "/metrics" {
+        if let Some(refused) = misdirected(&request, peer, &ctx, &path) {
+            return refused;
+        }
+    }
     if path == "/ws" {
         return upgrade(request, peer, ctx, shutdown);
     }
@@ -56,7 +64,10 @@ fn upgrade(
     }
     // Browsers always send `Origin` on WebSocket requests, so its absence means a
     // non-browser client (a test, a load generator), which cross-site forgery cannot reach.
-    if let cors::Verdict::Refused(origin) = cors::check(&request, &ctx.config.allow_origins) {
+    if let cors::Verdict::Refused(origin) =
+        cors::check(&request, &ctx.origins, &ctx.config.allow_origins)
+    {
+        ctx.hub.metrics.origin_refused.inc();
         warn!(%peer, %origin, "refused a page from another origin (see --allow-origin)");
         return http::text(
             StatusCode::FORBIDDEN,
@@ -85,7 +96,7 @@ async fn api(request: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Res
         });
         return http::json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
     }
-    let allowed_origin = match cors::check(&request, &ctx.config.sites) {
+    let allowed_origin = match cors::check(&request, &ctx.origins, &ctx.config.sites) {
         cors::Verdict::SameOrigin => None,
         cors::Verdict::Allowed(origin) => Some(origin),
         cors::Verdict::Refused(origin) => {
@@ -111,6 +122,38 @@ async fn api(request: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Res
         cors::allow(&mut response, &origin);
     }
     response
+}
+
+/// A 421 answer when the request's `Host` is not one of the relay's own names (a
+/// DNS-rebinding page names its own domain), or `None` to go on.
+fn misdirected(
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+    ctx: &Context,
+    path: &str,
+) -> Option<Response<Body>> {
+    let host = request
+        .headers()
+        .get(HOST)
+        .map(|host| host.to_str().unwrap_or("<not ascii>"));
+    if host.is_some_and(|host| ctx.origins.allows_host(host)) {
+        return None;
+    }
+    let host = host.unwrap_or("<none>");
+    ctx.hub.metrics.host_refused.inc();
+    warn!(%peer, host, path, "refused a request for another host (see --public-url)");
+    let message = format!(
+        "host {host} is not this relay's; it answers as {}; start it with --public-url for another name",
+        ctx.origins
+    );
+    Some(if path.starts_with("/api/") {
+        http::json(
+            StatusCode::MISDIRECTED_REQUEST,
+            serde_json::json!({ "error": message }).to_string(),
+        )
+    } else {
+        http::text(StatusCode::MISDIRECTED_REQUEST, message)
+    })
 }
 
 fn health(ctx: &Context) -> Response<Body> {

@@ -314,8 +314,9 @@ async fn connect(ctx: &Context) -> anyhow::Result<RendererSocket> {
                 .ok_or_else(|| anyhow!("closed before welcome"))?;
             match frame.context("read welcome")? {
                 Message::Text(text) => match decode_renderer(text.as_str()) {
-                    Ok(RendererMessage::Welcome { v }) if v == PROTOCOL_VERSION => {
-                        return Ok(socket)
+                    Ok(RendererMessage::Welcome { v, limits }) if v == PROTOCOL_VERSION => {
+                        ctx.hub.set_renderer_limits(limits);
+                        return Ok(socket);
                     }
                     Ok(RendererMessage::Error { code, message }) => {
                         bail!("renderer refused the link: {code}: {message}")
@@ -362,6 +363,18 @@ async fn pump(
             why = &mut reader => break why.unwrap_or_else(|err| format!("reply reader failed: {err}")),
             outbound = next => {
                 let Some(mut outbound) = outbound else { break "relay stopping".into() };
+                // The renderer would close the whole link with 1009 over one such message,
+                // and every page would lose its link; refuse it to its page alone instead.
+                if let Some(limit) = ctx.hub.renderer_limits().map(|limits| limits.max_frame_bytes) {
+                    if outbound.frame.len() > limit {
+                        let message = format!(
+                            "message of {} bytes is over the renderer's {limit}-byte limit; send smaller batches",
+                            outbound.frame.len()
+                        );
+                        refuse(ctx, outbound, ErrorCode::TooLarge, message);
+                        continue;
+                    }
+                }
                 let frame = std::mem::take(&mut outbound.frame);
                 let written = sink.send(Message::text(frame.clone())).await;
                 outbound.frame = frame;

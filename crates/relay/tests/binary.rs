@@ -16,6 +16,7 @@ fn help_documents_every_limit_with_its_default() {
         "--listen",
         "--renderer",
         "--allow-origin",
+        "--public-url",
         "--max-frame-bytes",
         "--max-points-per-batch",
         "--max-connections",

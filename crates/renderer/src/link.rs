@@ -18,8 +18,9 @@ use futures_util::{SinkExt, StreamExt};
 use netkit::ws::{is_too_large, ServerSocket};
 use netkit::Shutdown;
 use protocol::{
-    decode_relay, encode, ConnId, Error, ErrorCode, Generate, HeatmapReady, PageMessage,
-    PreviewFrame, RecordingId, RelayMessage, RendererMessage, ServerMessage, PROTOCOL_VERSION,
+    decode_relay, encode, ConnId, Error, ErrorCode, Generate, HeatmapReady, LinkLimits,
+    PageMessage, PreviewFrame, RecordingId, RelayMessage, RendererMessage, ServerMessage,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -184,6 +185,10 @@ impl Link {
                 self.greeted = true;
                 self.send(&RendererMessage::Welcome {
                     v: PROTOCOL_VERSION,
+                    limits: Some(LinkLimits {
+                        max_frame_bytes: self.ctx.config.max_frame_bytes,
+                        max_points_per_batch: self.ctx.config.max_points_per_batch,
+                    }),
                 })
                 .await;
                 ControlFlow::Continue(())

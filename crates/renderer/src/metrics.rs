@@ -52,6 +52,8 @@ pub struct RendererMetrics {
     pub storage_corrupt_bytes: Counter,
     /// Torn log ends (a crash or a failed write, never acknowledged) cut off at start.
     pub storage_torn_tails: Counter,
+    /// Requests refused for a missing or wrong `--token` (401).
+    pub unauthorized: Counter,
     /// Refused messages by code.
     pub errors: ErrorCounters,
     /// All of the above, for `/metrics`.
@@ -80,6 +82,7 @@ impl Default for RendererMetrics {
             storage_corrupt_spans: Counter::default(),
             storage_corrupt_bytes: Counter::default(),
             storage_torn_tails: Counter::default(),
+            unauthorized: Counter::default(),
             errors: ErrorCounters::default(),
             registry: Registry::default(),
         };
@@ -178,6 +181,11 @@ impl Default for RendererMetrics {
             "renderer_storage_torn_tails",
             "Torn log ends (never acknowledged) cut off at start",
             metrics.storage_torn_tails.clone(),
+        );
+        registry.register(
+            "renderer_unauthorized",
+            "Requests refused for a missing or wrong token (401)",
+            metrics.unauthorized.clone(),
         );
         metrics.errors.register(registry, "renderer");
         metrics

@@ -52,6 +52,36 @@ pub fn heatmap_path(out_dir: &Path, name: &str) -> Option<PathBuf> {
     is_heatmap_name(name).then(|| out_dir.join(name))
 }
 
+/// Reads the heatmap at `path` (from [`heatmap_path`]), which must be a regular file of
+/// its own: a symbolic link planted in the output folder under a heatmap name is refused,
+/// so the folder cannot be used to serve files from elsewhere.
+///
+/// The entry is checked with `symlink_metadata` (which does not follow links), then opened,
+/// and the opened file must be that very entry (same device and inode): a link swapped in
+/// between the check and the open is caught too.
+///
+/// # Errors
+/// `NotFound` for a missing entry and for anything that is not a regular file (a link, a
+/// folder, a device), so the answer does not reveal what is there; other IO errors as they are.
+pub fn read_heatmap(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+
+    let not_a_heatmap = || std::io::Error::new(ErrorKind::NotFound, "not a regular file");
+    let entry = std::fs::symlink_metadata(path)?;
+    if !entry.file_type().is_file() {
+        return Err(not_a_heatmap());
+    }
+    let mut file = std::fs::File::open(path)?;
+    let opened = file.metadata()?;
+    if !opened.is_file() || opened.dev() != entry.dev() || opened.ino() != entry.ino() {
+        return Err(not_a_heatmap());
+    }
+    let mut bytes = Vec::with_capacity(opened.len() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The local time stamp used in file names: `YYYY-MM-DD_HH-MM-SS`.
 pub fn local_stamp(now: chrono::DateTime<chrono::Local>) -> String {
     now.format("%Y-%m-%d_%H-%M-%S").to_string()
@@ -85,6 +115,23 @@ mod tests {
         let missing = std::env::temp_dir().join("heatmap-output-test-missing/nested");
         let err = write_heatmap(&missing, "2026-11-29_19-30-05", b"png").unwrap_err();
         assert!(err.to_string().starts_with("cannot write"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_under_a_heatmap_name_is_not_read() {
+        let dir = std::env::temp_dir().join(format!("heatmap-output-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let outside = dir.join("outside.txt");
+        std::fs::write(&outside, b"secret").unwrap();
+        let link = heatmap_path(&dir, "heatmap_2026-11-29_19-30-05.png").unwrap();
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let err = read_heatmap(&link).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        let real = heatmap_path(&dir, "heatmap_2026-11-29_19-30-06.png").unwrap();
+        std::fs::write(&real, b"png").unwrap();
+        assert_eq!(read_heatmap(&real).unwrap(), b"png");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use crate::context::Context;
 use crate::link::serve_link;
-use crate::output::heatmap_path;
+use crate::output::{heatmap_path, read_heatmap};
 
 /// Answers one HTTP request.
 pub(crate) async fn handle(
@@ -22,6 +22,17 @@ pub(crate) async fn handle(
     shutdown: Shutdown,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
+    // Health and metrics stay open so that probes and scrapers need no secret; everything
+    // else (the link, the event API, the images) is for the relay alone.
+    let open_route = path == "/healthz" || path == "/metrics";
+    if !open_route && !authorized(&request, ctx.config.token.as_deref()) {
+        ctx.metrics.unauthorized.inc();
+        warn!(%peer, path, "refused a request without the right token");
+        return http::text(
+            StatusCode::UNAUTHORIZED,
+            "this renderer needs Authorization: Bearer <token>",
+        );
+    }
     if ws::is_upgrade(&request) && (path == "/" || path == "/ws") {
         return upgrade(request, peer, ctx, shutdown);
     }
@@ -54,22 +65,6 @@ fn upgrade(
     ctx: Arc<Context>,
     shutdown: Shutdown,
 ) -> Response<Body> {
-    if let Some(token) = &ctx.config.token {
-        let presented = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        if !presented
-            .is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes()))
-        {
-            warn!(%peer, "refused a link without the right token");
-            return http::text(
-                StatusCode::UNAUTHORIZED,
-                "this renderer needs Authorization: Bearer <token>",
-            );
-        }
-    }
     let max_frame_bytes = ctx.config.max_frame_bytes;
     ws::upgrade(request, max_frame_bytes, move |socket| {
         serve_link(socket, peer, ctx, shutdown)
@@ -106,7 +101,11 @@ async fn heatmap(ctx: &Context, name: &str) -> Response<Body> {
     let Some(path) = heatmap_path(&ctx.config.out_dir, name) else {
         return http::text(StatusCode::NOT_FOUND, "not a heatmap name");
     };
-    match tokio::fs::read(&path).await {
+    let read_path = path.clone();
+    let read = tokio::task::spawn_blocking(move || read_heatmap(&read_path))
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err)));
+    match read {
         Ok(bytes) => http::with_body(StatusCode::OK, "image/png", bytes),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             http::text(StatusCode::NOT_FOUND, format!("no heatmap {name}"))
@@ -121,7 +120,43 @@ async fn heatmap(ctx: &Context, name: &str) -> Response<Body> {
     }
 }
 
+/// Whether the request may use the renderer: always without `--token`, else only with
+/// `Authorization: Bearer <token>` (the scheme in any case, as RFC 9110 allows).
+fn authorized(request: &Request<Incoming>, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_credentials);
+    presented.is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes()))
+}
+
+/// The credentials of a `Bearer` authorization value, whatever the scheme's case.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
 /// Compares secrets without an early exit, so timing does not reveal a prefix.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_matches_in_any_case() {
+        assert_eq!(bearer_credentials("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_credentials("bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_credentials("BEARER  s3cret"), Some("s3cret"));
+        assert_eq!(bearer_credentials("Basic s3cret"), None);
+        assert_eq!(bearer_credentials("Bearers3cret"), None);
+    }
 }
