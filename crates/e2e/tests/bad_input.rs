@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use testkit::{http_get, http_get_with, WsClient};
+use testkit::{http_get, http_get_with, opcode, RawWs, WsClient};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn health(addr: std::net::SocketAddr) -> serde_json::Value {
@@ -89,6 +89,105 @@ async fn each_bad_message_gets_its_error_and_the_session_survives() {
         );
     }
     assert_eq!(relay_health["errors"]["bad_json"], 3);
+}
+
+/// Speaks raw frames to one WebSocket endpoint and checks each Close it gets back
+/// (RFC 6455): a Close is answered with its own code, invalid UTF-8 closes with 1007, an
+/// unmasked client frame with 1002, an oversized frame with 1009; and each error is counted.
+async fn closes_follow_rfc_6455(addr: std::net::SocketAddr, path: &str, frame_limit: usize) {
+    let addr = addr.to_string();
+    for code in [1000u16, 1001, 4000] {
+        let mut raw = RawWs::connect(&addr, path).await.unwrap();
+        raw.send_close(code).await;
+        assert_eq!(
+            raw.close_reply().await.unwrap(),
+            Some(code),
+            "{path}: close {code}"
+        );
+    }
+    let mut raw = RawWs::connect(&addr, path).await.unwrap();
+    raw.send_frame(opcode::CLOSE, &[], true).await;
+    assert_eq!(
+        raw.close_reply().await.unwrap(),
+        None,
+        "{path}: empty close"
+    );
+
+    let mut raw = RawWs::connect(&addr, path).await.unwrap();
+    raw.send_frame(
+        opcode::TEXT,
+        b"{\"type\":\"hello\",\"v\":1,\"x\":\"\xff\xfe\"}",
+        true,
+    )
+    .await;
+    assert_eq!(
+        raw.close_reply().await.unwrap(),
+        Some(1007),
+        "{path}: invalid utf-8"
+    );
+
+    let mut raw = RawWs::connect(&addr, path).await.unwrap();
+    raw.send_frame(opcode::TEXT, br#"{"type":"hello","v":1}"#, false)
+        .await;
+    assert_eq!(
+        raw.close_reply().await.unwrap(),
+        Some(1002),
+        "{path}: unmasked"
+    );
+
+    // A Close whose payload is one byte cannot hold a code: a protocol error too.
+    let mut raw = RawWs::connect(&addr, path).await.unwrap();
+    raw.send_frame(opcode::CLOSE, &[3], true).await;
+    assert_eq!(
+        raw.close_reply().await.unwrap(),
+        Some(1002),
+        "{path}: one-byte close"
+    );
+
+    let mut raw = RawWs::connect(&addr, path).await.unwrap();
+    raw.send_frame(opcode::TEXT, &vec![b'x'; frame_limit + 1], true)
+        .await;
+    assert_eq!(
+        raw.close_reply().await.unwrap(),
+        Some(1009),
+        "{path}: oversized"
+    );
+
+    let counted = testkit::eventually("the errors to be counted", || {
+        let addr = addr.clone();
+        async move {
+            let response = http_get(&addr, "/healthz").await.ok()?;
+            let health: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+            let errors = health["errors"].clone();
+            (errors["bad_frame"] == 3 && errors["too_large"] == 1).then_some(errors)
+        }
+    })
+    .await;
+    assert_eq!(counted["bad_frame"], 3, "{path}: {counted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_answers_closes_and_protocol_errors_with_the_right_code() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| config.max_frame_bytes = 4096).await;
+    closes_follow_rfc_6455(relay.addr, "/ws", 4096).await;
+    // The relay is still serving pages.
+    let mut page = page(&relay, "connected").await;
+    page.send_json(batch("r-after", 0, 100, 100, &[(5.0, 5.0)]))
+        .await;
+    page.wait_for("ack", |msg| msg["type"] == "ack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_renderer_answers_closes_and_protocol_errors_with_the_right_code() {
+    let renderer = start_renderer_with(|config| config.max_frame_bytes = 4096).await;
+    closes_follow_rfc_6455(renderer.running.addr, "/", 4096).await;
+    // The renderer still serves a relay.
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    page.send_json(batch("r-after", 0, 100, 100, &[(5.0, 5.0)]))
+        .await;
+    page.wait_for("ack", |msg| msg["type"] == "ack").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

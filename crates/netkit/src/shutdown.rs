@@ -5,6 +5,7 @@
 //! mini-redis pattern, with a `watch` channel instead of `broadcast` so that a task that
 //! subscribes after the signal still sees it.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -77,27 +78,49 @@ impl ShutdownController {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM: the shutdown future `main` hands to `run`.
-pub async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The shutdown future `main` hands to `run`: resolves on Ctrl-C (SIGINT) or SIGTERM.
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// tokio signal stream only sees signals that arrive after it exists, and until then the
+/// default action kills the process. `main` calls this before it prints its address, so
+/// "the address is printed" means "SIGTERM is graceful from now on".
+///
+/// # Panics
+/// Outside a tokio runtime with signals enabled (as `#[tokio::main]` provides).
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        for (name, handler) in [("SIGINT", &interrupt), ("SIGTERM", &terminate)] {
+            if let Err(err) = handler {
+                // Without a handler that signal keeps its default action (the process
+                // dies); the other one still stops the servers gracefully.
+                tracing::warn!(cause = %err, "cannot listen for {name}");
             }
-            Err(err) => {
-                tracing::warn!(cause = %err, "cannot listen for SIGTERM; Ctrl-C still works");
-                let _ = ctrl_c.await;
+        }
+        async move {
+            let wait = |handler: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match handler {
+                    Ok(mut stream) => {
+                        stream.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {}
+                _ = wait(terminate) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        // FIXME: elsewhere Ctrl-C is caught only once the future is first polled; the
+        // servers are deployed on Unix, where the handlers are eager.
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

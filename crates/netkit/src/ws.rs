@@ -11,8 +11,12 @@ use hyper::header::{
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use protocol::ErrorCode;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use std::future::Future;
@@ -54,7 +58,7 @@ pub fn is_upgrade(request: &Request<Incoming>) -> bool {
 ///
 /// The caller returns the response to hyper, then awaits the socket in a task of its own.
 /// `max_message_bytes` bounds one message (and one frame); a larger one ends the socket
-/// with a capacity error the caller turns into close code 1009.
+/// with a capacity error that [`Inbound::sort`] turns into close code 1009.
 ///
 /// # Errors
 /// A `400` response when the request lacks a usable `Sec-WebSocket-Key` or version.
@@ -142,7 +146,92 @@ where
     }
 }
 
-/// Whether a tungstenite error means the peer sent a message over the size limit.
-pub fn is_too_large(err: &tokio_tungstenite::tungstenite::Error) -> bool {
-    matches!(err, tokio_tungstenite::tungstenite::Error::Capacity(_))
+/// One item of a server socket's read half, sorted for the read loop.
+///
+/// Both servers read through [`Inbound::sort`], so they answer a peer's Close and its
+/// protocol errors the same way, as RFC 6455 asks.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A text message for the server to handle.
+    Text(Utf8Bytes),
+    /// A binary message; the servers answer it with a `binary_frame` error.
+    Binary,
+    /// A ping, a pong or the peer's Close: keep reading.
+    ///
+    /// tungstenite queues the answer (a pong, or a Close echoing the peer's code) and the
+    /// next read sends it; after a Close that read then ends the stream ([`Inbound::Ended`]).
+    /// A loop that stopped reading at the Close would drop the socket with the answer
+    /// still queued, which is an unclean close for the peer.
+    Control,
+    /// The socket is done: the closing handshake finished, or the connection dropped.
+    Ended,
+    /// The peer broke the protocol or the size limit: send [`Violation::close_message`], count
+    /// [`Violation::error`], log [`Violation::cause`] and stop reading.
+    Violation(Violation),
+}
+
+/// A protocol error of the peer, with the Close frame that answers it.
+#[derive(Debug)]
+pub struct Violation {
+    /// The close code: 1009 for a message over the size limit, 1007 for text that is not
+    /// UTF-8, 1002 for anything else RFC 6455 forbids (an unmasked client frame, reserved
+    /// bits, a Close with a one-byte payload).
+    pub code: CloseCode,
+    /// The Close frame's reason, short enough for a control frame; also the log's `why`.
+    pub reason: &'static str,
+    /// The counter to bump: `too_large` or `bad_frame`.
+    pub error: ErrorCode,
+    /// What tungstenite saw, for the log line.
+    pub cause: WsError,
+}
+
+impl Violation {
+    /// The Close frame as a message for the socket's write queue.
+    ///
+    /// tungstenite refuses reads after an error but still writes, so the frame reaches
+    /// the peer through the ordinary writer.
+    pub fn close_message(&self) -> Message {
+        Message::Close(Some(CloseFrame {
+            code: self.code,
+            reason: self.reason.into(),
+        }))
+    }
+}
+
+impl Inbound {
+    /// Sorts what `stream.next()` returned on a server socket.
+    pub fn sort(item: Option<Result<Message, WsError>>) -> Inbound {
+        let err = match item {
+            Some(Ok(Message::Text(text))) => return Inbound::Text(text),
+            Some(Ok(Message::Binary(_))) => return Inbound::Binary,
+            Some(Ok(_)) => return Inbound::Control,
+            None => return Inbound::Ended,
+            Some(Err(err)) => err,
+        };
+        let (code, error, reason) = match &err {
+            WsError::Capacity(_) => (CloseCode::Size, ErrorCode::TooLarge, "message too large"),
+            WsError::Utf8(_) => (
+                CloseCode::Invalid,
+                ErrorCode::BadFrame,
+                "text message is not utf-8",
+            ),
+            // The peer dropped the connection without a Close: nobody is left to answer.
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return Inbound::Ended
+            }
+            WsError::Protocol(_) => (
+                CloseCode::Protocol,
+                ErrorCode::BadFrame,
+                "websocket protocol violation",
+            ),
+            // I/O errors and the rest: the connection is gone or unusable.
+            _ => return Inbound::Ended,
+        };
+        Inbound::Violation(Violation {
+            code,
+            reason,
+            error,
+            cause: err,
+        })
+    }
 }

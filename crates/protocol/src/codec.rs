@@ -18,6 +18,7 @@ use crate::validate::validate_page;
 /// [`ErrorCode::BadJson`], [`ErrorCode::UnknownType`], [`ErrorCode::BadField`], or a
 /// validation error from [`crate::validate::validate_page`].
 pub fn decode_page(text: &str, limits: &Limits) -> Result<PageMessage, Error> {
+    expect_object(text)?;
     let msg: PageMessage =
         serde_json::from_str(text).map_err(|err| classify(err, text, PAGE_TYPES))?;
     validate_page(&msg, limits)?;
@@ -29,6 +30,7 @@ pub fn decode_page(text: &str, limits: &Limits) -> Result<PageMessage, Error> {
 /// # Errors
 /// As [`decode_page`].
 pub fn decode_relay(text: &str, limits: &Limits) -> Result<RelayMessage, Error> {
+    expect_object(text)?;
     let msg: RelayMessage =
         serde_json::from_str(text).map_err(|err| classify(err, text, RELAY_TYPES))?;
     if let RelayMessage::Page { msg, .. } = &msg {
@@ -42,6 +44,7 @@ pub fn decode_relay(text: &str, limits: &Limits) -> Result<RelayMessage, Error> 
 /// # Errors
 /// [`ErrorCode::BadJson`], [`ErrorCode::UnknownType`] or [`ErrorCode::BadField`].
 pub fn decode_renderer(text: &str) -> Result<RendererMessage, Error> {
+    expect_object(text)?;
     serde_json::from_str(text).map_err(|err| classify(err, text, RENDERER_TYPES))
 }
 
@@ -62,6 +65,35 @@ const PAGE_TYPES: &[&str] = &[
 const RELAY_TYPES: &[&str] = &["hello", "page"];
 /// The `type` values the renderer may send the relay.
 const RENDERER_TYPES: &[&str] = &["welcome", "reply", "error"];
+
+/// Refuses a frame that is not a JSON object before serde sees it.
+///
+/// The rule is: a message is a JSON object, so anything else at the top level (an array,
+/// nested or not, a string, a number, `null`, nothing) is [`ErrorCode::BadJson`]; a value
+/// of the wrong shape inside a message is [`ErrorCode::BadField`]. Without this check serde
+/// would sort arrays by their contents, and would even accept `["stop","r1"]` as a `stop`,
+/// because internally tagged enums also read a sequence whose first element is the tag.
+/// It looks only at the first byte that is not JSON whitespace, so the hot path pays nothing.
+fn expect_object(text: &str) -> Result<(), Error> {
+    let found = match text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .bytes()
+        .next()
+    {
+        Some(b'{') => return Ok(()),
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(_) => "something that is not json",
+        None => "nothing",
+    };
+    Err(Error::new(
+        ErrorCode::BadJson,
+        format!("malformed json: expected a json object, found {found}"),
+    ))
+}
 
 /// Sorts a serde_json error into a protocol error.
 ///
@@ -110,6 +142,8 @@ mod tests {
         assert_eq!(code_of("{"), ErrorCode::BadJson);
         assert_eq!(code_of("not json"), ErrorCode::BadJson);
         assert_eq!(code_of("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code_of("[[1,2]]"), ErrorCode::BadJson);
+        assert_eq!(code_of(r#"["stop","r1"]"#), ErrorCode::BadJson);
         assert_eq!(code_of(r#"{"type":"launch"}"#), ErrorCode::UnknownType);
         assert_eq!(code_of(r#"{"kind":"points"}"#), ErrorCode::UnknownType);
         assert_eq!(code_of(r#"{"type":"stop"}"#), ErrorCode::BadField);

@@ -40,11 +40,15 @@ pub enum ErrorCode {
     /// The renderer could not store the batch (disk full, folder unwritable); it was not
     /// acknowledged, so the page keeps it and resends later.
     StorageFailed,
+    /// A frame broke the WebSocket protocol (RFC 6455): an unmasked client frame, a text
+    /// message that is not UTF-8, reserved bits, a bad Close. Never sent as an `error`
+    /// message: the connection is closed with 1002 or 1007 and this code is counted.
+    BadFrame,
 }
 
 impl ErrorCode {
     /// Every code, for counters that keep one slot per code.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadField,
@@ -60,6 +64,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::BinaryFrame,
         ErrorCode::StorageFailed,
+        ErrorCode::BadFrame,
     ];
 
     /// The code as it appears on the wire, for logs and counter labels.
@@ -80,6 +85,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::BinaryFrame => "binary_frame",
             ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::BadFrame => "bad_frame",
         }
     }
 

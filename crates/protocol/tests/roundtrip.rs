@@ -209,6 +209,49 @@ fn too_many_points_are_refused() {
     assert_eq!(err.code, ErrorCode::TooLarge);
 }
 
+/// One rule for shapes: a message that is not a JSON object is `bad_json`, however it is
+/// nested, and a value of the wrong shape inside a message is `bad_field`.
+#[test]
+fn anything_but_an_object_is_bad_json_and_a_wrong_shape_inside_is_bad_field() {
+    let limits = Limits::default();
+    for text in [
+        "[1,2,3]",
+        "[[1,2,3]]",
+        "[[[]]]",
+        "[]",
+        r#"["stop","r1"]"#,
+        r#"[{"type":"stop","recording":"r1"}]"#,
+        r#""stop""#,
+        "42",
+        "true",
+        "null",
+        "",
+        "  \n ",
+    ] {
+        for err in [
+            decode_page(text, &limits).unwrap_err(),
+            decode_relay(text, &limits).unwrap_err(),
+            decode_renderer(text).unwrap_err(),
+        ] {
+            assert_eq!(err.code, ErrorCode::BadJson, "{text:?}: {err}");
+            assert!(
+                err.message.contains("expected a json object"),
+                "{text:?}: {err}"
+            );
+        }
+    }
+    for text in [
+        r#"{"type":"stop","recording":[["r1"]]}"#,
+        r#"{"type":"start","recording":"r1","viewport":[[10,10]]}"#,
+        r#"{"type":"points","recording":"r1","seq":0,"viewport":{"width":10,"height":10},"points":[[[1,2,0,"move"]]]}"#,
+    ] {
+        let err = decode_page(text, &limits).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadField, "{text:?}: {err}");
+    }
+    let err = decode_relay(r#"{"type":"page","conn":1,"msg":[[1]]}"#, &limits).unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadField, "{err}");
+}
+
 proptest! {
     /// Decoding never panics, whatever the bytes.
     #[test]

@@ -24,7 +24,10 @@ async fn serve(config: relay::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind {}", config.listen))?;
     let addr = listener.local_addr().context("read the bound address")?;
+    // The signal handlers go in before the address goes out: whoever reads the line may
+    // send SIGTERM at once, and it must find a graceful shutdown, not the default action.
+    let shutdown = netkit::shutdown::signal();
     // One line on stdout with the real address: the URL to open.
     println!("http://{addr}");
-    relay::run(listener, config, netkit::shutdown::signal()).await
+    relay::run(listener, config, shutdown).await
 }

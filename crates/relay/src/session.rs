@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use netkit::ws::{is_too_large, ServerSocket};
+use netkit::ws::{Inbound, ServerSocket};
 use netkit::{Shutdown, TokenBucket};
 use protocol::{
     decode_page, encode, Error, ErrorCode, PageMessage, ServerMessage, PROTOCOL_VERSION,
@@ -69,23 +69,27 @@ pub(crate) async fn serve_session(
             }
             frame = stream.next() => {
                 last_heard = Instant::now();
-                match frame {
-                None | Some(Ok(Message::Close(_))) => break "closed by the page",
-                Some(Ok(Message::Text(text))) => session.handle_text(text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => {
-                    session.refuse(Error::new(ErrorCode::BinaryFrame, "only text frames are spoken here")).await;
-                }
-                Some(Ok(_)) => {} // Ping and pong are answered by tungstenite.
-                Some(Err(err)) if is_too_large(&err) => {
-                    ctx.hub.metrics.errors.record(ErrorCode::TooLarge);
-                    let limit = ctx.config.max_frame_bytes;
-                    let _ = tx.send(close(CloseCode::Size, format!("message over the {limit}-byte limit"))).await;
-                    break "message too large";
-                }
-                Some(Err(err)) => {
-                    debug!(conn, cause = %err, "page read failed");
-                    break "read failed";
-                }
+                match Inbound::sort(frame) {
+                    Inbound::Ended => break "closed by the page",
+                    Inbound::Text(text) => session.handle_text(text.as_str()).await,
+                    Inbound::Binary => {
+                        session.refuse(Error::new(ErrorCode::BinaryFrame, "only text frames are spoken here")).await;
+                    }
+                    // Pings, pongs and the page's Close are answered by tungstenite on the
+                    // next read, which ends the stream after a Close.
+                    Inbound::Control => {}
+                    Inbound::Violation(violation) => {
+                        ctx.hub.metrics.errors.record(violation.error);
+                        debug!(conn, cause = %violation.cause, "page broke the websocket protocol");
+                        let reply = if violation.error == ErrorCode::TooLarge {
+                            let limit = ctx.config.max_frame_bytes;
+                            close(CloseCode::Size, format!("message over the {limit}-byte limit"))
+                        } else {
+                            violation.close_message()
+                        };
+                        let _ = tx.send(reply).await;
+                        break violation.reason;
+                    }
                 }
             }
                         changed = link.changed() => {

@@ -1,7 +1,7 @@
 //! The `relay` binary as a person runs it: its address line, `--help`, and a clean stop.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use testkit::WsClient;
 
@@ -33,8 +33,8 @@ fn help_documents_every_limit_with_its_default() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_closes_pages_with_1001_and_exits_0() {
+/// Starts the relay binary on a free port and returns it with its address line.
+fn start_relay() -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
         .args(["--listen", "127.0.0.1:0", "--renderer", "ws://127.0.0.1:9"])
         .stdout(Stdio::piped())
@@ -46,6 +46,38 @@ async fn sigterm_closes_pages_with_1001_and_exits_0() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("http://127.0.0.1:"), "{line:?}");
+    (child, line)
+}
+
+/// Sends SIGTERM to the child.
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Once the address line is printed, SIGTERM is graceful: the handlers are installed
+/// before the line, so a signal sent the moment it is read ends in exit 0, never in
+/// death by the signal's default action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_the_address_line_exits_0() {
+    for attempt in 0..5 {
+        let (mut child, _) = start_relay();
+        sigterm(&child);
+        let exit = testkit::eventually("the relay to exit", || {
+            let exited = child.try_wait().unwrap();
+            async move { exited }
+        })
+        .await;
+        assert!(exit.success(), "attempt {attempt}: exit status {exit}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_pages_with_1001_and_exits_0() {
+    let (mut child, line) = start_relay();
     let url = format!("ws://{}/ws", line.trim().trim_start_matches("http://"));
     let mut page = WsClient::connect(&url).await.unwrap();
     page.send_json(serde_json::json!({"type": "hello", "v": 1}))
@@ -53,11 +85,7 @@ async fn sigterm_closes_pages_with_1001_and_exits_0() {
     page.wait_for("welcome", |msg| msg["type"] == "welcome")
         .await;
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     assert_eq!(page.close_code().await, Some(1001));
     let exit = testkit::eventually("the relay to exit", || {
         let exited = child.try_wait().unwrap();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use netkit::ws::{is_too_large, ServerSocket};
+use netkit::ws::{Inbound, ServerSocket};
 use netkit::Shutdown;
 use protocol::{
     decode_relay, encode, ConnId, Error, ErrorCode, Generate, HeatmapReady, LinkLimits,
@@ -86,29 +86,27 @@ pub(crate) async fn serve_link(
                 break;
             }
         };
-        match frame {
-            None | Some(Ok(Message::Close(_))) => break,
-            Some(Ok(Message::Text(text))) => {
+        match Inbound::sort(frame) {
+            Inbound::Ended => break,
+            Inbound::Text(text) => {
                 if link.handle_text(text.as_str()).await.is_break() {
                     break;
                 }
             }
-            Some(Ok(Message::Binary(_))) => {
+            Inbound::Binary => {
                 link.refuse(Error::new(
                     ErrorCode::BinaryFrame,
                     "only text frames are spoken on this link",
                 ))
                 .await;
             }
-            Some(Ok(_)) => {} // Ping and pong are answered by tungstenite.
-            Some(Err(err)) if is_too_large(&err) => {
-                ctx.metrics.errors.record(ErrorCode::TooLarge);
-                warn!(%peer, "relay sent a message over --max-frame-bytes; closing with 1009");
-                let _ = tx.send(close(CloseCode::Size, "message too large")).await;
-                break;
-            }
-            Some(Err(err)) => {
-                debug!(%peer, cause = %err, "relay link read failed");
+            // Pings, pongs and the relay's Close are answered by tungstenite on the next
+            // read, which ends the stream after a Close.
+            Inbound::Control => {}
+            Inbound::Violation(violation) => {
+                ctx.metrics.errors.record(violation.error);
+                warn!(%peer, code = u16::from(violation.code), why = violation.reason, cause = %violation.cause, "relay broke the websocket protocol (or --max-frame-bytes); closing the link");
+                let _ = tx.send(violation.close_message()).await;
                 break;
             }
         }

@@ -179,18 +179,41 @@ async fn a_torn_log_tail_does_not_stop_the_renderer() {
     drop(renderer);
 }
 
+/// Sends SIGTERM to the child.
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Once the address line is printed, SIGTERM is graceful: the handlers are installed
+/// before the line, so a signal sent the moment it is read ends in exit 0, never in
+/// death by the signal's default action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_the_address_line_exits_0() {
+    for attempt in 0..5 {
+        let out_dir = TempDir::new("term-early-out");
+        let data_dir = TempDir::new("term-early-data");
+        let mut renderer = RendererProcess::start(&out_dir, &data_dir);
+        sigterm(&renderer.child);
+        let exit = testkit::eventually("the renderer to exit", || {
+            let exited = renderer.child.try_wait().expect("poll the child");
+            async move { exited }
+        })
+        .await;
+        assert!(exit.success(), "attempt {attempt}: exit status {exit}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_links_with_1001_and_exits_0() {
     let out_dir = TempDir::new("term-out");
     let data_dir = TempDir::new("term-data");
     let mut renderer = RendererProcess::start(&out_dir, &data_dir);
     let mut first = link(&renderer.url).await;
-    let pid = renderer.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    sigterm(&renderer.child);
     assert_eq!(first.close_code().await, Some(1001));
     let exit = testkit::eventually("the renderer to exit", || {
         let exited = renderer.child.try_wait().expect("poll the child");

@@ -274,3 +274,149 @@ impl Image {
             .sum()
     }
 }
+
+/// WebSocket opcodes for [`RawWs::send_frame`] (RFC 6455, section 5.2).
+pub mod opcode {
+    /// A text frame.
+    pub const TEXT: u8 = 0x1;
+    /// A binary frame.
+    pub const BINARY: u8 = 0x2;
+    /// A Close frame.
+    pub const CLOSE: u8 = 0x8;
+}
+
+/// A WebSocket client written by hand over a plain TCP stream.
+///
+/// It sends the frames a client library refuses to build (unmasked, invalid UTF-8, a bad
+/// Close), so tests can check how a server answers a peer that breaks RFC 6455.
+#[derive(Debug)]
+pub struct RawWs {
+    stream: TcpStream,
+    /// Bytes read past the handshake's blank line, or past the last frame.
+    buffered: Vec<u8>,
+}
+
+impl RawWs {
+    /// Connects to `addr` and upgrades `path` with a hand-made handshake.
+    ///
+    /// # Errors
+    /// If the connection fails or the server answers anything but `101`.
+    pub async fn connect(addr: &str, path: &str) -> anyhow::Result<Self> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buffered = Vec::new();
+        let head_end = loop {
+            if let Some(pos) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(DEADLINE, stream.read(&mut chunk))
+                .await
+                .context("timed out waiting for the handshake answer")??;
+            if n == 0 {
+                bail!("connection closed during the handshake");
+            }
+            buffered.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffered[..head_end]).into_owned();
+        if !head.starts_with("HTTP/1.1 101") {
+            bail!("upgrade refused: {head}");
+        }
+        buffered.drain(..head_end);
+        Ok(RawWs { stream, buffered })
+    }
+
+    /// Sends one final frame; `masked` is what RFC 6455 requires of a client.
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        let mut frame = vec![0x80 | opcode];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            len @ 0..=125 => frame.push(mask_bit | len as u8),
+            len @ 126..=0xffff => {
+                frame.push(mask_bit | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(mask_bit | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            let key = [0x1f, 0x2e, 0x3d, 0x4c];
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        // A server may close before reading it all; the reply is what the test checks.
+        let _ = self.stream.write_all(&frame).await;
+    }
+
+    /// Sends a masked Close frame with `code` and no reason.
+    pub async fn send_close(&mut self, code: u16) {
+        self.send_frame(opcode::CLOSE, &code.to_be_bytes(), true)
+            .await;
+    }
+
+    /// Reads frames until a Close and returns its code (`None` for a Close without one).
+    ///
+    /// # Errors
+    /// If the connection ends without a Close or none arrives within [`DEADLINE`].
+    pub async fn close_reply(&mut self) -> anyhow::Result<Option<u16>> {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let (opcode, payload) = self.read_frame().await?;
+                if opcode == opcode::CLOSE {
+                    return Ok(payload
+                        .get(..2)
+                        .map(|code| u16::from_be_bytes([code[0], code[1]])));
+                }
+            }
+        })
+        .await
+        .context("timed out waiting for a close frame")?
+    }
+
+    /// Reads one frame from the server (servers never mask).
+    async fn read_frame(&mut self) -> anyhow::Result<(u8, Vec<u8>)> {
+        loop {
+            if let Some((opcode, payload, used)) = parse_frame(&self.buffered) {
+                self.buffered.drain(..used);
+                return Ok((opcode, payload));
+            }
+            use tokio::io::AsyncReadExt;
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("the server closed the connection without a close frame");
+            }
+            self.buffered.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// One unmasked frame from the front of `bytes`: opcode, payload and bytes used.
+fn parse_frame(bytes: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    let opcode = bytes.first()? & 0x0f;
+    let (len, header) = match bytes.get(1)? & 0x7f {
+        126 => (
+            u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize,
+            4,
+        ),
+        127 => {
+            let len: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+            (u64::from_be_bytes(len) as usize, 10)
+        }
+        len => (len as usize, 2),
+    };
+    let payload = bytes.get(header..header + len)?.to_vec();
+    Some((opcode, payload, header + len))
+}
