@@ -28,10 +28,16 @@ impl RendererProcess {
     fn start(listen: &str, out_dir: &TempDir, data_dir: &TempDir) -> Self {
         let (width, height) = SLOW_SIZE;
         let mut child = Command::new(env!("CARGO_BIN_EXE_renderer-process"))
+            .arg("--listen")
             .arg(listen)
+            .arg("--out-dir")
             .arg(out_dir.path())
+            .arg("--data-dir")
             .arg(data_dir.path())
-            .arg(format!("{width}x{height}"))
+            .arg("--width")
+            .arg(width.to_string())
+            .arg("--height")
+            .arg(height.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -60,6 +60,26 @@ use tracing::{error, info};
 pub use config::Config;
 pub use error::Error;
 
+/// What the `renderer` binary does after parsing its flags: binds `config.listen`,
+/// installs the SIGINT/SIGTERM handlers, prints `ws://<address>` on stdout, and serves until
+/// a signal. The handlers go in before the address goes out: whoever reads the line may
+/// send SIGTERM at once, and it must find a graceful shutdown, not the default action.
+///
+/// Public so a test crate can build the renderer as a process of its own.
+///
+/// # Errors
+/// The address cannot be bound, or [`run`] fails before serving.
+pub async fn serve_process(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    let shutdown = netkit::shutdown::signal();
+    // One line on stdout with the real address, so scripts and people can find the port.
+    println!("ws://{addr}");
+    run(listener, config, shutdown).await
+}
+
 /// Serves on `listener` until `shutdown` resolves, then stops reading links, finishes the
 /// renders in flight and sends their answers (for up to `--drain-ms`), closes every link
 /// with 1001 and waits (boundedly) for the rest.

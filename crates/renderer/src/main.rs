@@ -1,33 +1,19 @@
-//! The `renderer` binary: parse flags, set up logging, bind, and hand over to [`renderer::run`].
+//! The `renderer` binary: parse flags, set up logging, and hand over to
+//! [`renderer::serve_process`].
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = renderer::Config::parse();
     netkit::logging::init();
-    match serve(config).await {
+    match renderer::serve_process(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("renderer: {err:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-async fn serve(config: renderer::Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("bind {}", config.listen))?;
-    let addr = listener.local_addr().context("read the bound address")?;
-    // The signal handlers go in before the address goes out: whoever reads the line may
-    // send SIGTERM at once, and it must find a graceful shutdown, not the default action.
-    let shutdown = netkit::shutdown::signal();
-    // One line on stdout with the real address, so scripts and people can find the port.
-    println!("ws://{addr}");
-    renderer::run(listener, config, shutdown).await
 }
