@@ -419,6 +419,72 @@ async fn health_is_answered_when_every_connection_is_busy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_holding_sockets_cannot_keep_the_relay_from_linking() {
+    use tokio::io::AsyncWriteExt;
+    const STRANGERS: usize = 100;
+    // A header timeout far beyond the test: only the waiting pool can let the relay in.
+    let renderer = start_renderer_with(|config| {
+        config.token = Some("s3cret".into());
+        config.header_timeout_ms = 600_000;
+    })
+    .await;
+    let mut strangers = Vec::new();
+    for _ in 0..STRANGERS {
+        let mut stream = tokio::net::TcpStream::connect(renderer.running.addr)
+            .await
+            .unwrap();
+        stream.write_all(b"G").await.unwrap();
+        strangers.push(stream);
+    }
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.token = Some("s3cret".into());
+    })
+    .await;
+    // Well inside the old fixed 10 s header timeout that used to free the slots.
+    let mut page =
+        tokio::time::timeout(std::time::Duration::from_secs(5), page(&relay, "connected"))
+            .await
+            .expect("the relay links while strangers hold sockets");
+    page.send_json(batch("r-strangers", 0, 100, 100, &[(1.0, 1.0)]))
+        .await;
+    page.wait_for("ack", |msg| msg["type"] == "ack").await;
+    // The strangers the waiting pool had no room for were closed; the others still wait.
+    let pending = renderer::Config::default().max_pending_connections;
+    let n_closed = testkit::eventually("strangers beyond the pool to be closed", || async {
+        let n_closed = strangers.iter().filter(|stream| is_closed(stream)).count();
+        (n_closed >= STRANGERS - pending).then_some(n_closed)
+    })
+    .await;
+    assert!(
+        n_closed < STRANGERS,
+        "{n_closed} closed: the pool keeps some"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slow_to_send_its_headers_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let renderer = start_renderer_with(|config| config.header_timeout_ms = 200).await;
+    let mut stream = tokio::net::TcpStream::connect(renderer.running.addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        stream.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "closed at the 200 ms timeout, not the default 3 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_request_bodies_get_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let renderer = start_renderer().await;
