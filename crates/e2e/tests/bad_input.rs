@@ -346,16 +346,142 @@ async fn one_address_cannot_take_every_connection() {
         config.max_connections_per_ip = 2
     })
     .await;
+    let addr = relay.addr.to_string();
     let _first = page(&relay, "connected").await;
     let _second = page(&relay, "connected").await;
-    // The server answers before reading anything, so read the raw reply.
-    use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await.unwrap();
-    let reply = String::from_utf8_lossy(&reply);
-    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
-    assert!(reply.contains("your address"), "{reply}");
+    // Both busy places of this address are taken: one more request is refused...
+    let refused = http_get(&addr, "/").await.unwrap();
+    assert_eq!(refused.status, 503);
+    let text = String::from_utf8_lossy(&refused.body);
+    assert!(text.contains("your address"), "{text}");
+    // ...but health stays observable from that address.
+    assert_eq!(http_get(&addr, "/healthz").await.unwrap().status, 200);
+    // Sockets that say nothing push out only this address's oldest silent one.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(relay.addr).await.unwrap());
+    }
+    testkit::eventually("the oldest silent socket to be closed", || async {
+        is_closed(&silent[0]).then_some(())
+    })
+    .await;
+    assert!(!is_closed(&silent[2]), "the newest is kept");
+    assert_eq!(http_get(&addr, "/healthz").await.unwrap().status, 200);
+}
+
+/// Whether the server has closed `stream` (end of stream or reset), without waiting.
+fn is_closed(stream: &tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.try_read(&mut byte) {
+        Ok(n) => n == 0,
+        Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_answered_when_every_connection_is_busy() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| config.max_connections = 4).await;
+    let addr = relay.addr.to_string();
+    let mut pages = Vec::new();
+    for _ in 0..4 {
+        pages.push(page(&relay, "connected").await);
+    }
+    let refused = WsClient::connect(&format!("ws://{addr}/ws")).await;
+    let refused = refused.err().expect("a fifth page is refused").to_string();
+    assert!(refused.contains("503"), "{refused}");
+    for path in ["/healthz", "/metrics"] {
+        let response = http_get(&addr, path).await.unwrap();
+        assert_eq!(response.status, 200, "{path} at the cap");
+    }
+    let health = health(relay.addr).await;
+    assert_eq!(health["sessions_open"], 4);
+    // A place freed is a place for the next page.
+    drop(pages.pop());
+    testkit::eventually("a page to get the freed place", || async {
+        WsClient::connect(&format!("ws://{addr}/ws")).await.ok()
+    })
+    .await;
+
+    // The renderer too: its one busy place is the relay's link.
+    let renderer = start_renderer_with(|config| config.max_connections = 1).await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let _page = page(&relay, "connected").await;
+    let addr = renderer.running.addr.to_string();
+    let image = http_get(&addr, "/heatmaps/heatmap_2000-01-01_00-00-00.png")
+        .await
+        .unwrap();
+    assert_eq!(image.status, 503, "the busy cap holds");
+    let health = http_get(&addr, "/healthz").await.unwrap();
+    assert_eq!(health.status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(health["links_open"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_holding_sockets_cannot_keep_the_relay_from_linking() {
+    use tokio::io::AsyncWriteExt;
+    const STRANGERS: usize = 100;
+    // A header timeout far beyond the test: only the waiting pool can let the relay in.
+    let renderer = start_renderer_with(|config| {
+        config.token = Some("s3cret".into());
+        config.header_timeout_ms = 600_000;
+    })
+    .await;
+    let mut strangers = Vec::new();
+    for _ in 0..STRANGERS {
+        let mut stream = tokio::net::TcpStream::connect(renderer.running.addr)
+            .await
+            .unwrap();
+        stream.write_all(b"G").await.unwrap();
+        strangers.push(stream);
+    }
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.token = Some("s3cret".into());
+    })
+    .await;
+    // Well inside the old fixed 10 s header timeout that used to free the slots.
+    let mut page =
+        tokio::time::timeout(std::time::Duration::from_secs(5), page(&relay, "connected"))
+            .await
+            .expect("the relay links while strangers hold sockets");
+    page.send_json(batch("r-strangers", 0, 100, 100, &[(1.0, 1.0)]))
+        .await;
+    page.wait_for("ack", |msg| msg["type"] == "ack").await;
+    // The strangers the waiting pool had no room for were closed; the others still wait.
+    let pending = renderer::Config::default().max_pending_connections;
+    let n_closed = testkit::eventually("strangers beyond the pool to be closed", || async {
+        let n_closed = strangers.iter().filter(|stream| is_closed(stream)).count();
+        (n_closed >= STRANGERS - pending).then_some(n_closed)
+    })
+    .await;
+    assert!(
+        n_closed < STRANGERS,
+        "{n_closed} closed: the pool keeps some"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slow_to_send_its_headers_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let renderer = start_renderer_with(|config| config.header_timeout_ms = 200).await;
+    let mut stream = tokio::net::TcpStream::connect(renderer.running.addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        stream.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "closed at the 200 ms timeout, not the default 3 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 //!
 //! Modules, in reading order:
 //! - [`shutdown`]: one signal every task listens to, and a wait for all of them to finish.
-//! - [`serve`]: the accept loop: connection cap, accept back-off, graceful stop.
+//! - [`serve`]: the accept loop: waiting and busy connection pools, accept back-off, graceful stop.
 //! - [`http`]: small response builders.
 //! - [`logging`]: the binaries' `tracing` setup.
 //! - [`ws`]: the server side of the WebSocket upgrade on a hyper request.

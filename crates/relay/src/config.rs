@@ -45,13 +45,25 @@ pub struct Config {
     #[arg(long, default_value_t = limits::DEFAULT_MAX_POINTS_PER_BATCH)]
     pub max_points_per_batch: usize,
 
-    /// Most TCP connections open at once (pages and HTTP requests); one more is answered 503.
+    /// Most connections busy at once: pages' WebSockets and requests being answered. One more
+    /// request is answered 503; /healthz and /metrics are answered even then.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
 
-    /// Most TCP connections open at once from one IP address.
+    /// Most connections waiting for a request at once (sending headers, or idle between
+    /// requests); over it the oldest waiting one is closed, so slow strangers cannot keep pages out.
+    #[arg(long, default_value_t = 1024)]
+    pub max_pending_connections: usize,
+
+    /// Most connections from one IP address, busy and waiting each: one more busy one is
+    /// answered 503, one more waiting one closes that address's oldest waiting one.
     #[arg(long, default_value_t = 64)]
     pub max_connections_per_ip: usize,
+
+    /// How long a client may take to send a request's headers, in milliseconds (from the
+    /// connection's start or its previous answer); slower ones are closed.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
 
     /// Event-API requests per second one address may make on average (0 = unlimited); excess gets 429.
     #[arg(long, default_value_t = 50)]

@@ -35,6 +35,7 @@ mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use netkit::{ServeConfig, ShutdownController};
@@ -65,7 +66,9 @@ pub async fn run(
 
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
+        max_pending_connections: config.max_pending_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        header_timeout: Duration::from_millis(config.header_timeout_ms),
         max_body_bytes: config.max_body_bytes,
         ..ServeConfig::default()
     };

@@ -21,6 +21,8 @@ fn help_documents_every_limit_with_its_default() {
         "--max-points-per-batch",
         "--max-connections",
         "--max-connections-per-ip",
+        "--max-pending-connections",
+        "--header-timeout-ms",
         "--max-messages-per-sec",
         "--buffer-bytes",
         "--idle-timeout-secs",

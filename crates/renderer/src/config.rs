@@ -104,9 +104,20 @@ pub struct Config {
     #[arg(long, default_value_t = 300)]
     pub session_timeout_secs: u64,
 
-    /// Most TCP connections open at once (relays and image requests).
+    /// Most connections busy at once: relay links and requests being answered. One more
+    /// request is answered 503; /healthz and /metrics are answered even then.
     #[arg(long, default_value_t = 64)]
     pub max_connections: usize,
+
+    /// Most connections waiting for a request at once (sending headers, or idle between
+    /// requests); over it the oldest waiting one is closed, so strangers cannot keep the relay out.
+    #[arg(long, default_value_t = 64)]
+    pub max_pending_connections: usize,
+
+    /// How long a client may take to send a request's headers, in milliseconds (from the
+    /// connection's start or its previous answer); slower ones are closed.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
 
     /// Renders running at once; further Generate requests wait their turn.
     #[arg(long, default_value_t = 2)]

@@ -51,6 +51,7 @@ pub mod synthetic;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use netkit::{ServeConfig, ShutdownController};
@@ -100,7 +101,11 @@ pub async fn run(
 
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
-        max_connections_per_ip: config.max_connections,
+        max_pending_connections: config.max_pending_connections,
+        // The renderer has one client, the relay, often on the same address as everything
+        // else on its host: no per-address bound below the pools' own.
+        max_connections_per_ip: config.max_connections.max(config.max_pending_connections),
+        header_timeout: Duration::from_millis(config.header_timeout_ms),
         // Event batches from tracked sites reach up to 1 MiB (`api.rs` bounds them again).
         max_body_bytes: 1024 * 1024,
         ..ServeConfig::default()
