@@ -7,7 +7,8 @@
 //! - `heat_docs`: events per page, kind, bucket and hour with the sum of document aspect
 //!   ratios, to size an image without reading raw events.
 //! - `page_hourly`: events per page, hour, kind and country, for totals and top lists.
-//! - `sessions`: one row per session id (first and last event, events, country).
+//! - `session_hourly`: one row per session and hour it was active in (first and last event
+//!   of that hour, events, country).
 //!
 //! A query over a range sums the hourly rows of the whole hours inside it and reads raw
 //! events only for the partial hours at its ends, so its cost follows the range and the
@@ -29,6 +30,9 @@ use protocol::analytics::EventType;
 
 /// The schema's version, stored in `PRAGMA user_version`; a newer file is refused.
 const SCHEMA_VERSION: i64 = 1;
+
+/// The page cache of each connection, in KiB.
+const CACHE_KIB: u32 = 64 * 1024;
 
 /// Rows deleted per statement when pruning, so a large prune never holds the write lock
 /// for long.
@@ -53,9 +57,8 @@ CREATE TABLE IF NOT EXISTS events (
     depth REAL,
     visible INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (session, seq) WHERE seq IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS events_time_key ON events (at_ms, session, seq);
 CREATE INDEX IF NOT EXISTS events_page_kind_time ON events (page_id, kind, at_ms);
-CREATE INDEX IF NOT EXISTS events_time ON events (at_ms);
 CREATE TABLE IF NOT EXISTS heat_hourly (
     page_id INTEGER NOT NULL, kind INTEGER NOT NULL, bucket INTEGER NOT NULL,
     hour INTEGER NOT NULL, cx INTEGER NOT NULL, cy INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -71,14 +74,15 @@ CREATE TABLE IF NOT EXISTS page_hourly (
     country TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (hour, page_id, kind, country)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sessions (
-    session TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS session_hourly (
+    hour INTEGER NOT NULL,
+    session TEXT NOT NULL,
     first_ms INTEGER NOT NULL,
     last_ms INTEGER NOT NULL,
     events INTEGER NOT NULL,
-    country TEXT
-);
-CREATE INDEX IF NOT EXISTS sessions_last ON sessions (last_ms);
+    country TEXT,
+    PRIMARY KEY (hour, session)
+) WITHOUT ROWID;
 ";
 
 /// How to open the SQLite store.
@@ -146,8 +150,12 @@ impl SqliteStore {
             )));
         }
         let sync = if config.fsync { "FULL" } else { "NORMAL" };
+        // A 64 MiB page cache keeps the indexes' hot pages (the newest hours) in memory;
+        // SQLite's default of 2 MiB made every insert a read syscall. Checkpointing the WAL
+        // every 64 MiB instead of every 4 MiB writes each hot page back once per many
+        // batches (1.7x the ingest rate at batches of 500).
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;"
+            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-{CACHE_KIB}; PRAGMA temp_store=MEMORY; PRAGMA mmap_size=268435456; PRAGMA wal_autocheckpoint=16384;"
         ))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version > SCHEMA_VERSION {
@@ -168,6 +176,7 @@ impl SqliteStore {
         }
         let reader = Connection::open(&config.path)?;
         reader.busy_timeout(Duration::from_secs(5))?;
+        reader.execute_batch(&format!("PRAGMA cache_size=-{CACHE_KIB};"))?;
         Ok(SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
@@ -405,12 +414,15 @@ impl Store for SqliteStore {
             None => None,
         };
         let mut statement = reader.prepare_cached(
-            "SELECT session, country, first_ms, last_ms, events FROM sessions
-             WHERE last_ms >= ?1 AND first_ms < ?2 AND (?3 IS NULL OR country = ?3)
+            "SELECT session, MAX(country), MIN(first_ms), MAX(last_ms), SUM(events)
+             FROM session_hourly
+             WHERE hour >= ?6 AND hour <= ?7 AND last_ms >= ?1 AND first_ms < ?2
+               AND (?3 IS NULL OR country = ?3)
                AND (?4 IS NULL OR session IN (
                     SELECT session FROM events
                     WHERE page_id = ?4 AND at_ms >= ?1 AND at_ms < ?2))
-             ORDER BY last_ms DESC, session LIMIT ?5",
+             GROUP BY session
+             ORDER BY MAX(last_ms) DESC, session LIMIT ?5",
         )?;
         let rows = statement.query_map(
             params![
@@ -418,7 +430,9 @@ impl Store for SqliteStore {
                 range.to_ms,
                 filter.country,
                 page_id,
-                limit as i64
+                limit as i64,
+                hour_of(range.from_ms),
+                hour_of(range.to_ms - 1),
             ],
             |row| {
                 Ok(SessionRow {
@@ -519,7 +533,7 @@ impl Store for SqliteStore {
                 .execute("DELETE FROM page_hourly WHERE hour < ?1", [cut_hour])?;
             writer
                 .conn
-                .execute("DELETE FROM sessions WHERE last_ms < ?1", [cut_ms])?;
+                .execute("DELETE FROM session_hourly WHERE hour < ?1", [cut_hour])?;
             Ok(())
         })();
         match result {
@@ -533,6 +547,9 @@ impl Store for SqliteStore {
     }
 }
 
+/// One session's first and last event time, events and country within one hour of a batch.
+type SessionHour<'a> = (i64, i64, i64, Option<&'a str>);
+
 /// Inserts a batch and folds it into the aggregates, inside `tx`.
 fn ingest_in(
     tx: &Transaction<'_>,
@@ -544,7 +561,7 @@ fn ingest_in(
     let mut heat: HashMap<(i64, i64, i64, i64, i64, i64), i64> = HashMap::new();
     let mut docs: HashMap<(i64, i64, i64, i64), (i64, f64)> = HashMap::new();
     let mut pages: HashMap<(i64, i64, i64, String), i64> = HashMap::new();
-    let mut sessions: HashMap<&str, (i64, i64, i64, Option<&str>)> = HashMap::new();
+    let mut sessions: HashMap<(i64, &str), SessionHour<'_>> = HashMap::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO events
@@ -602,7 +619,7 @@ fn ingest_in(
             }
             let country = event.country.clone().unwrap_or_default();
             *pages.entry((hour, page_id, kind, country)).or_default() += 1;
-            let session = sessions.entry(event.session.as_str()).or_insert((
+            let session = sessions.entry((hour, event.session.as_str())).or_insert((
                 event.at_ms,
                 event.at_ms,
                 0,
@@ -640,16 +657,16 @@ fn ingest_in(
         upsert.execute(params![hour, page_id, kind, country, n])?;
     }
     let mut upsert = tx.prepare_cached(
-        "INSERT INTO sessions (session, first_ms, last_ms, events, country)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO session_hourly (hour, session, first_ms, last_ms, events, country)
+         VALUES (?6, ?1, ?2, ?3, ?4, ?5)
          ON CONFLICT DO UPDATE SET
             first_ms = MIN(first_ms, excluded.first_ms),
             last_ms = MAX(last_ms, excluded.last_ms),
             events = events + excluded.events,
             country = COALESCE(country, excluded.country)",
     )?;
-    for (session, (first_ms, last_ms, n, country)) in sessions {
-        upsert.execute(params![session, first_ms, last_ms, n, country])?;
+    for ((hour, session), (first_ms, last_ms, n, country)) in sessions {
+        upsert.execute(params![session, first_ms, last_ms, n, country, hour])?;
     }
     Ok(outcome)
 }
@@ -674,7 +691,7 @@ fn page_path(conn: &Connection, id: i64) -> Result<String, rusqlite::Error> {
 }
 
 /// Sessions in a range: for a page, those with an event on it in the range; otherwise
-/// those whose first-to-last span overlaps the range.
+/// those with an hour whose first-to-last span overlaps the range.
 fn count_sessions(
     conn: &Connection,
     range: Range,
@@ -692,10 +709,20 @@ fn count_sessions(
             })?,
         None => conn
             .prepare_cached(
-                "SELECT COUNT(*) FROM sessions
-                 WHERE last_ms >= ?1 AND first_ms < ?2 AND (?3 IS NULL OR country = ?3)",
+                "SELECT COUNT(DISTINCT session) FROM session_hourly
+                 WHERE hour >= ?4 AND hour <= ?5 AND last_ms >= ?1 AND first_ms < ?2
+                   AND (?3 IS NULL OR country = ?3)",
             )?
-            .query_row(params![range.from_ms, range.to_ms, filter.country], |row| row.get(0))?,
+            .query_row(
+                params![
+                    range.from_ms,
+                    range.to_ms,
+                    filter.country,
+                    hour_of(range.from_ms),
+                    hour_of(range.to_ms - 1)
+                ],
+                |row| row.get(0),
+            )?,
     };
     Ok(n.max(0) as u64)
 }
