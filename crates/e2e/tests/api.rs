@@ -63,12 +63,12 @@ async fn events_are_validated_counted_and_summarised() {
     assert_eq!(status, 202, "{body}");
 
     for (bad, why) in [
-        ("{not json".to_owned(), "expected an event"),
-        (json!({"type": "teleport", "page": "/", "sessionId": "s", "timestamp": 1}).to_string(), "expected an event"),
-        (json!({"type": "pageview", "page": "no-slash", "sessionId": "s", "timestamp": 1}).to_string(), "page must be"),
-        (json!({"type": "pageview", "page": "/", "sessionId": "../x", "timestamp": 1}).to_string(), "sessionId"),
-        (json!([one, {"type": "click", "page": "/", "sessionId": "s", "timestamp": 1}]).to_string(), "event 1: click events need"),
-        (json!({"type": "pageview", "page": "/", "sessionId": "s", "timestamp": 1, "country": "Germany"}).to_string(), "country"),
+        ("{not json".to_owned(), "the body is not JSON"),
+        (json!({"type": "teleport", "page": "/", "sessionId": "s", "timestamp": 1}).to_string(), "event 0: type: unknown event type \"teleport\""),
+        (json!({"type": "pageview", "page": "no-slash", "sessionId": "s", "timestamp": 1}).to_string(), "event 0: page: must be"),
+        (json!({"type": "pageview", "page": "/", "sessionId": "../x", "timestamp": 1}).to_string(), "event 0: sessionId: must be"),
+        (json!([one, {"type": "click", "page": "/", "sessionId": "s", "timestamp": "soon"}]).to_string(), "event 1: timestamp: expected ISO-8601"),
+        (json!({"type": "pageview", "page": "/", "sessionId": "s", "timestamp": 1, "country": "Gondor"}).to_string(), "event 0: country:"),
     ] {
         let (status, _, body) = request(&addr, "POST", "/api/events", &[], &bad).await;
         assert_eq!(status, 400, "{bad}: {body}");

@@ -433,7 +433,8 @@ mod tests {
             kind,
             page: page.into(),
             session_id: session.into(),
-            timestamp: 1.0,
+            timestamp: Some(1),
+            seq: None,
             country: country.map(str::to_owned),
             metadata: EventMetadata::default(),
         }

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use netkit::http::{self, Body};
-use protocol::analytics::{ApiError, EventBatch, EventType, EventsAccepted, MAX_EVENTS_PER_POST};
+use protocol::analytics::{decode_events, ApiError, EventType, EventsAccepted};
 use protocol::{HeatKind, OutputMode, RenderOptions};
 
 use crate::analytics::{Filter, StoredEvent};
@@ -65,26 +65,10 @@ async fn post_events(request: Request<Incoming>, ctx: &Context) -> Response<Body
             )
         }
     };
-    let batch: EventBatch = match serde_json::from_slice(&body) {
-        Ok(batch) => batch,
-        Err(err) => {
-            return bad_request(format!(
-                "expected an event {{type, page, sessionId, timestamp, country?, metadata?}} or an array of them: {err}"
-            ))
-        }
+    let events = match decode_events(&body) {
+        Ok(events) => events,
+        Err(err) => return bad_request(err.to_string()),
     };
-    let events = batch.into_vec();
-    if events.len() > MAX_EVENTS_PER_POST {
-        return bad_request(format!(
-            "{} events in one request; the limit is {MAX_EVENTS_PER_POST}",
-            events.len()
-        ));
-    }
-    for (idx, event) in events.iter().enumerate() {
-        if let Err(message) = event.validate() {
-            return bad_request(format!("event {idx}: {message}"));
-        }
-    }
     let accepted = events.len();
     if let Err(err) = ctx.analytics.ingest(events) {
         tracing::error!(cause = %err, "cannot store tracked events in the data folder");
