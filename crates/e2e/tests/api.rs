@@ -40,7 +40,7 @@ async fn request(
 }
 
 fn click(session: &str, page: &str, x: f64, y: f64, vw: f64) -> Value {
-    json!({"type": "click", "page": page, "sessionId": session, "timestamp": 1_764_000_000_000u64,
+    json!({"type": "click", "page": page, "sessionId": session,
            "country": "de", "metadata": {"x": x, "y": y, "vw": vw, "vh": 800, "dw": vw, "dh": 2000, "path": "button#buy"}})
 }
 
@@ -50,25 +50,25 @@ async fn events_are_validated_counted_and_summarised() {
     let relay = start_relay(&renderer.ws_url()).await;
     let addr = relay.addr.to_string();
 
-    let one = json!({"type": "pageview", "page": "/", "sessionId": "s1", "timestamp": 1_764_000_000_000u64});
+    let one = json!({"type": "pageview", "page": "/", "sessionId": "s1"});
     let (status, _, body) = request(&addr, "POST", "/api/events", &[], &one.to_string()).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["accepted"], 1);
 
     let batch = json!([
-        {"type": "pageview", "page": "/pricing", "sessionId": "s1", "timestamp": 1_764_000_000_100u64},
+        {"type": "pageview", "page": "/pricing", "sessionId": "s1"},
         click("s2", "/pricing", 100.0, 200.0, 1440.0),
     ]);
     let (status, _, body) = request(&addr, "POST", "/api/events", &[], &batch.to_string()).await;
     assert_eq!(status, 202, "{body}");
 
     for (bad, why) in [
-        ("{not json".to_owned(), "expected an event"),
-        (json!({"type": "teleport", "page": "/", "sessionId": "s", "timestamp": 1}).to_string(), "expected an event"),
-        (json!({"type": "pageview", "page": "no-slash", "sessionId": "s", "timestamp": 1}).to_string(), "page must be"),
-        (json!({"type": "pageview", "page": "/", "sessionId": "../x", "timestamp": 1}).to_string(), "sessionId"),
-        (json!([one, {"type": "click", "page": "/", "sessionId": "s", "timestamp": 1}]).to_string(), "event 1: click events need"),
-        (json!({"type": "pageview", "page": "/", "sessionId": "s", "timestamp": 1, "country": "Germany"}).to_string(), "country"),
+        ("{not json".to_owned(), "the body is not JSON"),
+        (json!({"type": "teleport", "page": "/", "sessionId": "s", "timestamp": 1}).to_string(), "event 0: type: unknown event type \"teleport\""),
+        (json!({"type": "pageview", "page": "no-slash", "sessionId": "s", "timestamp": 1}).to_string(), "event 0: page: must be"),
+        (json!({"type": "pageview", "page": "/", "sessionId": "../x", "timestamp": 1}).to_string(), "event 0: sessionId: must be"),
+        (json!([one, {"type": "click", "page": "/", "sessionId": "s", "timestamp": "soon"}]).to_string(), "event 1: timestamp: expected ISO-8601"),
+        (json!({"type": "pageview", "page": "/", "sessionId": "s", "timestamp": 1, "country": "Gondor"}).to_string(), "event 0: country:"),
     ] {
         let (status, _, body) = request(&addr, "POST", "/api/events", &[], &bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
@@ -146,7 +146,7 @@ async fn only_listed_sites_may_call_the_api_from_a_browser() {
     })
     .await;
     let addr = relay.addr.to_string();
-    let event = json!({"type": "pageview", "page": "/", "sessionId": "s1", "timestamp": 1});
+    let event = json!({"type": "pageview", "page": "/", "sessionId": "s1"});
 
     let (status, head, _) = request(
         &addr,
@@ -304,7 +304,7 @@ async fn dashboards_get_analytics_and_presence_pushed() {
         .await;
     assert_eq!(first["summary"]["active_users"], 0);
 
-    let event = json!({"type": "pageview", "page": "/live", "sessionId": "v1", "timestamp": 1});
+    let event = json!({"type": "pageview", "page": "/live", "sessionId": "v1"});
     request(&addr, "POST", "/api/events", &[], &event.to_string()).await;
     let update = dashboard
         .wait_for("the visitor to show", |msg| {
@@ -314,7 +314,7 @@ async fn dashboards_get_analytics_and_presence_pushed() {
     assert_eq!(update["sessions"][0]["session_id"], "v1");
     assert_eq!(update["sessions"][0]["journey"][0]["page"], "/live");
 
-    let leave = json!({"type": "leave", "page": "/live", "sessionId": "v1", "timestamp": 2});
+    let leave = json!({"type": "leave", "page": "/live", "sessionId": "v1"});
     request(&addr, "POST", "/api/events", &[], &leave.to_string()).await;
     dashboard
         .wait_for("the visitor to leave", |msg| {
@@ -432,5 +432,96 @@ async fn tracked_events_survive_a_renderer_restart() {
     .unwrap();
     let grid: Value = serde_json::from_slice(&heatmap.body).unwrap();
     assert_eq!(grid["n_points"], 12);
+    drop(renderer);
+}
+
+/// The seed API's README example, verbatim (its `curl -d` body).
+const SEED_README_PAGEVIEW: &str = r#"{
+    "type": "pageview",
+    "page": "/home",
+    "sessionId": "test-user-123",
+    "country": "India"
+  }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_example_and_imports_dated_in_the_past_land_in_their_ranges() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let addr = relay.addr.to_string();
+    let (status, _, body) = request(&addr, "POST", "/api/events", &[], SEED_README_PAGEVIEW).await;
+    assert_eq!(status, 202, "{body}");
+
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day = 86_400_000i64;
+    let import = |at_ms: i64, x: f64| {
+        json!({"type": "click", "page": "/imported", "sessionId": format!("imp-{at_ms}"),
+               "timestamp": at_ms, "country": "Germany",
+               "metadata": {"x": x, "y": 300, "vw": 1440, "vh": 800, "dw": 1440, "dh": 2000}})
+    };
+    let batch = json!([
+        import(now_ms - day, 200.0),
+        import(now_ms - 20 * day, 1200.0)
+    ]);
+    let (status, _, body) = request(&addr, "POST", "/api/events", &[], &batch.to_string()).await;
+    assert_eq!(status, 202, "{body}");
+
+    let get = |path: String| {
+        let addr = addr.clone();
+        async move {
+            let reply = http_get(&addr, &path).await.unwrap();
+            assert_eq!(
+                reply.status,
+                200,
+                "{path}: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
+            serde_json::from_slice::<Value>(&reply.body).unwrap()
+        }
+    };
+    let summary = get("/api/analytics/summary?range=30d".into()).await;
+    let pages = summary["top_pages"].as_array().unwrap().clone();
+    assert!(
+        pages.contains(&json!({"name": "/imported", "events": 2})),
+        "{summary}"
+    );
+    assert!(
+        pages.contains(&json!({"name": "/home", "events": 1})),
+        "{summary}"
+    );
+    let countries = summary["top_countries"].as_array().unwrap().clone();
+    assert!(
+        countries.contains(&json!({"name": "IN", "events": 1})),
+        "{summary}"
+    );
+    assert!(
+        countries.contains(&json!({"name": "DE", "events": 2})),
+        "{summary}"
+    );
+    let recent = get("/api/analytics/summary?range=24h&page=/imported".into()).await;
+    assert_eq!(
+        recent["active_users"], 0,
+        "imports are history, not visitors: {recent}"
+    );
+
+    // Only the import from 20 days ago lies between 21 and 19 days back.
+    let grid = get(format!(
+        "/api/heatmaps?page=/imported&kind=click&width=desktop&format=json&from={}&to={}",
+        now_ms - 21 * day,
+        now_ms - 19 * day
+    ))
+    .await;
+    assert_eq!(grid["n_points"], 1, "{grid}");
+    let both =
+        get("/api/heatmaps?page=/imported&kind=click&width=desktop&format=json&range=30d".into())
+            .await;
+    assert_eq!(both["n_points"], 2, "{both}");
+
+    let (status, _, body) =
+        request(&addr, "GET", "/api/analytics/summary?range=30x", &[], "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("range:"), "{body}");
     drop(renderer);
 }

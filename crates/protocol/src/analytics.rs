@@ -6,6 +6,10 @@
 //! so heatmaps stay true across screen sizes.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::country::country_code;
+use crate::timestamp::parse_iso8601_ms;
 
 /// Longest page path kept, in bytes.
 pub const MAX_PAGE_LEN: usize = 512;
@@ -13,6 +17,8 @@ pub const MAX_PAGE_LEN: usize = 512;
 pub const MAX_ELEMENT_PATH_LEN: usize = 256;
 /// Most events in one `POST /api/events`.
 pub const MAX_EVENTS_PER_POST: usize = 500;
+/// The latest timestamp accepted (the end of the year 2999), to refuse nonsense early.
+pub const MAX_TIMESTAMP_MS: i64 = 32_503_680_000_000;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,9 +66,16 @@ pub struct TrackedEvent {
     pub page: String,
     /// The visitor's session, 1 to 64 characters of `A-Z a-z 0-9 _ -`.
     pub session_id: String,
-    /// When it happened, milliseconds since the Unix epoch (the sender's clock).
-    pub timestamp: f64,
-    /// Two-letter country code, if the sender knows it.
+    /// When it happened, ms since the Unix epoch (the sender's clock); absent means "when
+    /// received". On the wire it may also be an ISO-8601 string (see [`decode_events`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    /// The event's number within its session, if the sender numbers them (the snippet
+    /// does): a resent event with the same number is counted once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Two-letter country code, if the sender knows it (a name such as `India` is turned
+    /// into its code when decoded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     /// Positions and sizes.
@@ -116,7 +129,7 @@ impl TrackedEvent {
     pub fn validate(&self) -> Result<(), String> {
         if self.page.is_empty() || self.page.len() > MAX_PAGE_LEN || !self.page.starts_with('/') {
             return Err(format!(
-                "page must be a path starting with / of at most {MAX_PAGE_LEN} bytes"
+                "page: must be a path starting with / of at most {MAX_PAGE_LEN} bytes"
             ));
         }
         let id_ok = !self.session_id.is_empty()
@@ -126,14 +139,19 @@ impl TrackedEvent {
                 .bytes()
                 .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
         if !id_ok {
-            return Err("sessionId must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'".into());
+            return Err(
+                "sessionId: must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'".into(),
+            );
         }
-        if !self.timestamp.is_finite() || self.timestamp < 0.0 {
-            return Err("timestamp must be milliseconds since the Unix epoch".into());
+        if self
+            .timestamp
+            .is_some_and(|at| !(0..=MAX_TIMESTAMP_MS).contains(&at))
+        {
+            return Err("timestamp: must be from 1970 to 2999, in ms since the Unix epoch".into());
         }
         if let Some(country) = &self.country {
             if country.len() != 2 || !country.bytes().all(|byte| byte.is_ascii_alphabetic()) {
-                return Err("country must be a two-letter code".into());
+                return Err("country: must be a two-letter code or a country name".into());
             }
         }
         let meta = &self.metadata;
@@ -148,7 +166,7 @@ impl TrackedEvent {
             if let Some(value) = value {
                 if !value.is_finite() || !(0.0..=1_000_000.0).contains(&value) {
                     return Err(format!(
-                        "metadata.{name} must be a number from 0 to 1000000"
+                        "metadata.{name}: must be a number from 0 to 1000000"
                     ));
                 }
             }
@@ -156,7 +174,7 @@ impl TrackedEvent {
         for (name, value) in [("ox", meta.ox), ("oy", meta.oy), ("depth", meta.depth)] {
             if let Some(value) = value {
                 if !value.is_finite() || !(0.0..=1.0).contains(&value) {
-                    return Err(format!("metadata.{name} must be a fraction from 0 to 1"));
+                    return Err(format!("metadata.{name}: must be a fraction from 0 to 1"));
                 }
             }
         }
@@ -166,24 +184,15 @@ impl TrackedEvent {
             .is_some_and(|path| path.len() > MAX_ELEMENT_PATH_LEN)
         {
             return Err(format!(
-                "metadata.path is longer than {MAX_ELEMENT_PATH_LEN} bytes"
+                "metadata.path: longer than {MAX_ELEMENT_PATH_LEN} bytes"
             ));
-        }
-        if matches!(self.kind, EventType::Move | EventType::Click) {
-            let has_position =
-                meta.x.is_some() && meta.y.is_some() && meta.dw.is_some() && meta.dh.is_some();
-            if !has_position {
-                return Err(format!(
-                    "{} events need metadata x, y, dw and dh",
-                    self.kind.as_str()
-                ));
-            }
         }
         Ok(())
     }
 }
 
-/// One event or a batch, as `POST /api/events` accepts.
+/// One event or a batch, as a sender writes the body of `POST /api/events` (the server
+/// decodes bodies with [`decode_events`], which also takes the seed API's spellings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EventBatch {
@@ -268,4 +277,270 @@ pub struct JourneyStep {
     pub page: String,
     /// When it was entered, ms since the epoch (server clock).
     pub at: i64,
+}
+
+/// Why `POST /api/events` refused a body: which event (its index in a batch), which field,
+/// and what was wrong, so the sender can fix exactly that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    /// The event's index in the batch (0 for a single event); `None` for the body itself.
+    pub index: Option<usize>,
+    /// The field, with `metadata.` in front for positions (`timestamp`, `metadata.x`).
+    pub field: Option<String>,
+    /// What was wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for EventError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.index, &self.field) {
+            (Some(index), Some(field)) => write!(f, "event {index}: {field}: {}", self.message),
+            (Some(index), None) => write!(f, "event {index}: {}", self.message),
+            (None, Some(field)) => write!(f, "{field}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for EventError {}
+
+/// The event types by every name the API accepts: ours, and the seed API's
+/// (`page_view`, `session_end`).
+const TYPE_NAMES: &[(&str, EventType)] = &[
+    ("pageview", EventType::Pageview),
+    ("page_view", EventType::Pageview),
+    ("move", EventType::Move),
+    ("click", EventType::Click),
+    ("scroll", EventType::Scroll),
+    ("visibility", EventType::Visibility),
+    ("leave", EventType::Leave),
+    ("session_end", EventType::Leave),
+    ("custom", EventType::Custom),
+];
+
+/// Decodes and validates the body of `POST /api/events`: one event object or an array of
+/// up to [`MAX_EVENTS_PER_POST`].
+///
+/// Lenient where the seed API is (a `type` of `page_view` or `session_end`, `timestamp` as
+/// ISO-8601 or epoch ms, `country` as a name, `metadata.element` for the element's path,
+/// unknown fields ignored), strict where a wrong value would corrupt the data (positions,
+/// ids, sizes).
+///
+/// # Errors
+/// The first problem, naming the event and the field; nothing of the batch is to be stored.
+pub fn decode_events(body: &[u8]) -> Result<Vec<TrackedEvent>, EventError> {
+    let body_error = |message: String| EventError {
+        index: None,
+        field: None,
+        message,
+    };
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| body_error(format!("the body is not JSON: {err}")))?;
+    let items = match value {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => {
+            return Err(body_error(
+                "expected an event object or an array of them".into(),
+            ))
+        }
+    };
+    if items.len() > MAX_EVENTS_PER_POST {
+        return Err(body_error(format!(
+            "{} events in one request; the limit is {MAX_EVENTS_PER_POST}",
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            decode_event(item).map_err(|(field, message)| EventError {
+                index: Some(index),
+                field: field.map(str::to_owned),
+                message,
+            })
+        })
+        .collect()
+}
+
+/// A field's name (if the problem is one field) and the problem.
+type FieldProblem = (Option<&'static str>, String);
+
+fn decode_event(item: &Value) -> Result<TrackedEvent, FieldProblem> {
+    let Value::Object(fields) = item else {
+        return Err((None, "expected an object".into()));
+    };
+    let kind_name = required_str(fields, "type")?;
+    let kind = TYPE_NAMES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(kind_name))
+        .map(|(_, kind)| *kind)
+        .ok_or_else(|| {
+            let names: Vec<&str> = TYPE_NAMES.iter().map(|(name, _)| *name).collect();
+            (
+                Some("type"),
+                format!(
+                    "unknown event type {kind_name:?}; expected one of {}",
+                    names.join(", ")
+                ),
+            )
+        })?;
+    let page = page_path(required_str(fields, "page")?);
+    let session_id = required_str(fields, "sessionId")?.to_owned();
+    let timestamp = match fields.get("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(timestamp_ms(value).ok_or_else(|| {
+            (
+                Some("timestamp"),
+                "expected ISO-8601 (2025-07-19T10:30:00Z) or epoch ms".to_owned(),
+            )
+        })?),
+    };
+    let seq = match fields.get("seq") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .ok_or_else(|| (Some("seq"), "expected a whole number from 0".to_owned()))?,
+        ),
+    };
+    let country = match fields.get("country") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.trim().is_empty() => None,
+        Some(Value::String(text)) => Some(country_code(text).ok_or_else(|| {
+            (
+                Some("country"),
+                format!("{text:?} is neither a two-letter code nor a country name"),
+            )
+        })?),
+        Some(_) => return Err((Some("country"), "expected a string".into())),
+    };
+    let metadata = match fields.get("metadata") {
+        None | Some(Value::Null) => EventMetadata::default(),
+        Some(Value::Object(meta)) => decode_metadata(meta)?,
+        Some(_) => return Err((Some("metadata"), "expected an object".into())),
+    };
+    let event = TrackedEvent {
+        kind,
+        page,
+        session_id,
+        timestamp,
+        seq,
+        country,
+        metadata,
+    };
+    event
+        .validate()
+        .map_err(|message| match message.split_once(": ") {
+            Some((field, rest)) => (
+                FIELDS.iter().find(|known| **known == field).copied(),
+                if FIELDS.contains(&field) {
+                    rest.to_owned()
+                } else {
+                    message.clone()
+                },
+            ),
+            None => (None, message),
+        })?;
+    Ok(event)
+}
+
+/// Field names [`TrackedEvent::validate`] may name, so its message splits into field and
+/// problem.
+const FIELDS: &[&str] = &[
+    "page",
+    "sessionId",
+    "timestamp",
+    "country",
+    "metadata.x",
+    "metadata.y",
+    "metadata.vw",
+    "metadata.vh",
+    "metadata.dw",
+    "metadata.dh",
+    "metadata.ox",
+    "metadata.oy",
+    "metadata.depth",
+    "metadata.path",
+];
+
+fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProblem> {
+    let number = |name: &'static str, field: &'static str| -> Result<Option<f64>, FieldProblem> {
+        match meta.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| (Some(field), "expected a number".to_owned())),
+        }
+    };
+    let text = |name: &'static str, field: &'static str| -> Result<Option<String>, FieldProblem> {
+        match meta.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err((Some(field), "expected a string".to_owned())),
+        }
+    };
+    let visible = match meta.get("visible") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(visible)) => Some(*visible),
+        Some(_) => return Err((Some("metadata.visible"), "expected true or false".into())),
+    };
+    Ok(EventMetadata {
+        x: number("x", "metadata.x")?,
+        y: number("y", "metadata.y")?,
+        vw: number("vw", "metadata.vw")?,
+        vh: number("vh", "metadata.vh")?,
+        dw: number("dw", "metadata.dw")?,
+        dh: number("dh", "metadata.dh")?,
+        // The seed API names the clicked element `element`; ours is its CSS `path`.
+        path: match text("path", "metadata.path")? {
+            Some(path) => Some(path),
+            None => text("element", "metadata.element")?,
+        },
+        ox: number("ox", "metadata.ox")?,
+        oy: number("oy", "metadata.oy")?,
+        depth: number("depth", "metadata.depth")?,
+        visible,
+    })
+}
+
+fn required_str<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, FieldProblem> {
+    match fields.get(name) {
+        Some(Value::String(text)) => Ok(text),
+        None | Some(Value::Null) => Err((Some(name), "is required".into())),
+        Some(_) => Err((Some(name), "expected a string".into())),
+    }
+}
+
+/// A page given as a path, or as a whole URL whose path is taken (query and fragment
+/// dropped either way: they may carry personal data).
+fn page_path(page: &str) -> String {
+    let page = page.trim();
+    let path = match page.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => page,
+    };
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    path[..end].to_owned()
+}
+
+/// Epoch ms from a number (ms) or a string (ISO-8601, or digits meaning ms).
+fn timestamp_ms(value: &Value) -> Option<i64> {
+    let millis = match value {
+        Value::Number(number) => {
+            let millis = number.as_f64()?;
+            millis.is_finite().then_some(millis.round() as i64)?
+        }
+        Value::String(text) => match text.trim().parse::<i64>() {
+            Ok(millis) => millis,
+            Err(_) => parse_iso8601_ms(text)?,
+        },
+        _ => return None,
+    };
+    (0..=MAX_TIMESTAMP_MS).contains(&millis).then_some(millis)
 }

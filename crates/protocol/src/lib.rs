@@ -13,21 +13,26 @@
 //! - [`codec`]: decoding with errors a sender can act on.
 //! - [`options`]: how a heatmap should look ([`RenderOptions`]).
 //! - [`names`]: the only shape a heatmap file name may have.
-//! - [`analytics`]: the HTTP event API of tracked sites, and the analytics read back.
+//! - [`analytics`]: the HTTP event API of tracked sites ([`analytics::decode_events`]), and the
+//!   analytics read back; `country` and `timestamp` turn the seed API's country names and
+//!   ISO-8601 times into codes and epoch milliseconds.
 //!
 //! The crate does no IO and has no async runtime: it is plain data and pure functions.
 
 pub mod analytics;
 pub mod codec;
+mod country;
 mod error;
 pub mod limits;
 pub mod link;
 pub mod names;
 pub mod options;
 pub mod page;
+mod timestamp;
 pub mod validate;
 
 pub use codec::{decode_page, decode_relay, decode_renderer, encode};
+pub use country::country_code;
 pub use error::{Error, ErrorCode};
 pub use limits::Limits;
 pub use link::{ConnId, LinkLimits, RelayMessage, RendererMessage};
@@ -36,6 +41,7 @@ pub use page::{
     AnalyticsUpdate, Cursor, Generate, HeatmapReady, LinkState, PageMessage, Point, PointKind,
     PointsBatch, Preview, PreviewFrame, RecordingId, ServerMessage, Viewport,
 };
+pub use timestamp::parse_iso8601_ms;
 
 /// The protocol version spoken by this build.
 ///

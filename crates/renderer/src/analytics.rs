@@ -13,6 +13,10 @@ use protocol::analytics::{Count, EventType, JourneyStep, SessionInfo, Summary, T
 use crate::event_log::EventLog;
 use crate::store::lock;
 
+/// How far ahead of the server's clock an event's own timestamp may be before it is
+/// clamped to the receive time.
+pub const MAX_CLOCK_SKEW_MS: i64 = 60_000;
+
 /// Steps kept in one session's journey.
 const MAX_JOURNEY: usize = 50;
 
@@ -68,7 +72,8 @@ pub struct StoredEvent {
     pub session: Arc<str>,
     /// The country, if known.
     pub country: Option<Arc<str>>,
-    /// When the server received it, ms since the epoch.
+    /// When it happened, ms since the epoch: its own timestamp (clamped, see
+    /// [`StoredEvent::received`]) or else when the server received it.
     pub at_ms: i64,
     /// Document position and sizes (0 when not given).
     pub x: f32,
@@ -93,8 +98,15 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// A validated event as received at `at_ms` (server clock).
-    pub fn received(event: TrackedEvent, at_ms: i64) -> Self {
+    /// A validated event as received at `received_ms` (server clock).
+    ///
+    /// It is placed at its own `timestamp` when it has one (an import of yesterday's events
+    /// lands in yesterday), but never later than [`MAX_CLOCK_SKEW_MS`] past the receive
+    /// time: a sender's clock running fast must not push events into the future.
+    pub fn received(event: TrackedEvent, received_ms: i64) -> Self {
+        let at_ms = event
+            .timestamp
+            .map_or(received_ms, |at| at.min(received_ms + MAX_CLOCK_SKEW_MS));
         let meta = &event.metadata;
         StoredEvent {
             kind: event.kind,
@@ -307,6 +319,12 @@ impl Analytics {
                     .as_deref()
                     .is_none_or(|c| session.country.as_deref() == Some(c))
             })
+            .filter(|session| {
+                filter
+                    .page
+                    .as_deref()
+                    .is_none_or(|page| session.journey.iter().any(|step| step.page == page))
+            })
             .count();
         let mut per_second = vec![0u32; 300];
         let (mut last_minute, mut last_5) = (0u64, 0u64);
@@ -393,6 +411,11 @@ impl Analytics {
             .collect()
     }
 
+    /// The analytics clock's "now", ms since the epoch (ranges such as `range=24h` end here).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Events held.
     pub fn n_events(&self) -> usize {
         lock(&self.state).events.len()
@@ -433,7 +456,8 @@ mod tests {
             kind,
             page: page.into(),
             session_id: session.into(),
-            timestamp: 1.0,
+            timestamp: None,
+            seq: None,
             country: country.map(str::to_owned),
             metadata: EventMetadata::default(),
         }

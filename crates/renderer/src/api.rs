@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use netkit::http::{self, Body};
-use protocol::analytics::{ApiError, EventBatch, EventType, EventsAccepted, MAX_EVENTS_PER_POST};
+use protocol::analytics::{decode_events, ApiError, EventType, EventsAccepted};
 use protocol::{HeatKind, OutputMode, RenderOptions};
 
 use crate::analytics::{Filter, StoredEvent};
@@ -28,11 +28,14 @@ pub(crate) async fn handle(request: Request<Incoming>, ctx: Arc<Context>) -> Res
     let query = parse_query(request.uri().query().unwrap_or(""));
     match (request.method().clone(), path.as_str()) {
         (Method::POST, "/api/events") => post_events(request, &ctx).await,
-        (Method::GET, "/api/analytics/summary") => match filter_of(&query) {
-            Ok(filter) => json_ok(&ctx.analytics.summary(&filter)),
-            Err(message) => bad_request(message),
-        },
-        (Method::GET, "/api/analytics/sessions") => match filter_of(&query) {
+        (Method::GET, "/api/analytics/summary") => {
+            match filter_of(&query, ctx.analytics.now_ms()) {
+                Ok(filter) => json_ok(&ctx.analytics.summary(&filter)),
+                Err(message) => bad_request(message),
+            }
+        }
+        (Method::GET, "/api/analytics/sessions") => match filter_of(&query, ctx.analytics.now_ms())
+        {
             Ok(filter) => json_ok(&ctx.analytics.sessions(&filter)),
             Err(message) => bad_request(message),
         },
@@ -65,26 +68,10 @@ async fn post_events(request: Request<Incoming>, ctx: &Context) -> Response<Body
             )
         }
     };
-    let batch: EventBatch = match serde_json::from_slice(&body) {
-        Ok(batch) => batch,
-        Err(err) => {
-            return bad_request(format!(
-                "expected an event {{type, page, sessionId, timestamp, country?, metadata?}} or an array of them: {err}"
-            ))
-        }
+    let events = match decode_events(&body) {
+        Ok(events) => events,
+        Err(err) => return bad_request(err.to_string()),
     };
-    let events = batch.into_vec();
-    if events.len() > MAX_EVENTS_PER_POST {
-        return bad_request(format!(
-            "{} events in one request; the limit is {MAX_EVENTS_PER_POST}",
-            events.len()
-        ));
-    }
-    for (idx, event) in events.iter().enumerate() {
-        if let Err(message) = event.validate() {
-            return bad_request(format!("event {idx}: {message}"));
-        }
-    }
     let accepted = events.len();
     if let Err(err) = ctx.analytics.ingest(events) {
         tracing::error!(cause = %err, "cannot store tracked events in the data folder");
@@ -118,7 +105,7 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
             Ok(bucket) => bucket,
             Err(message) => return bad_request(message),
         };
-    let mut filter = match filter_of(query) {
+    let mut filter = match filter_of(query, ctx.analytics.now_ms()) {
         Ok(filter) => filter,
         Err(message) => return bad_request(message),
     };
@@ -334,15 +321,22 @@ impl WidthBucket {
     }
 }
 
-/// Builds a filter from `page`, `type`, `from`, `to` and `country`.
-fn filter_of(query: &HashMap<String, String>) -> Result<Filter, String> {
+/// Builds a filter from `page`, `type`, `country`, and the time range: `from` and `to`
+/// (epoch ms or ISO-8601) or `range` (`30m`, `24h`, `7d`, `30d`: ending `now_ms`).
+///
+/// An invalid value is an error naming the parameter, never silently ignored.
+fn filter_of(query: &HashMap<String, String>, now_ms: i64) -> Result<Filter, String> {
     let time = |name: &str| -> Result<Option<i64>, String> {
         query
             .get(name)
             .map(|value| {
                 value
                     .parse::<i64>()
-                    .map_err(|_| format!("{name} must be milliseconds since the Unix epoch"))
+                    .ok()
+                    .or_else(|| protocol::parse_iso8601_ms(value))
+                    .ok_or_else(|| {
+                        format!("{name}: {value:?} is neither epoch ms nor ISO-8601 (2025-07-19T10:30:00Z)")
+                    })
             })
             .transpose()
     };
@@ -350,18 +344,55 @@ fn filter_of(query: &HashMap<String, String>) -> Result<Filter, String> {
         .get("type")
         .map(|value| {
             serde_json::from_value::<EventType>(serde_json::Value::String(value.clone()))
-                .map_err(|_| format!("type {value:?} is not an event type"))
+                .map_err(|_| format!("type: {value:?} is not an event type"))
         })
         .transpose()?;
+    let mut from = time("from")?;
+    let to = time("to")?;
+    if let Some(range) = query.get("range") {
+        if from.is_some() {
+            return Err("range: give either range or from, not both".into());
+        }
+        let span = range_ms(range)
+            .ok_or_else(|| format!("range: {range:?} is not a span such as 30m, 24h, 7d or 30d"))?;
+        from = Some(to.unwrap_or(now_ms) - span);
+    }
+    if let (Some(from), Some(to)) = (from, to) {
+        if to < from {
+            return Err(format!("to: {to} is before from ({from})"));
+        }
+    }
+    let country = query
+        .get("country")
+        .map(|country| {
+            protocol::country_code(country).ok_or_else(|| {
+                format!("country: {country:?} is neither a two-letter code nor a country name")
+            })
+        })
+        .transpose()?;
+    if query.get("page").is_some_and(|page| !page.starts_with('/')) {
+        return Err("page: must be a path starting with /".into());
+    }
     Ok(Filter {
         page: query.get("page").cloned(),
         kind,
-        from: time("from")?,
-        to: time("to")?,
-        country: query
-            .get("country")
-            .map(|country| country.to_ascii_uppercase()),
+        from,
+        to,
+        country,
     })
+}
+
+/// Milliseconds in a span such as `30m`, `24h` or `7d` (at most 10 years).
+fn range_ms(text: &str) -> Option<i64> {
+    let unit = match text.chars().last()? {
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => return None,
+    };
+    let count: i64 = text[..text.len() - 1].parse().ok()?;
+    let span = count.checked_mul(unit)?;
+    (1..=3650 * 86_400_000).contains(&span).then_some(span)
 }
 
 /// `a=1&b=x%20y` → {a: "1", b: "x y"}; later keys win.
@@ -442,5 +473,51 @@ mod tests {
         assert!(WidthBucket::Around(1000).contains(1080.0));
         assert!(!WidthBucket::Around(1000).contains(1200.0));
         assert!(WidthBucket::parse("huge").is_err());
+    }
+
+    fn query_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn filters_take_ranges_iso_times_and_country_names() {
+        let now = 1_752_921_000_000;
+        let filter = filter_of(&query_of(&[("range", "30d"), ("country", "India")]), now).unwrap();
+        assert_eq!(filter.from, Some(now - 30 * 86_400_000));
+        assert_eq!(filter.to, None);
+        assert_eq!(filter.country.as_deref(), Some("IN"));
+        let filter = filter_of(
+            &query_of(&[("from", "2025-07-18T00:00:00Z"), ("to", "1752921000000")]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(filter.from, Some(1_752_796_800_000));
+        assert_eq!(filter.to, Some(1_752_921_000_000));
+    }
+
+    #[test]
+    fn invalid_filter_values_are_refused_by_name() {
+        for (pairs, expected) in [
+            (&[("range", "30x")][..], "range: \"30x\" is not a span"),
+            (&[("range", "0d")][..], "range:"),
+            (
+                &[("from", "yesterday")][..],
+                "from: \"yesterday\" is neither",
+            ),
+            (&[("country", "Narnia")][..], "country: \"Narnia\""),
+            (&[("type", "hover")][..], "type: \"hover\""),
+            (
+                &[("from", "5"), ("to", "4")][..],
+                "to: 4 is before from (5)",
+            ),
+            (&[("page", "pricing")][..], "page: must be a path"),
+            (&[("range", "7d"), ("from", "5")][..], "range: give either"),
+        ] {
+            let err = filter_of(&query_of(pairs), 1_000_000_000_000).unwrap_err();
+            assert!(err.starts_with(expected), "{pairs:?}: {err}");
+        }
     }
 }

@@ -1,0 +1,35 @@
+//! Site analytics storage: every accepted tracked-site event, kept for the retention
+//! period in a real database, with the counts heatmaps and summaries need maintained at
+//! ingest so a query's cost does not grow with the number of events.
+//!
+//! Read in this order:
+//! - `event`: [`Event`], one stored event, and its idempotency key.
+//! - `aggregate`: how an event maps to an hour and a heat cell (pure functions shared by
+//!   every engine, so their aggregates agree to the cell).
+//! - `query`: what can be asked ([`Range`], [`Filter`], [`HeatmapQuery`]) and the answers.
+//! - `store`: the [`Store`] boundary every engine implements.
+//! - `sqlite`: [`SqliteStore`], the embedded default (one file, WAL, one transaction per
+//!   batch covering the events and their aggregates).
+//! - `conformance`: the test suite every engine must pass unchanged.
+//!
+//! **Invariant:** a batch is stored whole or not at all: events and their aggregates are
+//! committed in one transaction, so what [`Store::ingest`] acknowledged is there after a
+//! crash or a full disk, and what it refused left nothing behind.
+//! **Invariant:** no serde here; wire shapes live in `protocol`.
+
+mod aggregate;
+pub mod conformance;
+mod error;
+mod event;
+mod query;
+mod sqlite;
+mod store;
+
+pub use aggregate::{hour_of, HEAT_COLUMNS, MAX_HEAT_ROWS};
+pub use error::StoreError;
+pub use event::{Event, Position};
+pub use query::{
+    Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals, WidthBucket,
+};
+pub use sqlite::{SqliteConfig, SqliteStore};
+pub use store::{Ingested, Store};
