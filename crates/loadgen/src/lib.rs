@@ -460,7 +460,7 @@ async fn visit_api(
         let batch: Vec<Value> = (0..config.batch)
             .map(|_| {
                 let point = path.next_point();
-                json!({"type": "move", "page": "/load", "sessionId": session, "timestamp": 1,
+                json!({"type": "move", "page": "/load", "sessionId": session,
                        "metadata": {"x": point[0], "y": point[1], "vw": 1920, "vh": 1080, "dw": 1920, "dh": 1080}})
             })
             .collect();

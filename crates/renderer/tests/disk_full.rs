@@ -186,8 +186,8 @@ async fn send_batch(link: &mut WsClient, seq: u64) -> Result<u64, ()> {
 async fn post_events(addr: &str, request: u64) -> u16 {
     let events: Vec<Value> = (0..EVENTS_PER_POST)
         .map(|idx| {
+            // No timestamp: the events happen now, so the sessions listing shows them.
             json!({"type": "click", "page": "/full", "sessionId": format!("s{request}"),
-                   "timestamp": 1_764_000_000_000u64 + idx,
                    "metadata": {"x": 100 + idx, "y": 200, "vw": 1440, "vh": 800, "dw": 1440, "dh": 2000}})
         })
         .collect();
