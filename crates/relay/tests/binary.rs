@@ -1,9 +1,8 @@
 //! The `relay` binary as a person runs it: its address line, `--help`, and a clean stop.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use testkit::WsClient;
+use testkit::{ServerProcess, WsClient};
 
 #[test]
 fn help_documents_every_limit_with_its_default() {
@@ -35,29 +34,17 @@ fn help_documents_every_limit_with_its_default() {
     );
 }
 
-/// Starts the relay binary on a free port and returns it with its address line.
-fn start_relay() -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["--listen", "127.0.0.1:0", "--renderer", "ws://127.0.0.1:9"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("http://127.0.0.1:"), "{line:?}");
-    (child, line)
-}
-
-/// Sends SIGTERM to the child.
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+/// Starts the relay binary on a free port, killed on drop.
+fn start_relay() -> ServerProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+    command.args(["--listen", "127.0.0.1:0", "--renderer", "ws://127.0.0.1:9"]);
+    let relay = ServerProcess::start(command);
+    assert!(
+        relay.url().starts_with("http://127.0.0.1:"),
+        "{}",
+        relay.url()
+    );
+    relay
 }
 
 /// Once the address line is printed, SIGTERM is graceful: the handlers are installed
@@ -66,33 +53,25 @@ fn sigterm(child: &Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_right_after_the_address_line_exits_0() {
     for attempt in 0..5 {
-        let (mut child, _) = start_relay();
-        sigterm(&child);
-        let exit = testkit::eventually("the relay to exit", || {
-            let exited = child.try_wait().unwrap();
-            async move { exited }
-        })
-        .await;
+        let mut relay = start_relay();
+        relay.sigterm();
+        let exit = relay.exited().await;
         assert!(exit.success(), "attempt {attempt}: exit status {exit}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_pages_with_1001_and_exits_0() {
-    let (mut child, line) = start_relay();
-    let url = format!("ws://{}/ws", line.trim().trim_start_matches("http://"));
+    let mut relay = start_relay();
+    let url = format!("ws://{}/ws", relay.addr());
     let mut page = WsClient::connect(&url).await.unwrap();
     page.send_json(serde_json::json!({"type": "hello", "v": 1}))
         .await;
     page.wait_for("welcome", |msg| msg["type"] == "welcome")
         .await;
 
-    sigterm(&child);
+    relay.sigterm();
     assert_eq!(page.close_code().await, Some(1001));
-    let exit = testkit::eventually("the relay to exit", || {
-        let exited = child.try_wait().unwrap();
-        async move { exited }
-    })
-    .await;
+    let exit = relay.exited().await;
     assert!(exit.success(), "exit status {exit}");
 }

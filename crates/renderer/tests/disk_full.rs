@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
-use testkit::{TempDir, WsClient};
+use testkit::{batch_frame, link_as_relay, ServerProcess, TempDir, WsClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const N_BATCHES: u64 = 1500;
@@ -63,57 +63,17 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The real binary, killed on drop.
-struct RendererProcess {
-    child: Child,
-    url: String,
+/// The real binary on the given folders, killed on drop.
+fn start_renderer(out_dir: &Path, data_dir: &Path) -> ServerProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_renderer"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--out-dir"])
+        .arg(out_dir)
+        .arg("--data-dir")
+        .arg(data_dir);
+    ServerProcess::start(command)
 }
 
-impl RendererProcess {
-    fn start(out_dir: &Path, data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_renderer"))
-            .args(["--listen", "127.0.0.1:0", "--out-dir"])
-            .arg(out_dir)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the renderer binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the address line");
-        assert!(
-            line.starts_with("ws://"),
-            "first line is the address: {line:?}"
-        );
-        RendererProcess {
-            child,
-            url: line.trim().to_owned(),
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.url.trim_start_matches("ws://").to_owned()
-    }
-
-    fn kill(mut self) {
-        // std's kill is SIGKILL: no shutdown path runs.
-        self.child.kill().expect("SIGKILL the renderer");
-        self.child.wait().expect("reap the renderer");
-    }
-}
-
-impl Drop for RendererProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Fills the filesystem holding `dir` with a file, then frees `free` bytes of it.
 fn fill_leaving(dir: &Path, free: u64) -> PathBuf {
     let path = dir.join("filler");
     let mut file = File::create(&path).expect("create the filler");
@@ -146,30 +106,11 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn batch_frame(seq: u64) -> String {
-    let points: Vec<Value> = (0..POINTS_PER_BATCH)
-        .map(|idx| json!([(seq * 7 + idx) % 1920, (idx * 13) % 1080, idx, "move"]))
-        .collect();
-    json!({"type": "page", "conn": 1, "msg": {
-        "type": "points", "recording": "r-full", "seq": seq,
-        "viewport": {"width": 1920, "height": 1080}, "points": points
-    }})
-    .to_string()
-}
-
-async fn link(url: &str) -> WsClient {
-    let mut link = WsClient::connect(url)
-        .await
-        .expect("connect to the renderer");
-    link.send_json(json!({"type": "hello", "v": 1})).await;
-    assert_eq!(link.next_json().await.unwrap()["type"], "welcome");
-    link
-}
-
 /// Sends one batch and reads its answer: `Ok(n_points)` for an ack, `Err(())` for
 /// `storage_failed`; anything else fails the test.
 async fn send_batch(link: &mut WsClient, seq: u64) -> Result<u64, ()> {
-    link.send_text(batch_frame(seq)).await;
+    link.send_text(batch_frame("r-full", seq, POINTS_PER_BATCH))
+        .await;
     let reply = link.next_json().await.expect("a reply");
     let msg = &reply["msg"];
     match msg["type"].as_str() {
@@ -259,9 +200,9 @@ async fn a_full_disk_loses_nothing_acknowledged() {
     let out_dir = tmpfs.path().join("out");
 
     // Phase 1: the disk fills up while batches and event requests arrive.
-    let renderer = RendererProcess::start(&out_dir, &data_dir);
+    let renderer = start_renderer(&out_dir, &data_dir);
     let addr = renderer.addr();
-    let mut page = link(&renderer.url).await;
+    let mut page = link_as_relay(renderer.url()).await;
     let filler = fill_leaving(tmpfs.path(), FREE_BYTES);
     let (mut acked, mut refused) = (BTreeSet::new(), Vec::new());
     let (mut accepted, mut refused_requests) = (BTreeSet::new(), BTreeSet::new());
@@ -314,7 +255,7 @@ async fn a_full_disk_loses_nothing_acknowledged() {
     // renderer. The failed appends left nothing behind, not even a torn tail.
     let snapshot = TempDir::new("disk-full-snapshot");
     copy_tree(&data_dir, &snapshot.path().join("data"));
-    let probe = RendererProcess::start(&snapshot.path().join("out"), &snapshot.path().join("data"));
+    let probe = start_renderer(&snapshot.path().join("out"), &snapshot.path().join("data"));
     assert_holds(
         &probe.addr(),
         acked.len() as u64 * POINTS_PER_BATCH,
@@ -349,7 +290,7 @@ async fn a_full_disk_loses_nothing_acknowledged() {
 
     // SIGKILL and restart: every acknowledged point and 202'd event, nothing of a 503.
     renderer.kill();
-    let renderer = RendererProcess::start(&out_dir, &data_dir);
+    let renderer = start_renderer(&out_dir, &data_dir);
     let addr = renderer.addr();
     assert_holds(&addr, total, &accepted, "after the restart").await;
     assert_eq!(health(&addr).await["storage"]["torn_tails"], 0);

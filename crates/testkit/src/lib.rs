@@ -4,6 +4,12 @@
 //! tier. Waiting is always "poll until a condition holds or a deadline passes", never a
 //! fixed sleep.
 
+mod process;
+mod renderer_link;
+
+pub use process::ServerProcess;
+pub use renderer_link::{batch_frame, link_as_relay};
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
