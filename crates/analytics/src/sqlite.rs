@@ -326,51 +326,28 @@ impl Store for SqliteStore {
         // (page, kind, country) → events, from whole hours and the raw edges.
         let mut counts: HashMap<(i64, i64, String), u64> = HashMap::new();
         let (whole, edges) = split_hours(range);
+        let country = filter.country.as_deref();
         if let Some((first_hour, end_hour)) = whole {
-            let mut statement = reader.prepare_cached(
-                "SELECT page_id, kind, country, SUM(n) FROM page_hourly
+            let sql = "SELECT page_id, kind, country, SUM(n) FROM page_hourly
                  WHERE hour >= ?1 AND hour < ?2
                    AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
-                 GROUP BY page_id, kind, country",
+                 GROUP BY page_id, kind, country";
+            add_page_counts(
+                &reader,
+                sql,
+                (first_hour, end_hour),
+                page_id,
+                country,
+                &mut counts,
             )?;
-            let rows = statement.query_map(
-                params![first_hour, end_hour, page_id, filter.country],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, i64>(3)?,
-                    ))
-                },
-            )?;
-            for row in rows {
-                let (page, kind, country, n) = row?;
-                *counts.entry((page, kind, country)).or_default() += n.max(0) as u64;
-            }
         }
         for edge in edges {
-            let mut statement = reader.prepare_cached(
-                "SELECT page_id, kind, COALESCE(country, ''), COUNT(*) FROM events
+            let sql = "SELECT page_id, kind, COALESCE(country, ''), COUNT(*) FROM events
                  WHERE at_ms >= ?1 AND at_ms < ?2
                    AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
-                 GROUP BY page_id, kind, country",
-            )?;
-            let rows = statement.query_map(
-                params![edge.from_ms, edge.to_ms, page_id, filter.country],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, i64>(3)?,
-                    ))
-                },
-            )?;
-            for row in rows {
-                let (page, kind, country, n) = row?;
-                *counts.entry((page, kind, country)).or_default() += n.max(0) as u64;
-            }
+                 GROUP BY page_id, kind, country";
+            let span = (edge.from_ms, edge.to_ms);
+            add_page_counts(&reader, sql, span, page_id, country, &mut counts)?;
         }
         let mut totals = Totals::default();
         let mut pages: HashMap<i64, u64> = HashMap::new();
@@ -669,6 +646,33 @@ fn ingest_in(
         upsert.execute(params![session, first_ms, last_ms, n, country, hour])?;
     }
     Ok(outcome)
+}
+
+/// Adds the `(page_id, kind, country, events)` rows of `sql` over `span` (hours or ms,
+/// whichever the query reads) to `counts`: the whole hours and the raw edges of a range
+/// are summed the same way.
+fn add_page_counts(
+    conn: &Connection,
+    sql: &str,
+    span: (i64, i64),
+    page_id: Option<i64>,
+    country: Option<&str>,
+    counts: &mut HashMap<(i64, i64, String), u64>,
+) -> Result<(), rusqlite::Error> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map(params![span.0, span.1, page_id, country], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (page, kind, country, n) = row?;
+        *counts.entry((page, kind, country)).or_default() += n.max(0) as u64;
+    }
+    Ok(())
 }
 
 /// The id of a page, inserting it if new.
