@@ -92,18 +92,7 @@ async fn the_relay_restarting_mid_recording_loses_nothing() {
 
     relay.stop().await;
     let _relay = restart_relay(relay_addr, &renderer.ws_url()).await;
-    let mut client = testkit::eventually("the relay to accept again", || async {
-        WsClient::connect(&format!("ws://{relay_addr}/ws"))
-            .await
-            .ok()
-    })
-    .await;
-    client.send_json(json!({"type": "hello", "v": 1})).await;
-    client
-        .wait_for("the renderer link", |msg| {
-            (msg["type"] == "welcome" || msg["type"] == "link") && msg["renderer"] == "connected"
-        })
-        .await;
+    let mut client = page_at(relay_addr, "connected").await;
     page_state.finish(&mut client).await;
     assert_eq!(page_state.n_points, ResendingPage::expected());
     assert_eq!(

@@ -111,22 +111,34 @@ impl StoppedRenderer {
 /// A relay that retries the renderer every few tens of milliseconds, so tests that restart
 /// the renderer do not wait out the default back-off.
 pub async fn start_relay_reconnecting_fast(renderer_url: &str) -> Running {
-    start_relay_with(renderer_url, |config| {
-        config.backoff_initial_ms = 20;
-        config.backoff_max_ms = 200;
-    })
-    .await
+    start_relay_with(renderer_url, reconnect_fast).await
 }
 
 /// Starts a relay again on `addr` (after a stop), with default settings.
 pub async fn restart_relay(addr: SocketAddr, renderer_url: &str) -> Running {
+    restart_relay_with(addr, renderer_url, |_| {}).await
+}
+
+/// Starts a relay again on `addr` (after a stop), after `adjust` changes its config.
+pub async fn restart_relay_with(
+    addr: SocketAddr,
+    renderer_url: &str,
+    adjust: impl FnOnce(&mut relay::Config),
+) -> Running {
     let listener = TcpListener::bind(addr).await.unwrap();
-    let config = relay::Config {
+    let mut config = relay::Config {
         listen: addr,
         renderer: renderer_url.to_owned(),
         ..relay::Config::default()
     };
+    adjust(&mut config);
     spawn_relay_on(listener, config)
+}
+
+/// Retries the renderer every few tens of milliseconds (see [`start_relay_reconnecting_fast`]).
+pub fn reconnect_fast(config: &mut relay::Config) {
+    config.backoff_initial_ms = 20;
+    config.backoff_max_ms = 200;
 }
 
 pub fn renderer_config(out_dir: &TempDir, data_dir: &TempDir) -> renderer::Config {
@@ -208,15 +220,14 @@ pub async fn start_relay(renderer_url: &str) -> Running {
 /// A page's WebSocket to the relay, after the hello/welcome handshake; waits until the
 /// relay reports the renderer link as `want_renderer` (skipping intermediate states).
 pub async fn page(relay: &Running, want_renderer: &str) -> testkit::WsClient {
-    let mut client = testkit::WsClient::connect(&format!("ws://{}/ws", relay.addr))
-        .await
-        .unwrap();
-    client
-        .send_json(serde_json::json!({"type": "hello", "v": 1}))
-        .await;
-    let welcome = client
-        .wait_for("welcome", |msg| msg["type"] == "welcome")
-        .await;
+    page_at(relay.addr, want_renderer).await
+}
+
+/// A page's WebSocket to the relay at `addr`, connected as `web/app.js` reconnects: retried
+/// until the relay accepts (it may be restarting), then hello/welcome, then waiting until
+/// the relay reports the renderer link as `want_renderer`.
+pub async fn page_at(addr: SocketAddr, want_renderer: &str) -> testkit::WsClient {
+    let (mut client, welcome) = reconnect_page(addr).await;
     if welcome["renderer"] != want_renderer {
         client
             .wait_for(&format!("renderer link {want_renderer}"), |msg| {
@@ -225,6 +236,35 @@ pub async fn page(relay: &Running, want_renderer: &str) -> testkit::WsClient {
             .await;
     }
     client
+}
+
+/// Connects a page to the relay at `addr`, retrying until the relay accepts, and returns
+/// it with the relay's `welcome` once the hello/welcome handshake is done.
+pub async fn reconnect_page(addr: SocketAddr) -> (testkit::WsClient, serde_json::Value) {
+    let mut client = testkit::eventually("the relay to accept a page", || async {
+        testkit::WsClient::connect(&format!("ws://{addr}/ws"))
+            .await
+            .ok()
+    })
+    .await;
+    client
+        .send_json(serde_json::json!({"type": "hello", "v": 1}))
+        .await;
+    let welcome = client
+        .wait_for("welcome", |msg| msg["type"] == "welcome")
+        .await;
+    (client, welcome)
+}
+
+/// The value of the sample `name` (a gauge, or a counter with its `_total`) on the
+/// `/metrics` page of the server at `addr`; `None` if it cannot be read.
+pub async fn metric(addr: &str, name: &str) -> Option<f64> {
+    let metrics = testkit::http_get(addr, "/metrics").await.ok()?;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
 
 /// A batch of points (`[x, y]` in a `width`x`height` viewport) as JSON.
@@ -257,3 +297,4 @@ pub fn cluster(x: f32, y: f32, n: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 pub mod browser;
+pub mod process;
