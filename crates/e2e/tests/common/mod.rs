@@ -98,7 +98,7 @@ pub struct StoppedRenderer {
 impl StoppedRenderer {
     /// Starts it again on the same port with the same folders (and so the same data).
     pub async fn restart(self) -> Renderer {
-        let listener = TcpListener::bind(self.addr).await.unwrap();
+        let listener = rebind(self.addr).await;
         let config = renderer_config(&self.out_dir, &self.data_dir);
         Renderer {
             running: spawn_renderer_on(listener, config),
@@ -106,6 +106,20 @@ impl StoppedRenderer {
             data_dir: self.data_dir,
         }
     }
+}
+
+/// Binds `addr` again after the server that had it stopped, waiting (boundedly) until the
+/// port is free.
+///
+/// A stopped server's listener can outlive it by a few milliseconds: a child process that
+/// another test of this binary spawns at that moment is forked with a copy of every open
+/// descriptor, the listener included, and holds it until its `exec` closes it
+/// (close-on-exec). Binding at once then fails with "address in use" now and then.
+pub async fn rebind(addr: SocketAddr) -> TcpListener {
+    testkit::eventually(&format!("{addr} to be free again"), || async {
+        TcpListener::bind(addr).await.ok()
+    })
+    .await
 }
 
 /// A relay that retries the renderer every few tens of milliseconds, so tests that restart
@@ -125,7 +139,7 @@ pub async fn restart_relay_with(
     renderer_url: &str,
     adjust: impl FnOnce(&mut relay::Config),
 ) -> Running {
-    let listener = TcpListener::bind(addr).await.unwrap();
+    let listener = rebind(addr).await;
     let mut config = relay::Config {
         listen: addr,
         renderer: renderer_url.to_owned(),
