@@ -27,7 +27,7 @@ fn slow_renderer(listen: &str, out_dir: &TempDir, data_dir: &TempDir) -> Rendere
 }
 
 /// Sends a whole recording and waits until every batch is acknowledged.
-async fn record(client: &mut WsClient, recording: &str) {
+async fn record(client: &mut WsClient, recording: &str) -> PageFigures {
     for seq in 0..N_BATCHES {
         let points: Vec<(f32, f32)> = (0..POINTS_PER_BATCH)
             .map(|idx| {
@@ -47,6 +47,12 @@ async fn record(client: &mut WsClient, recording: &str) {
                 msg["type"] == "ack" && msg["recording"] == recording
             })
             .await;
+    }
+    PageFigures {
+        batches: N_BATCHES,
+        points: expected_points(),
+        frames_sent: N_BATCHES,
+        acks: N_BATCHES,
     }
 }
 
@@ -108,7 +114,7 @@ async fn a_renderer_killed_mid_render_answers_once_it_is_back() {
     let listen = renderer.addr();
     let relay = start_relay_reconnecting_fast(&renderer.url).await;
     let mut client = page(&relay, "connected").await;
-    record(&mut client, "r-gen-kill").await;
+    let figures = record(&mut client, "r-gen-kill").await;
 
     client.send_json(generate("r-gen-kill", 1)).await;
     render_under_way(&renderer.addr()).await;
@@ -125,7 +131,7 @@ async fn a_renderer_killed_mid_render_answers_once_it_is_back() {
     );
 
     // Back on the same port and data: the relay replays the Generate; the page sends nothing.
-    let _renderer = slow_renderer(&listen, &out_dir, &data_dir);
+    let renderer = slow_renderer(&listen, &out_dir, &data_dir);
     let answer = client
         .wait_for("the answer", |msg| {
             msg["type"] == "heatmap" || msg["type"] == "error"
@@ -139,6 +145,14 @@ async fn a_renderer_killed_mid_render_answers_once_it_is_back() {
         "every acknowledged point"
     );
     assert_eq!(images(&out_dir).len(), 1, "one click, one image");
+    let store = report(
+        "renderer SIGKILL mid-render",
+        &figures,
+        &renderer.addr(),
+        answer["n_points"].as_u64().unwrap(),
+    )
+    .await;
+    assert_eq!(store.points_held, expected_points());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +164,7 @@ async fn a_relay_restarting_mid_render_answers_the_resent_generate_with_one_imag
     let relay = start_relay(&renderer.ws_url()).await;
     let relay_addr = relay.addr;
     let mut client = page(&relay, "connected").await;
-    record(&mut client, "r-gen-relay").await;
+    let figures = record(&mut client, "r-gen-relay").await;
 
     client.send_json(generate("r-gen-relay", 1)).await;
     render_under_way(&renderer.running.addr.to_string()).await;
@@ -175,4 +189,12 @@ async fn a_relay_restarting_mid_render_answers_the_resent_generate_with_one_imag
         "the resend drew no second image: {images:?}"
     );
     assert!(images[0].ends_with(answer["name"].as_str().unwrap()));
+    let store = report(
+        "relay restart mid-render",
+        &figures,
+        &renderer.running.addr.to_string(),
+        answer["n_points"].as_u64().unwrap(),
+    )
+    .await;
+    assert_eq!(store.points_held, expected_points());
 }

@@ -281,6 +281,63 @@ pub async fn metric(addr: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// What a fault test's page did, for [`report`].
+#[derive(Debug, Default)]
+pub struct PageFigures {
+    /// Distinct batches in the recording.
+    pub batches: u64,
+    /// Points in those batches, each counted once.
+    pub points: u64,
+    /// Batch frames written to the relay, resends included.
+    pub frames_sent: u64,
+    /// Acknowledgements received until every batch had one.
+    pub acks: u64,
+}
+
+/// What the renderer holds at the end of a fault test, read from its `/metrics`.
+#[derive(Debug)]
+pub struct StoreFigures {
+    /// Points held over all recordings (replayed from the logs at start, then added to).
+    pub points_held: u64,
+    /// New batches stored since the renderer last started.
+    pub batches_stored: u64,
+    /// Batches received again and not counted, since the renderer last started.
+    pub batches_duplicate: u64,
+}
+
+/// Reads the renderer's figures and prints one line with the page's, so that
+/// `cargo test -- --nocapture` reports every case of the kill matrix with numbers.
+pub async fn report(
+    case: &str,
+    page: &PageFigures,
+    renderer_addr: &str,
+    generated: u64,
+) -> StoreFigures {
+    let read = |name: &'static str| async move {
+        metric(renderer_addr, name)
+            .await
+            .unwrap_or_else(|| panic!("{name} on the renderer's /metrics")) as u64
+    };
+    let store = StoreFigures {
+        points_held: read("renderer_points_held").await,
+        batches_stored: read("renderer_batches_stored_total").await,
+        batches_duplicate: read("renderer_batches_duplicate_total").await,
+    };
+    println!(
+        "kill matrix | {case} | sent {} batches, {} points | {} batch frames with resends | \
+         {} acks | renderer holds {} points; since its last start {} batches \
+         new, {} duplicate | Generate counted {generated}",
+        page.batches,
+        page.points,
+        page.frames_sent,
+        page.acks,
+        store.points_held,
+        store.batches_stored,
+        store.batches_duplicate,
+    );
+    store
+}
+
 /// A batch of points (`[x, y]` in a `width`x`height` viewport) as JSON.
 pub fn batch(
     recording: &str,
