@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
+use common::process::{images, RendererProcess};
 use common::*;
 use serde_json::{json, Value};
 use testkit::{TempDir, WsClient};
@@ -18,78 +15,19 @@ const POINTS_PER_BATCH: usize = 400;
 /// Large enough that a render takes several hundred milliseconds, small enough for memory.
 const SLOW_SIZE: (u32, u32) = (3200, 2400);
 
-/// The renderer as a real process (`src/bin/renderer-process.rs`), killed on drop.
-struct RendererProcess {
-    child: Child,
-    url: String,
-}
-
-impl RendererProcess {
-    fn start(listen: &str, out_dir: &TempDir, data_dir: &TempDir) -> Self {
-        let (width, height) = SLOW_SIZE;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_renderer-process"))
-            .arg("--listen")
-            .arg(listen)
-            .arg("--out-dir")
-            .arg(out_dir.path())
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .arg("--width")
-            .arg(width.to_string())
-            .arg("--height")
-            .arg(height.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the renderer process");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the address line");
-        assert!(
-            line.starts_with("ws://"),
-            "first line is the address: {line:?}"
-        );
-        RendererProcess {
-            child,
-            url: line.trim().to_owned(),
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.url.trim_start_matches("ws://").to_owned()
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for RendererProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn images(out_dir: &TempDir) -> Vec<PathBuf> {
-    let mut images: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "png"))
-        .collect();
-    images.sort();
-    images
+/// A renderer process whose renders are slow (a large image).
+fn slow_renderer(listen: &str, out_dir: &TempDir, data_dir: &TempDir) -> RendererProcess {
+    let (width, height) = (SLOW_SIZE.0.to_string(), SLOW_SIZE.1.to_string());
+    RendererProcess::start(
+        listen,
+        out_dir,
+        data_dir,
+        &["--width", &width, "--height", &height],
+    )
 }
 
 /// Sends a whole recording and waits until every batch is acknowledged.
-async fn record(client: &mut WsClient, recording: &str) {
+async fn record(client: &mut WsClient, recording: &str) -> PageFigures {
     for seq in 0..N_BATCHES {
         let points: Vec<(f32, f32)> = (0..POINTS_PER_BATCH)
             .map(|idx| {
@@ -110,6 +48,12 @@ async fn record(client: &mut WsClient, recording: &str) {
             })
             .await;
     }
+    PageFigures {
+        batches: N_BATCHES,
+        points: expected_points(),
+        frames_sent: N_BATCHES,
+        acks: N_BATCHES,
+    }
 }
 
 fn generate(recording: &str, request: u64) -> Value {
@@ -119,11 +63,8 @@ fn generate(recording: &str, request: u64) -> Value {
 /// Waits until the renderer at `addr` is computing a render.
 async fn render_under_way(addr: &str) {
     testkit::eventually("a render under way", || async {
-        let metrics = testkit::http_get(addr, "/metrics").await.ok()?;
-        let text = String::from_utf8_lossy(&metrics.body).into_owned();
-        text.lines()
-            .any(|line| line.starts_with("renderer_renders_running ") && !line.ends_with(" 0"))
-            .then_some(())
+        let running = metric(addr, "renderer_renders_running").await?;
+        (running > 0.0).then_some(())
     })
     .await;
 }
@@ -136,7 +77,7 @@ fn expected_points() -> u64 {
 async fn a_renderer_stopping_mid_render_sends_the_heatmap_before_it_closes() {
     let out_dir = TempDir::new("gen-term-out");
     let data_dir = TempDir::new("gen-term-data");
-    let mut renderer = RendererProcess::start("127.0.0.1:0", &out_dir, &data_dir);
+    let mut renderer = slow_renderer("127.0.0.1:0", &out_dir, &data_dir);
     let relay = start_relay(&renderer.url).await;
     let mut client = page(&relay, "connected").await;
     record(&mut client, "r-gen-term").await;
@@ -161,11 +102,7 @@ async fn a_renderer_stopping_mid_render_sends_the_heatmap_before_it_closes() {
             msg["type"] == "link" && msg["renderer"] != "connected"
         })
         .await;
-    let exit = testkit::eventually("the renderer to exit", || {
-        let exited = renderer.child.try_wait().expect("poll the child");
-        async move { exited }
-    })
-    .await;
+    let exit = renderer.exited().await;
     assert!(exit.success(), "exit status {exit}");
 }
 
@@ -173,11 +110,11 @@ async fn a_renderer_stopping_mid_render_sends_the_heatmap_before_it_closes() {
 async fn a_renderer_killed_mid_render_answers_once_it_is_back() {
     let out_dir = TempDir::new("gen-kill-out");
     let data_dir = TempDir::new("gen-kill-data");
-    let renderer = RendererProcess::start("127.0.0.1:0", &out_dir, &data_dir);
+    let renderer = slow_renderer("127.0.0.1:0", &out_dir, &data_dir);
     let listen = renderer.addr();
     let relay = start_relay_reconnecting_fast(&renderer.url).await;
     let mut client = page(&relay, "connected").await;
-    record(&mut client, "r-gen-kill").await;
+    let figures = record(&mut client, "r-gen-kill").await;
 
     client.send_json(generate("r-gen-kill", 1)).await;
     render_under_way(&renderer.addr()).await;
@@ -194,7 +131,7 @@ async fn a_renderer_killed_mid_render_answers_once_it_is_back() {
     );
 
     // Back on the same port and data: the relay replays the Generate; the page sends nothing.
-    let _renderer = RendererProcess::start(&listen, &out_dir, &data_dir);
+    let renderer = slow_renderer(&listen, &out_dir, &data_dir);
     let answer = client
         .wait_for("the answer", |msg| {
             msg["type"] == "heatmap" || msg["type"] == "error"
@@ -208,6 +145,14 @@ async fn a_renderer_killed_mid_render_answers_once_it_is_back() {
         "every acknowledged point"
     );
     assert_eq!(images(&out_dir).len(), 1, "one click, one image");
+    let store = report(
+        "renderer SIGKILL mid-render",
+        &figures,
+        &renderer.addr(),
+        answer["n_points"].as_u64().unwrap(),
+    )
+    .await;
+    assert_eq!(store.points_held, expected_points());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +164,7 @@ async fn a_relay_restarting_mid_render_answers_the_resent_generate_with_one_imag
     let relay = start_relay(&renderer.ws_url()).await;
     let relay_addr = relay.addr;
     let mut client = page(&relay, "connected").await;
-    record(&mut client, "r-gen-relay").await;
+    let figures = record(&mut client, "r-gen-relay").await;
 
     client.send_json(generate("r-gen-relay", 1)).await;
     render_under_way(&renderer.running.addr.to_string()).await;
@@ -227,18 +172,7 @@ async fn a_relay_restarting_mid_render_answers_the_resent_generate_with_one_imag
     let _relay = restart_relay(relay_addr, &renderer.ws_url()).await;
 
     // As web/app.js does: reconnect, hello, and resend the Generate still unanswered.
-    let mut client = testkit::eventually("the relay to accept again", || async {
-        WsClient::connect(&format!("ws://{relay_addr}/ws"))
-            .await
-            .ok()
-    })
-    .await;
-    client.send_json(json!({"type": "hello", "v": 1})).await;
-    client
-        .wait_for("the renderer link", |msg| {
-            (msg["type"] == "welcome" || msg["type"] == "link") && msg["renderer"] == "connected"
-        })
-        .await;
+    let mut client = page_at(relay_addr, "connected").await;
     client.send_json(generate("r-gen-relay", 1)).await;
     let answer = client
         .wait_for("the answer", |msg| {
@@ -255,4 +189,12 @@ async fn a_relay_restarting_mid_render_answers_the_resent_generate_with_one_imag
         "the resend drew no second image: {images:?}"
     );
     assert!(images[0].ends_with(answer["name"].as_str().unwrap()));
+    let store = report(
+        "relay restart mid-render",
+        &figures,
+        &renderer.running.addr.to_string(),
+        answer["n_points"].as_u64().unwrap(),
+    )
+    .await;
+    assert_eq!(store.points_held, expected_points());
 }

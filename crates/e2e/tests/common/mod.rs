@@ -98,7 +98,7 @@ pub struct StoppedRenderer {
 impl StoppedRenderer {
     /// Starts it again on the same port with the same folders (and so the same data).
     pub async fn restart(self) -> Renderer {
-        let listener = TcpListener::bind(self.addr).await.unwrap();
+        let listener = rebind(self.addr).await;
         let config = renderer_config(&self.out_dir, &self.data_dir);
         Renderer {
             running: spawn_renderer_on(listener, config),
@@ -108,25 +108,51 @@ impl StoppedRenderer {
     }
 }
 
-/// A relay that retries the renderer every few tens of milliseconds, so tests that restart
-/// the renderer do not wait out the default back-off.
-pub async fn start_relay_reconnecting_fast(renderer_url: &str) -> Running {
-    start_relay_with(renderer_url, |config| {
-        config.backoff_initial_ms = 20;
-        config.backoff_max_ms = 200;
+/// Binds `addr` again after the server that had it stopped, waiting (boundedly) until the
+/// port is free.
+///
+/// A stopped server's listener can outlive it by a few milliseconds: a child process that
+/// another test of this binary spawns at that moment is forked with a copy of every open
+/// descriptor, the listener included, and holds it until its `exec` closes it
+/// (close-on-exec). Binding at once then fails with "address in use" now and then.
+pub async fn rebind(addr: SocketAddr) -> TcpListener {
+    testkit::eventually(&format!("{addr} to be free again"), || async {
+        TcpListener::bind(addr).await.ok()
     })
     .await
 }
 
+/// A relay that retries the renderer every few tens of milliseconds, so tests that restart
+/// the renderer do not wait out the default back-off.
+pub async fn start_relay_reconnecting_fast(renderer_url: &str) -> Running {
+    start_relay_with(renderer_url, reconnect_fast).await
+}
+
 /// Starts a relay again on `addr` (after a stop), with default settings.
 pub async fn restart_relay(addr: SocketAddr, renderer_url: &str) -> Running {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let config = relay::Config {
+    restart_relay_with(addr, renderer_url, |_| {}).await
+}
+
+/// Starts a relay again on `addr` (after a stop), after `adjust` changes its config.
+pub async fn restart_relay_with(
+    addr: SocketAddr,
+    renderer_url: &str,
+    adjust: impl FnOnce(&mut relay::Config),
+) -> Running {
+    let listener = rebind(addr).await;
+    let mut config = relay::Config {
         listen: addr,
         renderer: renderer_url.to_owned(),
         ..relay::Config::default()
     };
+    adjust(&mut config);
     spawn_relay_on(listener, config)
+}
+
+/// Retries the renderer every few tens of milliseconds (see [`start_relay_reconnecting_fast`]).
+pub fn reconnect_fast(config: &mut relay::Config) {
+    config.backoff_initial_ms = 20;
+    config.backoff_max_ms = 200;
 }
 
 pub fn renderer_config(out_dir: &TempDir, data_dir: &TempDir) -> renderer::Config {
@@ -208,15 +234,14 @@ pub async fn start_relay(renderer_url: &str) -> Running {
 /// A page's WebSocket to the relay, after the hello/welcome handshake; waits until the
 /// relay reports the renderer link as `want_renderer` (skipping intermediate states).
 pub async fn page(relay: &Running, want_renderer: &str) -> testkit::WsClient {
-    let mut client = testkit::WsClient::connect(&format!("ws://{}/ws", relay.addr))
-        .await
-        .unwrap();
-    client
-        .send_json(serde_json::json!({"type": "hello", "v": 1}))
-        .await;
-    let welcome = client
-        .wait_for("welcome", |msg| msg["type"] == "welcome")
-        .await;
+    page_at(relay.addr, want_renderer).await
+}
+
+/// A page's WebSocket to the relay at `addr`, connected as `web/app.js` reconnects: retried
+/// until the relay accepts (it may be restarting), then hello/welcome, then waiting until
+/// the relay reports the renderer link as `want_renderer`.
+pub async fn page_at(addr: SocketAddr, want_renderer: &str) -> testkit::WsClient {
+    let (mut client, welcome) = reconnect_page(addr).await;
     if welcome["renderer"] != want_renderer {
         client
             .wait_for(&format!("renderer link {want_renderer}"), |msg| {
@@ -225,6 +250,92 @@ pub async fn page(relay: &Running, want_renderer: &str) -> testkit::WsClient {
             .await;
     }
     client
+}
+
+/// Connects a page to the relay at `addr`, retrying until the relay accepts, and returns
+/// it with the relay's `welcome` once the hello/welcome handshake is done.
+pub async fn reconnect_page(addr: SocketAddr) -> (testkit::WsClient, serde_json::Value) {
+    let mut client = testkit::eventually("the relay to accept a page", || async {
+        testkit::WsClient::connect(&format!("ws://{addr}/ws"))
+            .await
+            .ok()
+    })
+    .await;
+    client
+        .send_json(serde_json::json!({"type": "hello", "v": 1}))
+        .await;
+    let welcome = client
+        .wait_for("welcome", |msg| msg["type"] == "welcome")
+        .await;
+    (client, welcome)
+}
+
+/// The value of the sample `name` (a gauge, or a counter with its `_total`) on the
+/// `/metrics` page of the server at `addr`; `None` if it cannot be read.
+pub async fn metric(addr: &str, name: &str) -> Option<f64> {
+    let metrics = testkit::http_get(addr, "/metrics").await.ok()?;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// What a fault test's page did, for [`report`].
+#[derive(Debug, Default)]
+pub struct PageFigures {
+    /// Distinct batches in the recording.
+    pub batches: u64,
+    /// Points in those batches, each counted once.
+    pub points: u64,
+    /// Batch frames written to the relay, resends included.
+    pub frames_sent: u64,
+    /// Acknowledgements received until every batch had one.
+    pub acks: u64,
+}
+
+/// What the renderer holds at the end of a fault test, read from its `/metrics`.
+#[derive(Debug)]
+pub struct StoreFigures {
+    /// Points held over all recordings (replayed from the logs at start, then added to).
+    pub points_held: u64,
+    /// New batches stored since the renderer last started.
+    pub batches_stored: u64,
+    /// Batches received again and not counted, since the renderer last started.
+    pub batches_duplicate: u64,
+}
+
+/// Reads the renderer's figures and prints one line with the page's, so that
+/// `cargo test -- --nocapture` reports every case of the kill matrix with numbers.
+pub async fn report(
+    case: &str,
+    page: &PageFigures,
+    renderer_addr: &str,
+    generated: u64,
+) -> StoreFigures {
+    let read = |name: &'static str| async move {
+        metric(renderer_addr, name)
+            .await
+            .unwrap_or_else(|| panic!("{name} on the renderer's /metrics")) as u64
+    };
+    let store = StoreFigures {
+        points_held: read("renderer_points_held").await,
+        batches_stored: read("renderer_batches_stored_total").await,
+        batches_duplicate: read("renderer_batches_duplicate_total").await,
+    };
+    println!(
+        "kill matrix | {case} | sent {} batches, {} points | {} batch frames with resends | \
+         {} acks | renderer holds {} points; since its last start {} batches \
+         new, {} duplicate | Generate counted {generated}",
+        page.batches,
+        page.points,
+        page.frames_sent,
+        page.acks,
+        store.points_held,
+        store.batches_stored,
+        store.batches_duplicate,
+    );
+    store
 }
 
 /// A batch of points (`[x, y]` in a `width`x`height` viewport) as JSON.
@@ -257,3 +368,4 @@ pub fn cluster(x: f32, y: f32, n: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 pub mod browser;
+pub mod process;
