@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::process::RendererProcess;
+use common::process::start_renderer_process;
 use common::*;
 use serde_json::json;
 use testkit::{TempDir, WsClient};
@@ -210,8 +210,8 @@ async fn the_page_link_dropping_mid_recording_loses_nothing() {
 async fn the_renderer_and_the_relay_killed_together_mid_recording_lose_nothing() {
     let out_dir = TempDir::new("both-down-out");
     let data_dir = TempDir::new("both-down-data");
-    let renderer = RendererProcess::start("127.0.0.1:0", &out_dir, &data_dir, &[]);
-    let (renderer_addr, renderer_url) = (renderer.addr(), renderer.url.clone());
+    let renderer = start_renderer_process("127.0.0.1:0", &out_dir, &data_dir, &[]);
+    let (renderer_addr, renderer_url) = (renderer.addr(), renderer.url().to_owned());
     let relay = start_relay_reconnecting_fast(&renderer_url).await;
     let relay_addr = relay.addr;
     let mut page_state = ResendingPage::new("r-both-down");
@@ -230,7 +230,7 @@ async fn the_renderer_and_the_relay_killed_together_mid_recording_lose_nothing()
 
     // Both come back where they were, the renderer on its old data; the page reconnects and
     // resends everything unacknowledged, then the last quarter it never sent.
-    let renderer = RendererProcess::start(&renderer_addr, &out_dir, &data_dir, &[]);
+    let renderer = start_renderer_process(&renderer_addr, &out_dir, &data_dir, &[]);
     let _relay = restart_relay_with(relay_addr, &renderer_url, reconnect_fast).await;
     let mut client = page_at(relay_addr, "connected").await;
     page_state.finish(&mut client).await;
@@ -251,8 +251,8 @@ async fn the_renderer_and_the_relay_killed_together_mid_recording_lose_nothing()
 async fn the_relay_restarting_while_the_renderer_is_down_loses_nothing() {
     let out_dir = TempDir::new("relay-while-down-out");
     let data_dir = TempDir::new("relay-while-down-data");
-    let renderer = RendererProcess::start("127.0.0.1:0", &out_dir, &data_dir, &[]);
-    let (renderer_addr, renderer_url) = (renderer.addr(), renderer.url.clone());
+    let renderer = start_renderer_process("127.0.0.1:0", &out_dir, &data_dir, &[]);
+    let (renderer_addr, renderer_url) = (renderer.addr(), renderer.url().to_owned());
     let relay = start_relay_reconnecting_fast(&renderer_url).await;
     let relay_addr = relay.addr;
     let mut page_state = ResendingPage::new("r-relay-while-down");
@@ -286,7 +286,7 @@ async fn the_relay_restarting_while_the_renderer_is_down_loses_nothing() {
     })
     .await;
 
-    let renderer = RendererProcess::start(&renderer_addr, &out_dir, &data_dir, &[]);
+    let renderer = start_renderer_process(&renderer_addr, &out_dir, &data_dir, &[]);
     page_state.read_until_acked(&mut client).await;
     assert_eq!(page_state.n_points, ResendingPage::expected());
     let generated = generate_count(&mut client, "r-relay-while-down").await;

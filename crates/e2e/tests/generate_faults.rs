@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::process::{images, RendererProcess};
+use common::process::{images, start_renderer_process};
 use common::*;
 use serde_json::{json, Value};
 use testkit::{TempDir, WsClient};
@@ -16,9 +16,9 @@ const POINTS_PER_BATCH: usize = 400;
 const SLOW_SIZE: (u32, u32) = (3200, 2400);
 
 /// A renderer process whose renders are slow (a large image).
-fn slow_renderer(listen: &str, out_dir: &TempDir, data_dir: &TempDir) -> RendererProcess {
+fn slow_renderer(listen: &str, out_dir: &TempDir, data_dir: &TempDir) -> testkit::ServerProcess {
     let (width, height) = (SLOW_SIZE.0.to_string(), SLOW_SIZE.1.to_string());
-    RendererProcess::start(
+    start_renderer_process(
         listen,
         out_dir,
         data_dir,
@@ -78,13 +78,13 @@ async fn a_renderer_stopping_mid_render_sends_the_heatmap_before_it_closes() {
     let out_dir = TempDir::new("gen-term-out");
     let data_dir = TempDir::new("gen-term-data");
     let mut renderer = slow_renderer("127.0.0.1:0", &out_dir, &data_dir);
-    let relay = start_relay(&renderer.url).await;
+    let relay = start_relay(renderer.url()).await;
     let mut client = page(&relay, "connected").await;
     record(&mut client, "r-gen-term").await;
 
     client.send_json(generate("r-gen-term", 1)).await;
     render_under_way(&renderer.addr()).await;
-    renderer.signal("-TERM");
+    renderer.sigterm();
 
     // The answer comes first; only then does the link go down.
     let first = client
@@ -112,14 +112,13 @@ async fn a_renderer_killed_mid_render_answers_once_it_is_back() {
     let data_dir = TempDir::new("gen-kill-data");
     let renderer = slow_renderer("127.0.0.1:0", &out_dir, &data_dir);
     let listen = renderer.addr();
-    let relay = start_relay_reconnecting_fast(&renderer.url).await;
+    let relay = start_relay_reconnecting_fast(renderer.url()).await;
     let mut client = page(&relay, "connected").await;
     let figures = record(&mut client, "r-gen-kill").await;
 
     client.send_json(generate("r-gen-kill", 1)).await;
     render_under_way(&renderer.addr()).await;
-    renderer.signal("-KILL");
-    drop(renderer);
+    renderer.kill();
     client
         .wait_for("the link down", |msg| {
             msg["type"] == "link" && msg["renderer"] != "connected"
