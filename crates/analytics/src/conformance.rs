@@ -366,6 +366,20 @@ pub fn aggregates_equal_a_recomputation_from_raw_events(store: &dyn Store) {
             pages.into_iter().map(|(p, n)| (p.to_owned(), n)).collect();
         pages.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         assert_eq!(totals.top_pages, pages, "top pages over {range:?}");
+        let mut by_events: HashMap<&str, u64> = HashMap::new();
+        for event in &inside {
+            *by_events.entry(event.page.as_str()).or_default() += 1;
+        }
+        let mut by_events: Vec<(String, u64)> = by_events
+            .into_iter()
+            .map(|(p, n)| (p.to_owned(), n))
+            .collect();
+        by_events.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        by_events.truncate(10);
+        assert_eq!(
+            totals.top_pages_by_events, by_events,
+            "top pages by events over {range:?}"
+        );
     }
 }
 

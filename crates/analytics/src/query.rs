@@ -132,6 +132,10 @@ pub struct Totals {
     pub sessions: u64,
     /// Pages by page views, most first (ties by name), at most `limit` of them.
     pub top_pages: Vec<(String, u64)>,
+    /// Pages by events of every kind, most first (ties by name), at most `limit` of them:
+    /// what the summary's top pages list, since a page's clicks and moves count as much
+    /// as its views there.
+    pub top_pages_by_events: Vec<(String, u64)>,
     /// Countries by events, most first (ties by code), at most `limit` of them.
     pub top_countries: Vec<(String, u64)>,
 }

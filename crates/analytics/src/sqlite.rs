@@ -351,9 +351,11 @@ impl Store for SqliteStore {
         }
         let mut totals = Totals::default();
         let mut pages: HashMap<i64, u64> = HashMap::new();
+        let mut page_events: HashMap<i64, u64> = HashMap::new();
         let mut countries: HashMap<String, u64> = HashMap::new();
         for ((page, kind, country), n) in counts {
             totals.events += n;
+            *page_events.entry(page).or_default() += n;
             match kind_of(kind) {
                 EventType::Pageview => {
                     totals.pageviews += n;
@@ -371,6 +373,11 @@ impl Store for SqliteStore {
             top_pages.push((page_path(&reader, page)?, n));
         }
         totals.top_pages = top(top_pages, limit);
+        let mut by_events = Vec::with_capacity(page_events.len());
+        for (page, n) in page_events {
+            by_events.push((page_path(&reader, page)?, n));
+        }
+        totals.top_pages_by_events = top(by_events, limit);
         totals.top_countries = top(countries.into_iter().collect(), limit);
         totals.sessions = count_sessions(&reader, range, filter, page_id)?;
         Ok(totals)

@@ -241,6 +241,24 @@ pub struct Summary {
     pub top_countries: Vec<Count>,
     /// Events per second for the last 300 seconds, oldest first.
     pub per_second: Vec<u32>,
+    /// Counts over the asked range (`from`, `to` or `range`), from the stored history;
+    /// absent without a range, where the live numbers above are the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<RangeTotals>,
+}
+
+/// What happened over a range of the stored history, so a dashboard can show "last 30
+/// days" beside the live numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeTotals {
+    /// Events of every type.
+    pub events: u64,
+    /// Page views.
+    pub pageviews: u64,
+    /// Clicks.
+    pub clicks: u64,
+    /// Sessions with an event in the range.
+    pub sessions: u64,
 }
 
 /// A name and how often it was seen.

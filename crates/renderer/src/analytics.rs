@@ -1,18 +1,23 @@
-//! Site analytics: tracked events, sessions and their journeys, held in memory.
+//! Site analytics: tracked events go to the store first, then into a small live view.
 //!
 //! Events arrive through the relay's `POST /api/events`. Each is stamped with the server's
-//! clock (a [`Clock`], so tests can move time by hand), kept in a bounded ring, and folded
-//! into its session. A session ends after `--session-timeout-secs` without events.
+//! clock (a [`Clock`], so tests can move time by hand) and written to the store
+//! (`::analytics::Store`, SQLite by default), which keeps every accepted event for the
+//! retention period and answers history: totals, top lists and heatmaps over any range.
+//! Only once the store has committed a batch is it folded into memory, which serves the
+//! live numbers alone (active users, the last minute and 5 minutes, journeys): a bounded
+//! ring of recent events (`--max-events`) and the sessions. A session ends after
+//! `--session-timeout-secs` without events. At start the live view is rebuilt from the
+//! store's events of the last session timeout plus 5 minutes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ::analytics::{Event, Ingested, Position, Range, Store, StoreError};
 use protocol::analytics::{Count, EventType, JourneyStep, SessionInfo, Summary, TrackedEvent};
 
-use crate::event_log::EventLog;
 use crate::store::lock;
-
 /// How far ahead of the server's clock an event's own timestamp may be before it is
 /// clamped to the receive time.
 pub const MAX_CLOCK_SKEW_MS: i64 = 60_000;
@@ -61,75 +66,70 @@ impl Clock for ManualClock {
     }
 }
 
-/// One stored event: what the queries and heatmaps need, nothing more.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// What happened.
-    pub kind: EventType,
-    /// The page.
-    pub page: Arc<str>,
-    /// The session.
-    pub session: Arc<str>,
-    /// The country, if known.
-    pub country: Option<Arc<str>>,
-    /// When it happened, ms since the epoch: its own timestamp (clamped, see
-    /// [`StoredEvent::received`]) or else when the server received it.
-    pub at_ms: i64,
-    /// Document position and sizes (0 when not given).
-    pub x: f32,
-    /// See `x`.
-    pub y: f32,
-    /// Viewport width.
-    pub vw: f32,
-    /// Document width.
-    pub dw: f32,
-    /// Document height.
-    pub dh: f32,
-    /// Scroll depth, 0 to 1.
-    pub depth: f32,
-    /// For clicks: the element's short CSS path, and where in it the click fell.
-    pub path: Option<Arc<str>>,
-    /// Offset inside the element, as a fraction of its width.
-    pub ox: f32,
-    /// Offset inside the element, as a fraction of its height.
-    pub oy: f32,
-    /// For visibility events: whether the page became visible.
-    pub visible: bool,
-}
+/// The live numbers look back this far (events in the last 5 minutes, per-second chart).
+const LIVE_WINDOW_MS: i64 = 300_000;
 
-impl StoredEvent {
-    /// A validated event as received at `received_ms` (server clock).
-    ///
-    /// It is placed at its own `timestamp` when it has one (an import of yesterday's events
-    /// lands in yesterday), but never later than [`MAX_CLOCK_SKEW_MS`] past the receive
-    /// time: a sender's clock running fast must not push events into the future.
-    pub fn received(event: TrackedEvent, received_ms: i64) -> Self {
-        let at_ms = event
-            .timestamp
-            .map_or(received_ms, |at| at.min(received_ms + MAX_CLOCK_SKEW_MS));
-        let meta = &event.metadata;
-        StoredEvent {
-            kind: event.kind,
-            page: Arc::from(event.page.as_str()),
-            session: Arc::from(event.session_id.as_str()),
-            country: event
-                .country
-                .as_deref()
-                .map(|code| Arc::from(code.to_ascii_uppercase())),
-            at_ms,
-            x: meta.x.unwrap_or(0.0) as f32,
-            y: meta.y.unwrap_or(0.0) as f32,
-            vw: meta.vw.unwrap_or(0.0) as f32,
-            dw: meta.dw.unwrap_or(0.0) as f32,
-            dh: meta.dh.unwrap_or(0.0) as f32,
-            depth: meta.depth.unwrap_or(0.0) as f32,
-            path: meta.path.as_deref().map(Arc::from),
-            ox: meta.ox.unwrap_or(0.5) as f32,
-            oy: meta.oy.unwrap_or(0.5) as f32,
-            visible: meta.visible == Some(true),
-        }
+/// A validated event as received at `received_ms` (server clock), in the store's shape.
+///
+/// It is placed at its own `timestamp` when it has one (an import of yesterday's events
+/// lands in yesterday), but never later than [`MAX_CLOCK_SKEW_MS`] past the receive time:
+/// a sender's clock running fast must not push events into the future. A position counts
+/// only with all of `x`, `y`, `vw`, `dw` and `dh`, since a heat cell needs them all.
+pub fn stored_event(event: TrackedEvent, received_ms: i64) -> Event {
+    let at_ms = event
+        .timestamp
+        .map_or(received_ms, |at| at.min(received_ms + MAX_CLOCK_SKEW_MS));
+    let meta = &event.metadata;
+    // A scroll event has no pointer position but the sizes and the depth reached: it is
+    // placed where the depth reached, mid-width, so scroll maps can still tell screens
+    // apart (the store's heat cells of scroll events are never drawn).
+    let scrolled_to = match (event.kind, meta.depth, meta.dw, meta.dh) {
+        (EventType::Scroll, Some(depth), Some(dw), Some(dh)) => Some((dw / 2.0, depth * dh)),
+        _ => None,
+    };
+    let point = meta.x.zip(meta.y).or(scrolled_to);
+    let position = match (point, meta.vw, meta.dw, meta.dh) {
+        (Some((x, y)), Some(vw), Some(dw), Some(dh)) => Some(Position {
+            x: x as f32,
+            y: y as f32,
+            viewport_width: vw as f32,
+            doc_width: dw as f32,
+            doc_height: dh as f32,
+        }),
+        _ => None,
+    };
+    Event {
+        kind: event.kind,
+        seq: event.seq,
+        at_ms,
+        received_ms,
+        country: event
+            .country
+            .as_deref()
+            .map(|code| code.to_ascii_uppercase()),
+        position,
+        element: meta.path.clone(),
+        element_offset: meta.ox.zip(meta.oy).map(|(ox, oy)| (ox as f32, oy as f32)),
+        depth: meta.depth.map(|depth| depth as f32),
+        visible: meta.visible,
+        page: event.page,
+        session: event.session_id,
     }
 }
+
+/// One event of the live ring: what the live numbers need, nothing more.
+#[derive(Debug, Clone)]
+struct LiveEvent {
+    kind: EventType,
+    page: Arc<str>,
+    country: Option<Arc<str>>,
+    at_ms: i64,
+    /// The store's key of a numbered event, so a resend is not counted twice here either.
+    key: Option<EventKey>,
+}
+
+/// `(session, seq, at_ms)`: what makes a numbered event a duplicate in the store.
+type EventKey = (Arc<str>, u64, i64);
 
 /// Filters of the analytics queries; `None` means any.
 #[derive(Debug, Clone, Default)]
@@ -138,16 +138,16 @@ pub struct Filter {
     pub page: Option<String>,
     /// Only this event type.
     pub kind: Option<EventType>,
-    /// Only events received at or after this time (ms since the epoch).
+    /// Only events at or after this time (ms since the epoch).
     pub from: Option<i64>,
-    /// Only events received at or before this time.
+    /// Only events at or before this time.
     pub to: Option<i64>,
     /// Only this country.
     pub country: Option<String>,
 }
 
 impl Filter {
-    fn matches(&self, event: &StoredEvent) -> bool {
+    fn matches(&self, event: &LiveEvent) -> bool {
         self.page.as_deref().is_none_or(|page| &*event.page == page)
             && self.kind.is_none_or(|kind| event.kind == kind)
             && self.from.is_none_or(|from| event.at_ms >= from)
@@ -156,6 +156,32 @@ impl Filter {
                 .country
                 .as_deref()
                 .is_none_or(|country| event.country.as_deref() == Some(country))
+    }
+
+    /// Whether a time range was asked for (history rather than the live view).
+    pub fn has_range(&self) -> bool {
+        self.from.is_some() || self.to.is_some()
+    }
+
+    /// The store's range for `from` and `to` (`to` is inclusive here, exclusive there);
+    /// an open end reaches as far as the store does.
+    pub fn range(&self) -> Range {
+        let all = Range::all();
+        Range {
+            from_ms: self.from.unwrap_or(all.from_ms).max(all.from_ms),
+            to_ms: self
+                .to
+                .map_or(all.to_ms, |to| to.saturating_add(1))
+                .min(all.to_ms),
+        }
+    }
+
+    /// The store's filter (page and country; the store has no type filter).
+    pub fn store_filter(&self) -> ::analytics::Filter {
+        ::analytics::Filter {
+            page: self.page.clone(),
+            country: self.country.clone(),
+        }
     }
 }
 
@@ -172,58 +198,72 @@ struct Session {
 
 #[derive(Debug, Default)]
 struct State {
-    events: VecDeque<StoredEvent>,
+    events: VecDeque<LiveEvent>,
+    /// Keys of the numbered events in `events`, so a resend within the live window is
+    /// folded in once; bounded with the ring.
+    keys: HashSet<EventKey>,
     sessions: HashMap<Arc<str>, Session>,
     pages: HashMap<String, Arc<str>>,
 }
 
-/// All analytics state, behind one lock (ingest takes microseconds; queries a few ms).
+/// Tracked-site analytics: the store for history, memory for the live view.
+///
+/// Ingest writes to the store first and folds into memory only what the store committed,
+/// so the live numbers never show an event that a restart would lose.
 #[derive(Debug)]
 pub struct Analytics {
     clock: Arc<dyn Clock>,
-    /// Where events are made durable; `None` keeps them in memory only.
-    log: Option<EventLog>,
+    /// Where every accepted event is kept for the retention period.
+    store: Arc<dyn Store>,
+    /// Events held in the live ring (`--max-events`).
     max_events: usize,
     session_timeout_ms: i64,
+    /// The live view, behind one lock (folding a batch takes microseconds).
     state: Mutex<State>,
 }
 
 impl Analytics {
-    /// An empty store keeping at most `max_events`, in memory only.
-    pub fn new(clock: Arc<dyn Clock>, max_events: usize, session_timeout_ms: i64) -> Self {
-        Self::with_log(clock, max_events, session_timeout_ms, None)
-    }
-
-    /// An empty store that writes through `log`.
-    pub fn with_log(
+    /// An empty live view over `store`, holding at most `max_events` recent events.
+    pub fn new(
         clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
         max_events: usize,
         session_timeout_ms: i64,
-        log: Option<EventLog>,
     ) -> Self {
         Analytics {
             clock,
-            log,
+            store,
             max_events: max_events.max(1),
             session_timeout_ms,
             state: Mutex::new(State::default()),
         }
     }
 
-    /// Stores validated events, stamped with the server's clock: first in the event log
-    /// (when there is one), then in memory.
+    /// The store behind it, for history queries.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// How far back the live view reaches: a session's timeout plus the 5 minutes the
+    /// live numbers cover.
+    fn live_window_ms(&self) -> i64 {
+        self.session_timeout_ms.saturating_add(LIVE_WINDOW_MS)
+    }
+
+    /// Stores validated events, stamped with the server's clock: first in the store, then,
+    /// once it has committed them, in the live view. Blocks on the store: call it from a
+    /// blocking thread.
     ///
     /// # Errors
-    /// The event log's IO error; nothing is counted then.
-    pub fn ingest(&self, events: Vec<TrackedEvent>) -> std::io::Result<()> {
+    /// The store's error; nothing of the batch is stored or counted then, and
+    /// [`StoreError::is_retryable`] says whether the sender should try again.
+    pub fn ingest(&self, events: Vec<TrackedEvent>) -> Result<Ingested, StoreError> {
         let now = self.clock.now_ms();
-        let stored: Vec<StoredEvent> = events
+        let events: Vec<Event> = events
             .into_iter()
-            .map(|event| StoredEvent::received(event, now))
+            .map(|event| stored_event(event, now))
             .collect();
-        if let Some(log) = &self.log {
-            log.append(&stored)?;
-        }
+        let ingested = self.store.ingest(&events)?;
         let mut state = lock(&self.state);
         // Sessions that timed out are forgotten, which also bounds the map.
         let timeout = self.session_timeout_ms;
@@ -232,81 +272,148 @@ impl Analytics {
                 .sessions
                 .retain(|_, session| now - session.last_seen <= timeout);
         }
-        for event in stored {
-            self.apply(&mut state, event);
+        for event in &events {
+            self.fold(&mut state, event, now);
         }
-        Ok(())
+        Ok(ingested)
     }
 
-    /// Rebuilds events and sessions from the event log at start, oldest first.
-    pub fn restore(&self, events: Vec<StoredEvent>) {
+    /// Rebuilds the live view at start from the store's events of the live window, so a
+    /// restart keeps active users and journeys. Blocks on the store.
+    ///
+    /// # Errors
+    /// The store's error; the live view starts empty then (history is still in the store).
+    pub fn restore(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let range = Range::new(
+            now.saturating_sub(self.live_window_ms()),
+            now.saturating_add(MAX_CLOCK_SKEW_MS + 1),
+        )?;
+        let events = self
+            .store
+            .events(range, &::analytics::Filter::default(), self.max_events)?;
+        if events.len() >= self.max_events {
+            tracing::warn!(
+                events = events.len(),
+                "the live window holds more events than --max-events; the live view starts from the oldest of them"
+            );
+        }
         let mut state = lock(&self.state);
-        for event in events {
-            self.apply(&mut state, event);
+        for event in &events {
+            self.fold(&mut state, event, now);
         }
+        Ok(events.len())
     }
 
-    /// Folds one event into its session and the ring, as of the event's own receive time.
-    fn apply(&self, state: &mut State, mut event: StoredEvent) {
-        let now = event.at_ms;
-        let timeout = self.session_timeout_ms;
-        event.page = intern(&mut state.pages, &event.page);
-        if let Some((key, _)) = state.sessions.get_key_value(&*event.session) {
-            event.session = key.clone();
+    /// Folds one stored event into its session and the ring, as of the event's own time.
+    /// Events older than the live window only matter to history, which the store has; a
+    /// numbered event already in the ring is a resend and is skipped.
+    fn fold(&self, state: &mut State, event: &Event, now: i64) {
+        if event.at_ms < now.saturating_sub(self.live_window_ms()) {
+            return;
         }
+        let session_id: Arc<str> = match state.sessions.get_key_value(event.session.as_str()) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(event.session.as_str()),
+        };
+        let key = event.seq.map(|seq| (session_id.clone(), seq, event.at_ms));
+        if let Some(key) = &key {
+            if !state.keys.insert(key.clone()) {
+                return;
+            }
+        }
+        let at = event.at_ms;
+        let timeout = self.session_timeout_ms;
+        let page = intern(&mut state.pages, &event.page);
+        let country: Option<Arc<str>> = event.country.as_deref().map(Arc::from);
+        let fresh = || Session {
+            left: false,
+            country: country.clone(),
+            first_seen: at,
+            last_seen: at,
+            events: 0,
+            journey: Vec::new(),
+        };
         let session = state
             .sessions
-            .entry(event.session.clone())
-            .or_insert_with(|| Session {
-                left: false,
-                country: event.country.clone(),
-                first_seen: now,
-                last_seen: now,
-                events: 0,
-                journey: Vec::new(),
-            });
-        if now - session.last_seen > timeout {
+            .entry(session_id.clone())
+            .or_insert_with(fresh);
+        if at - session.last_seen > timeout {
             // The same id after a long pause is a new visit.
-            *session = Session {
-                left: false,
-                country: event.country.clone(),
-                first_seen: now,
-                last_seen: now,
-                events: 0,
-                journey: Vec::new(),
-            };
+            *session = fresh();
         }
-        session.last_seen = now;
+        session.last_seen = session.last_seen.max(at);
+        session.first_seen = session.first_seen.min(at);
         session.events += 1;
         // Only a sign of presence brings a visitor back: a tab being hidden (its beacon
         // may arrive after the leave's) or a custom event does not.
         match event.kind {
             EventType::Leave => session.left = true,
-            EventType::Visibility if !event.visible => {}
+            EventType::Visibility if event.visible != Some(true) => {}
             EventType::Custom => {}
             _ => session.left = false,
         }
         if session.country.is_none() {
-            session.country = event.country.clone();
+            session.country = country.clone();
         }
         let new_page = session
             .journey
             .last()
-            .is_none_or(|step| *step.page != *event.page);
+            .is_none_or(|step| *step.page != *page);
         if new_page && session.journey.len() < MAX_JOURNEY {
             session.journey.push(JourneyStep {
-                page: event.page.to_string(),
-                at: now,
+                page: page.to_string(),
+                at,
             });
         }
-        state.events.push_back(event);
+        state.events.push_back(LiveEvent {
+            kind: event.kind,
+            page,
+            country,
+            at_ms: at,
+            key,
+        });
         if state.events.len() > self.max_events {
-            state.events.pop_front();
+            if let Some(oldest) = state.events.pop_front() {
+                if let Some(key) = &oldest.key {
+                    state.keys.remove(key);
+                }
+            }
         }
     }
 
-    /// Active users, recent rates, top pages and countries.
-    pub fn summary(&self, filter: &Filter) -> Summary {
+    /// Active users, recent rates, and top pages and countries: of the last 5 minutes
+    /// from memory, or, when the filter has a range, of that range from the store (with
+    /// its totals). Blocks on the store when there is a range.
+    ///
+    /// # Errors
+    /// The store's error (ranged summaries only); [`StoreError::InvalidQuery`] for a type
+    /// filter with a range, which the stored totals cannot narrow by.
+    pub fn summary(&self, filter: &Filter) -> Result<Summary, StoreError> {
+        let mut summary = self.live_summary(filter);
+        if filter.has_range() {
+            if filter.kind.is_some() {
+                return Err(StoreError::InvalidQuery(
+                    "type: cannot be combined with from, to or range (totals over a range count every type)".into(),
+                ));
+            }
+            let totals = self
+                .store
+                .totals(filter.range(), &filter.store_filter(), TOP_LISTED)?;
+            summary.top_pages = counts(totals.top_pages_by_events);
+            summary.top_countries = counts(totals.top_countries);
+            summary.totals = Some(protocol::analytics::RangeTotals {
+                events: totals.events,
+                pageviews: totals.pageviews,
+                clicks: totals.clicks,
+                sessions: totals.sessions,
+            });
+        }
+        Ok(summary)
+    }
+
+    /// The live numbers, from memory.
+    fn live_summary(&self, filter: &Filter) -> Summary {
         let now = self.clock.now_ms();
         let state = lock(&self.state);
         let active_users = state
@@ -336,7 +443,7 @@ impl Analytics {
                 if age < 60_000 {
                     last_minute += 1;
                 }
-                if age < 300_000 {
+                if age < LIVE_WINDOW_MS {
                     last_5 += 1;
                     if let Some(slot) = per_second
                         .len()
@@ -344,9 +451,6 @@ impl Analytics {
                     {
                         per_second[slot] += 1;
                     }
-                }
-                let in_window = filter.from.is_some() || filter.to.is_some() || age < 300_000;
-                if in_window {
                     *pages.entry(&event.page).or_default() += 1;
                     if let Some(country) = &event.country {
                         *countries.entry(country).or_default() += 1;
@@ -361,6 +465,7 @@ impl Analytics {
             top_pages: top(pages),
             top_countries: top(countries),
             per_second,
+            totals: None,
         }
     }
 
@@ -401,36 +506,37 @@ impl Analytics {
         sessions
     }
 
-    /// The events matching `filter`, oldest first (for heatmaps).
-    pub fn events(&self, filter: &Filter) -> Vec<StoredEvent> {
-        lock(&self.state)
-            .events
-            .iter()
-            .filter(|event| filter.matches(event))
-            .cloned()
-            .collect()
-    }
-
     /// The analytics clock's "now", ms since the epoch (ranges such as `range=24h` end here).
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 
-    /// Events held.
+    /// Events held in the live ring.
     pub fn n_events(&self) -> usize {
         lock(&self.state).events.len()
     }
 }
 
-fn intern(pages: &mut HashMap<String, Arc<str>>, page: &Arc<str>) -> Arc<str> {
-    if let Some(interned) = pages.get(&**page) {
+/// Pages and countries listed in a summary.
+const TOP_LISTED: usize = 10;
+
+fn counts(pairs: Vec<(String, u64)>) -> Vec<Count> {
+    pairs
+        .into_iter()
+        .map(|(name, events)| Count { name, events })
+        .collect()
+}
+
+fn intern(pages: &mut HashMap<String, Arc<str>>, page: &str) -> Arc<str> {
+    if let Some(interned) = pages.get(page) {
         return interned.clone();
     }
+    let page: Arc<str> = Arc::from(page);
     // Bounded: past this many distinct pages new ones are not shared, only stored.
     if pages.len() < 100_000 {
         pages.insert(page.to_string(), page.clone());
     }
-    page.clone()
+    page
 }
 
 fn top(counts: HashMap<&str, u64>) -> Vec<Count> {
@@ -442,14 +548,16 @@ fn top(counts: HashMap<&str, u64>) -> Vec<Count> {
         })
         .collect();
     counts.sort_by(|a, b| b.events.cmp(&a.events).then_with(|| a.name.cmp(&b.name)));
-    counts.truncate(10);
+    counts.truncate(TOP_LISTED);
     counts
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ::analytics::{SqliteConfig, SqliteStore};
     use protocol::analytics::EventMetadata;
+    use testkit::TempDir;
 
     fn event(kind: EventType, page: &str, session: &str, country: Option<&str>) -> TrackedEvent {
         TrackedEvent {
@@ -467,43 +575,67 @@ mod tests {
         fn ingest_ok(&self, events: Vec<TrackedEvent>) {
             self.ingest(events).unwrap();
         }
+
+        fn live(&self) -> Summary {
+            self.summary(&Filter::default()).unwrap()
+        }
     }
 
-    fn analytics() -> (Arc<ManualClock>, Analytics) {
-        let clock = Arc::new(ManualClock::at(1_000_000_000));
-        let analytics = Analytics::new(clock.clone(), 1000, 5 * 60_000);
-        (clock, analytics)
+    /// A live view over a fresh SQLite store in a temporary folder (kept alive with it).
+    struct Fixture {
+        clock: Arc<ManualClock>,
+        analytics: Analytics,
+        _dir: TempDir,
+    }
+
+    fn with_store(max_events: usize, clock: Arc<ManualClock>) -> Fixture {
+        let dir = TempDir::new("analytics-unit");
+        let store = SqliteStore::open(&SqliteConfig::at(&dir.path().join("a.sqlite"))).unwrap();
+        let analytics = Analytics::new(clock.clone(), Arc::new(store), max_events, 5 * 60_000);
+        Fixture {
+            clock,
+            analytics,
+            _dir: dir,
+        }
+    }
+
+    fn fixture() -> Fixture {
+        with_store(1000, Arc::new(ManualClock::at(1_000_000_000)))
     }
 
     #[test]
     fn sessions_end_after_five_quiet_minutes() {
-        let (clock, analytics) = analytics();
+        let Fixture {
+            clock, analytics, ..
+        } = &fixture();
         analytics.ingest_ok(vec![event(EventType::Pageview, "/", "s1", Some("de"))]);
-        assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
+        assert_eq!(analytics.live().active_users, 1);
         clock.advance_ms(4 * 60_000);
-        assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
+        assert_eq!(analytics.live().active_users, 1);
         clock.advance_ms(60_001 + 1000);
-        assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
+        assert_eq!(analytics.live().active_users, 0);
         assert!(analytics.sessions(&Filter::default()).is_empty());
     }
 
     #[test]
     fn leaving_ends_a_session_until_the_visitor_returns() {
-        let (_, analytics) = analytics();
+        let analytics = &fixture().analytics;
         analytics.ingest_ok(vec![event(EventType::Pageview, "/", "s1", None)]);
         analytics.ingest_ok(vec![event(EventType::Leave, "/", "s1", None)]);
-        assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
+        assert_eq!(analytics.live().active_users, 0);
         analytics.ingest_ok(vec![event(EventType::Pageview, "/next", "s1", None)]);
-        assert_eq!(analytics.summary(&Filter::default()).active_users, 1);
+        assert_eq!(analytics.live().active_users, 1);
         // The hidden-tab beacon may overtake the leave beacon, or follow it.
         analytics.ingest_ok(vec![event(EventType::Leave, "/next", "s1", None)]);
         analytics.ingest_ok(vec![event(EventType::Visibility, "/next", "s1", None)]);
-        assert_eq!(analytics.summary(&Filter::default()).active_users, 0);
+        assert_eq!(analytics.live().active_users, 0);
     }
 
     #[test]
     fn journeys_fold_repeats_and_keep_order() {
-        let (clock, analytics) = analytics();
+        let Fixture {
+            clock, analytics, ..
+        } = &fixture();
         for page in ["/", "/", "/pricing", "/", "/docs"] {
             analytics.ingest_ok(vec![event(EventType::Pageview, page, "s1", None)]);
             clock.advance_ms(1000);
@@ -520,14 +652,16 @@ mod tests {
 
     #[test]
     fn summary_counts_windows_and_filters() {
-        let (clock, analytics) = analytics();
+        let Fixture {
+            clock, analytics, ..
+        } = &fixture();
         analytics.ingest_ok(vec![event(EventType::Pageview, "/a", "s1", Some("fr"))]);
         clock.advance_ms(2 * 60_000);
         analytics.ingest_ok(vec![
             event(EventType::Pageview, "/b", "s2", Some("de")),
             event(EventType::Custom, "/b", "s2", Some("de")),
         ]);
-        let summary = analytics.summary(&Filter::default());
+        let summary = analytics.live();
         assert_eq!(summary.events_last_minute, 2);
         assert_eq!(summary.events_last_5_minutes, 3);
         assert_eq!(
@@ -551,8 +685,8 @@ mod tests {
             country: Some("DE".into()),
             ..Filter::default()
         };
-        assert_eq!(analytics.summary(&german).events_last_5_minutes, 2);
-        assert_eq!(analytics.summary(&german).active_users, 1);
+        assert_eq!(analytics.summary(&german).unwrap().events_last_5_minutes, 2);
+        assert_eq!(analytics.summary(&german).unwrap().active_users, 1);
         let page_a = Filter {
             page: Some("/a".into()),
             ..Filter::default()
@@ -562,18 +696,90 @@ mod tests {
             kind: Some(EventType::Pageview),
             ..Filter::default()
         };
-        assert_eq!(analytics.summary(&pageviews).events_last_5_minutes, 2);
+        assert_eq!(
+            analytics.summary(&pageviews).unwrap().events_last_5_minutes,
+            2
+        );
     }
 
     #[test]
     fn the_event_ring_is_bounded() {
-        let clock = Arc::new(ManualClock::at(0));
-        let analytics = Analytics::new(clock, 10, 60_000);
-        analytics.ingest_ok(
+        let fixture = with_store(10, Arc::new(ManualClock::at(1_000_000_000)));
+        fixture.analytics.ingest_ok(
             (0..25)
                 .map(|_| event(EventType::Custom, "/", "s", None))
                 .collect(),
         );
-        assert_eq!(analytics.n_events(), 10);
+        assert_eq!(fixture.analytics.n_events(), 10);
+        let history = fixture
+            .analytics
+            .summary(&Filter {
+                from: Some(0),
+                ..Filter::default()
+            })
+            .unwrap();
+        assert_eq!(
+            history.totals.map(|totals| totals.events),
+            Some(25),
+            "the store keeps what the ring drops"
+        );
+    }
+
+    fn numbered(session: &str, seq: u64, at_ms: i64) -> TrackedEvent {
+        TrackedEvent {
+            seq: Some(seq),
+            timestamp: Some(at_ms),
+            ..event(EventType::Click, "/", session, None)
+        }
+    }
+
+    #[test]
+    fn a_resent_numbered_event_is_counted_once_in_memory_and_in_the_store() {
+        let fixture = fixture();
+        let now = fixture.clock.now_ms();
+        let first = fixture
+            .analytics
+            .ingest(vec![numbered("s", 0, now), numbered("s", 1, now)])
+            .unwrap();
+        assert_eq!((first.stored, first.duplicates), (2, 0));
+        let again = fixture
+            .analytics
+            .ingest(vec![numbered("s", 1, now), numbered("s", 2, now)])
+            .unwrap();
+        assert_eq!((again.stored, again.duplicates), (1, 1));
+        assert_eq!(fixture.analytics.live().events_last_minute, 3);
+        assert_eq!(fixture.analytics.sessions(&Filter::default())[0].events, 3);
+    }
+
+    #[test]
+    fn the_live_view_is_rebuilt_from_the_store() {
+        let dir = TempDir::new("analytics-restore");
+        let path = dir.path().join("a.sqlite");
+        let clock = Arc::new(ManualClock::at(1_000_000_000));
+        let open =
+            || -> Arc<dyn Store> { Arc::new(SqliteStore::open(&SqliteConfig::at(&path)).unwrap()) };
+        let now = clock.now_ms();
+        {
+            let analytics = Analytics::new(clock.clone(), open(), 1000, 5 * 60_000);
+            analytics.ingest_ok(vec![
+                // An hour ago: history, not live.
+                numbered("old", 0, now - 3_600_000),
+                numbered("a", 0, now - 1000),
+                event(EventType::Pageview, "/next", "a", None),
+                event(EventType::Pageview, "/", "b", Some("fr")),
+            ]);
+        }
+        let analytics = Analytics::new(clock.clone(), open(), 1000, 5 * 60_000);
+        assert_eq!(analytics.restore().unwrap(), 3);
+        let live = analytics.live();
+        assert_eq!(live.active_users, 2);
+        assert_eq!(live.events_last_minute, 3);
+        let sessions = analytics.sessions(&Filter::default());
+        let a = sessions.iter().find(|s| s.session_id == "a").unwrap();
+        let pages: Vec<&str> = a.journey.iter().map(|step| step.page.as_str()).collect();
+        assert_eq!(pages, ["/", "/next"]);
+        // A resend after the restart is still recognised.
+        analytics.ingest_ok(vec![numbered("a", 0, now - 1000)]);
+        assert_eq!(analytics.live().events_last_minute, 3);
     }
 }

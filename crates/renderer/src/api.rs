@@ -4,15 +4,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
+use ::analytics::{
+    HeatmapCells, HeatmapQuery, StoreError, WidthBucket as StoredBucket, HEAT_COLUMNS,
+};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use netkit::http::{self, Body};
 use protocol::analytics::{decode_events, ApiError, EventType, EventsAccepted};
 use protocol::{HeatKind, OutputMode, RenderOptions};
 
-use crate::analytics::{Filter, StoredEvent};
+use crate::analytics::Filter;
 use crate::context::Context;
 use crate::density::Density;
 use crate::encode::encode_png;
@@ -27,12 +32,19 @@ pub(crate) async fn handle(request: Request<Incoming>, ctx: Arc<Context>) -> Res
     let path = request.uri().path().to_owned();
     let query = parse_query(request.uri().query().unwrap_or(""));
     match (request.method().clone(), path.as_str()) {
-        (Method::POST, "/api/events") => post_events(request, &ctx).await,
+        (Method::POST, "/api/events") => post_events(request, ctx).await,
         (Method::GET, "/api/analytics/summary") => {
-            match filter_of(&query, ctx.analytics.now_ms()) {
-                Ok(filter) => json_ok(&ctx.analytics.summary(&filter)),
-                Err(message) => bad_request(message),
-            }
+            let filter = match filter_of(&query, ctx.analytics.now_ms()) {
+                Ok(filter) => filter,
+                Err(message) => return bad_request(message),
+            };
+            // A ranged summary reads the store, which blocks.
+            let job_ctx = ctx.clone();
+            blocking(move || match job_ctx.analytics.summary(&filter) {
+                Ok(summary) => json_ok(&summary),
+                Err(err) => store_error(&err),
+            })
+            .await
         }
         (Method::GET, "/api/analytics/sessions") => match filter_of(&query, ctx.analytics.now_ms())
         {
@@ -41,21 +53,26 @@ pub(crate) async fn handle(request: Request<Incoming>, ctx: Arc<Context>) -> Res
         },
         (Method::GET, "/api/heatmaps") => {
             let job_ctx = ctx.clone();
-            tokio::task::spawn_blocking(move || heatmap(&job_ctx, &query))
-                .await
-                .unwrap_or_else(|err| {
-                    http::text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("render task failed: {err}"),
-                    )
-                })
+            blocking(move || heatmap(&job_ctx, &query)).await
         }
         (_, "/api/events") => http::text(StatusCode::METHOD_NOT_ALLOWED, "POST events here"),
         _ => http::text(StatusCode::NOT_FOUND, format!("no api at {path}")),
     }
 }
 
-async fn post_events(request: Request<Incoming>, ctx: &Context) -> Response<Body> {
+/// Runs `job` (store reads and writes, rendering) on a blocking thread.
+async fn blocking(job: impl FnOnce() -> Response<Body> + Send + 'static) -> Response<Body> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .unwrap_or_else(|err| {
+            http::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("api task failed: {err}"),
+            )
+        })
+}
+
+async fn post_events(request: Request<Incoming>, ctx: Arc<Context>) -> Response<Body> {
     let body = match Limited::new(request.into_body(), MAX_EVENTS_BODY)
         .collect()
         .await
@@ -73,23 +90,93 @@ async fn post_events(request: Request<Incoming>, ctx: &Context) -> Response<Body
         Err(err) => return bad_request(err.to_string()),
     };
     let accepted = events.len();
-    if let Err(err) = ctx.analytics.ingest(events) {
-        tracing::error!(cause = %err, "cannot store tracked events in the data folder");
+    let job_ctx = ctx.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let outcome = job_ctx.analytics.ingest(events);
+        let elapsed = started.elapsed();
+        (outcome, elapsed, job_ctx.event_store.size_bytes())
+    })
+    .await;
+    let (outcome, elapsed, size) = match outcome {
+        Ok(done) => done,
+        Err(err) => {
+            tracing::error!(cause = %err, "the event store task failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the event store task failed: {err}"),
+            );
+        }
+    };
+    if let Ok(bytes) = size {
         ctx.metrics
-            .errors
-            .record(protocol::ErrorCode::StorageFailed);
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the renderer cannot store events ({err}); send them again later"),
-        );
+            .store_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
-    ctx.metrics.events.inc_by(accepted as u64);
-    let mut response = json_ok(&EventsAccepted { accepted });
-    *response.status_mut() = StatusCode::ACCEPTED;
-    response
+    match outcome {
+        Ok(ingested) => {
+            ctx.metrics.store_commit.observe(elapsed.as_secs_f64());
+            ctx.metrics.events.inc_by(accepted as u64);
+            ctx.metrics.events_duplicate.inc_by(ingested.duplicates);
+            let mut response = json_ok(&EventsAccepted { accepted });
+            *response.status_mut() = StatusCode::ACCEPTED;
+            response
+        }
+        Err(err) => {
+            tracing::error!(cause = %err, events = accepted, "cannot store tracked events");
+            ctx.metrics
+                .errors
+                .record(protocol::ErrorCode::StorageFailed);
+            store_error(&err)
+        }
+    }
 }
 
-/// Renders the heatmap of one page for one kind and viewport-width bucket.
+/// The answer to a store error: 503 with `Retry-After` when trying again later can work
+/// (a full disk, a busy database), 400 for a query the store cannot answer, else 500.
+fn store_error(err: &StoreError) -> Response<Body> {
+    if err.is_retryable() {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the renderer cannot store or read events now ({err}); send them again later"),
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    match err {
+        StoreError::InvalidQuery(message) => bad_request(message.clone()),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// What `GET /api/heatmaps` answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Png,
+    Json,
+    Clicks,
+}
+
+/// One event as a heatmap draws it: a point in the document (fractions of its width and
+/// height) and, for the raw reads, what else the event carried.
+#[derive(Debug, Clone)]
+struct Placed {
+    point: [u16; 2],
+    dw: f32,
+    dh: f32,
+    x: f32,
+    y: f32,
+    session: String,
+    path: Option<String>,
+    offset: (f32, f32),
+    depth: f32,
+}
+
+/// Renders the heatmap of one page for one kind and viewport-width bucket: clicks and
+/// moves in the three screen buckets from the store's pre-counted cells (cost independent
+/// of the number of events); scroll maps, pixel widths and click lists from raw events.
 fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     let Some(page) = query.get("page") else {
         return bad_request("page is required, e.g. ?page=/pricing".into());
@@ -111,13 +198,78 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     };
     filter.page = Some(page.clone());
     filter.kind = Some(kind);
-    let events: Vec<StoredEvent> = ctx
-        .analytics
-        .events(&filter)
-        .into_iter()
-        .filter(|event| bucket.contains(event.vw) && event.dw > 0.0 && event.dh > 0.0)
-        .collect();
-    if events.is_empty() {
+    let format = match query.get("format").map(String::as_str) {
+        None | Some("png") => Format::Png,
+        Some("json") => Format::Json,
+        Some("clicks") => Format::Clicks,
+        Some(other) => {
+            return bad_request(format!("format {other:?} is not one of: png, json, clicks"))
+        }
+    };
+    let output = match query.get("output").map(String::as_str) {
+        None | Some("image") => OutputMode::Image,
+        Some("overlay") => OutputMode::Overlay,
+        Some(other) => {
+            return bad_request(format!("output {other:?} is not one of: image, overlay"))
+        }
+    };
+    let store = ctx.analytics.store();
+    let range = filter.range();
+    let width = bucket.image_width();
+    let pre_counted = match (kind, bucket.stored(), format) {
+        (EventType::Click | EventType::Move, Some(stored), Format::Png | Format::Json) => {
+            Some(stored)
+        }
+        _ => None,
+    };
+    let (events, n_events, ratio) = if let Some(stored) = pre_counted {
+        let cells = match store.heatmap(&HeatmapQuery {
+            page: page.clone(),
+            kind,
+            bucket: stored,
+            range,
+        }) {
+            Ok(cells) => cells,
+            Err(err) => return store_error(&err),
+        };
+        let ratio = cells.mean_aspect as f32;
+        (cell_points(&cells, ratio), cells.events, ratio)
+    } else {
+        let raw = match store.events(range, &filter.store_filter(), ctx.config.max_raw_events) {
+            Ok(raw) => raw,
+            Err(err) => return store_error(&err),
+        };
+        let placed: Vec<Placed> = raw
+            .into_iter()
+            .filter(|event| event.kind == kind)
+            .filter_map(|event| {
+                let position = event.position?;
+                let usable = bucket.contains(position.viewport_width)
+                    && position.doc_width > 0.0
+                    && position.doc_height > 0.0;
+                usable.then(|| Placed {
+                    point: [
+                        fraction(position.x / position.doc_width),
+                        fraction(position.y / position.doc_height),
+                    ],
+                    dw: position.doc_width,
+                    dh: position.doc_height,
+                    x: position.x,
+                    y: position.y,
+                    session: event.session,
+                    path: event.element,
+                    offset: event.element_offset.unwrap_or((0.5, 0.5)),
+                    depth: event.depth.unwrap_or(0.0),
+                })
+            })
+            .collect();
+        let mut ratios: Vec<f32> = placed.iter().map(|event| event.dh / event.dw).collect();
+        ratios.sort_by(f32::total_cmp);
+        let ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+        let n_events = placed.len() as u64;
+        (placed, n_events, ratio)
+    };
+    if n_events == 0 {
         return error(
             StatusCode::NOT_FOUND,
             format!(
@@ -127,35 +279,22 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
             ),
         );
     }
-    let width = bucket.image_width();
-    let mut ratios: Vec<f32> = events.iter().map(|event| event.dh / event.dw).collect();
-    ratios.sort_by(f32::total_cmp);
-    let ratio = ratios[ratios.len() / 2];
     let height = ((width as f32 * ratio).round() as u32).clamp(width / 2, 8192);
-    let points: Vec<[u16; 2]> = events
-        .iter()
-        .map(|event| {
-            let u = (event.x / event.dw * 65536.0).clamp(0.0, 65535.0) as u16;
-            let v = (event.y / event.dh * 65536.0).clamp(0.0, 65535.0) as u16;
-            [u, v]
-        })
-        .collect();
-
-    match query.get("format").map(String::as_str) {
-        None | Some("png") => {}
-        Some("json") => return grid_json(&points, &events, kind, width, height),
-        Some("clicks") => return clicks_json(&events),
-        Some(other) => {
-            return bad_request(format!("format {other:?} is not one of: png, json, clicks"))
+    let n_sessions = if pre_counted.is_some() {
+        // The cells do not know their sessions: the page's visitors over the range.
+        match store.totals(range, &filter.store_filter(), 0) {
+            Ok(totals) => totals.sessions as usize,
+            Err(err) => return store_error(&err),
         }
-    }
-    let output = match query.get("output").map(String::as_str) {
-        None | Some("image") => OutputMode::Image,
-        Some("overlay") => OutputMode::Overlay,
-        Some(other) => {
-            return bad_request(format!("output {other:?} is not one of: image, overlay"))
-        }
+    } else {
+        sessions_of(&events)
     };
+    let points: Vec<[u16; 2]> = events.iter().map(|event| event.point).collect();
+    match format {
+        Format::Png => {}
+        Format::Json => return grid_json(&points, n_sessions, kind, width, height),
+        Format::Clicks => return clicks_json(&events),
+    }
     let settings = RenderSettings {
         width,
         height,
@@ -178,7 +317,7 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         } else {
             (&points, &[])
         };
-        let started = format!("{} visitors' {}", sessions_of(&events), kind.as_str());
+        let started = format!("{n_sessions} visitors' {}", kind.as_str());
         let input = RenderInput {
             moves,
             clicks,
@@ -193,8 +332,41 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     }
 }
 
+/// A fraction of the document (0 to 1) in 16-bit fixed point, as the renderer's points are.
+fn fraction(value: f32) -> u16 {
+    (value * 65536.0).clamp(0.0, 65535.0) as u16
+}
+
+/// One point per event at the centre of its cell: cells are 1/[`HEAT_COLUMNS`] of the
+/// document's width, so a row's height in the document is that width over `ratio`
+/// (the documents' mean height over width).
+fn cell_points(cells: &HeatmapCells, ratio: f32) -> Vec<Placed> {
+    let columns = HEAT_COLUMNS as f32;
+    let ratio = if ratio > 0.0 { ratio } else { 1.0 };
+    let mut placed = Vec::with_capacity(usize::try_from(cells.events).unwrap_or(0));
+    for cell in &cells.cells {
+        let u = (cell.cx as f32 + 0.5) / columns;
+        let v = (cell.cy as f32 + 0.5) / columns / ratio;
+        let template = Placed {
+            point: [fraction(u), fraction(v)],
+            dw: 1.0,
+            dh: ratio,
+            x: u,
+            y: v * ratio,
+            session: String::new(),
+            path: None,
+            offset: (0.5, 0.5),
+            depth: 0.0,
+        };
+        for _ in 0..cell.count {
+            placed.push(template.clone());
+        }
+    }
+    placed
+}
+
 /// The scroll map: each row's colour is the share of sessions that scrolled at least that far.
-fn scroll_map(events: &[StoredEvent], settings: &RenderSettings) -> Result<Vec<u8>, crate::Error> {
+fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, crate::Error> {
     let mut deepest: HashMap<&str, f32> = HashMap::new();
     for event in events {
         let depth = deepest.entry(&event.session).or_default();
@@ -220,7 +392,7 @@ fn scroll_map(events: &[StoredEvent], settings: &RenderSettings) -> Result<Vec<u
 /// Counts on a coarse grid (64 columns), for programs that draw their own.
 fn grid_json(
     points: &[[u16; 2]],
-    events: &[StoredEvent],
+    n_sessions: usize,
     kind: EventType,
     width: u32,
     height: u32,
@@ -237,7 +409,7 @@ fn grid_json(
         "image_width": width,
         "image_height": height,
         "n_points": points.len(),
-        "n_sessions": sessions_of(events),
+        "n_sessions": n_sessions,
         "cells": cells,
     }))
 }
@@ -247,22 +419,22 @@ const MAX_LISTED_CLICKS: usize = 5000;
 
 /// The clicks themselves, with their elements, so a dashboard can place each one on its
 /// element in the live page (where it can be found) rather than at its old coordinates.
-fn clicks_json(events: &[StoredEvent]) -> Response<Body> {
+fn clicks_json(events: &[Placed]) -> Response<Body> {
     let skip = events.len().saturating_sub(MAX_LISTED_CLICKS);
     let clicks: Vec<serde_json::Value> = events[skip..]
         .iter()
         .map(|event| {
             serde_json::json!({
                 "x": event.x, "y": event.y, "dw": event.dw, "dh": event.dh,
-                "path": event.path.as_deref(), "ox": event.ox, "oy": event.oy,
+                "path": event.path.as_deref(), "ox": event.offset.0, "oy": event.offset.1,
             })
         })
         .collect();
     json_ok(&serde_json::json!({ "clicks": clicks }))
 }
 
-fn sessions_of(events: &[StoredEvent]) -> usize {
-    let mut sessions: Vec<&str> = events.iter().map(|event| &*event.session).collect();
+fn sessions_of(events: &[Placed]) -> usize {
+    let mut sessions: Vec<&str> = events.iter().map(|event| event.session.as_str()).collect();
     sessions.sort_unstable();
     sessions.dedup();
     sessions.len()
@@ -299,6 +471,16 @@ impl WidthBucket {
                 let width = width as f32;
                 (viewport_width - width).abs() <= (width * 0.1).max(50.0)
             }
+        }
+    }
+
+    /// The store's pre-counted bucket, if this is one of them.
+    fn stored(self) -> Option<StoredBucket> {
+        match self {
+            WidthBucket::Mobile => Some(StoredBucket::Mobile),
+            WidthBucket::Tablet => Some(StoredBucket::Tablet),
+            WidthBucket::Desktop => Some(StoredBucket::Desktop),
+            WidthBucket::Around(_) => None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The one way the renderer appends to its files: a whole record lands, or nothing does.
 //!
-//! Recording logs (`journal`) and analytics segments (`event_log`) are both sequences of
+//! Recording logs (`journal`) are sequences of
 //! records `[payload length u32][crc32 of payload u32][payload]`, little-endian.
 //!
 //! [`AppendLog`] knows the length of its file up to the end of the last whole record. If

@@ -23,14 +23,30 @@ pub struct Config {
     #[arg(long, default_value = "heatmaps")]
     pub out_dir: PathBuf,
 
-    /// Folder where recordings are stored (an append-only log each) and restored from at start.
+    /// Folder where recordings (an append-only log each, in recordings/) and tracked-site events
+    /// (analytics.sqlite) are stored and restored from at start.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Flush every stored batch to disk before acknowledging it (survives power loss, costs a disk sync per batch).
-    /// Without it a batch is acknowledged once the operating system has it, which survives a crash of the renderer.
+    /// Flush every stored batch and event request to disk before acknowledging it (survives power loss,
+    /// costs a disk sync per batch). Without it a batch is acknowledged once the operating system has it,
+    /// which survives a crash of the renderer.
     #[arg(long)]
     pub fsync: bool,
+
+    /// Days tracked-site events are kept in the store; older ones are deleted at start and every hour.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub retention_days: u64,
+
+    /// Largest the event store (analytics.sqlite) may grow, in bytes; past it event requests are
+    /// answered 503 until the retention frees space. Unset: only the disk limits it.
+    #[arg(long)]
+    pub max_store_bytes: Option<u64>,
+
+    /// Most stored events one scroll map, pixel-width heatmap or click list reads (the oldest of
+    /// the range first); other heatmaps and totals read pre-counted hours and have no such bound.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_raw_events: usize,
 
     /// Delete stored recordings not changed for this many hours, at start (0 keeps them until --max-recordings evicts them).
     #[arg(long, default_value_t = 24 * 30)]
@@ -96,7 +112,8 @@ pub struct Config {
     #[arg(long, default_value_t = 50_000_000)]
     pub max_total_points: u64,
 
-    /// Tracked-site events kept in memory for analytics and page heatmaps (oldest dropped first).
+    /// Recent tracked-site events kept in memory for the live numbers (active users, the last
+    /// minute and 5 minutes); oldest dropped first. History is in the store, not bounded by this.
     #[arg(long, default_value_t = 500_000)]
     pub max_events: usize,
 

@@ -6,15 +6,20 @@ use std::time::Duration;
 use protocol::Limits;
 use tokio::sync::Semaphore;
 
+use ::analytics::{SqliteConfig, SqliteStore};
+
 use crate::analytics::{Analytics, SystemClock};
 use crate::background::Background;
 use crate::config::Config;
-use crate::event_log::EventLog;
 use crate::journal::Journal;
 use crate::metrics::RendererMetrics;
 use crate::render::RenderSettings;
 use crate::requests::GenerateRequests;
+use crate::retention::PruneGuard;
 use crate::store::{RecordingStore, StoreLimits};
+
+/// The event store's file in `--data-dir`.
+const ANALYTICS_FILE: &str = "analytics.sqlite";
 
 /// Previews computing at once (each takes a few milliseconds on a small grid).
 const PREVIEW_SLOTS: usize = 2;
@@ -34,6 +39,10 @@ pub(crate) struct Context {
     pub metrics: RendererMetrics,
     /// Tracked sites' events and sessions.
     pub analytics: Analytics,
+    /// The event store behind `analytics`, for what only SQLite knows (its size).
+    pub event_store: Arc<SqliteStore>,
+    /// Stops the retention task when the context goes.
+    _pruner: PruneGuard,
     /// Caps renders running at once: each holds a few full-size buffers.
     pub render_permits: Semaphore,
     /// Caps live previews computing at once; a request finding none free is told `busy`.
@@ -72,31 +81,48 @@ impl Context {
             Some(journal),
         );
         store.restore(replayed);
-        let (event_log, events, events_damage) =
-            EventLog::open(&config.data_dir, config.max_events).map_err(|source| {
-                crate::Error::Write {
-                    path: config.data_dir.join("analytics"),
-                    source,
-                }
-            })?;
-        let analytics = Analytics::with_log(
+        let store_path = config.data_dir.join(ANALYTICS_FILE);
+        let event_store = Arc::new(
+            SqliteStore::open(&SqliteConfig {
+                path: store_path.clone(),
+                fsync: config.fsync,
+                max_bytes: config.max_store_bytes,
+            })
+            .map_err(|source| crate::Error::Store {
+                path: store_path.clone(),
+                source,
+            })?,
+        );
+        let analytics = Analytics::new(
             Arc::new(SystemClock),
+            event_store.clone(),
             config.max_events,
             config.session_timeout_secs.saturating_mul(1000) as i64,
-            Some(event_log),
         );
-        let n_events = events.len();
-        analytics.restore(events);
-        if n_events > 0 {
-            tracing::info!(
+        match analytics.restore() {
+            Ok(0) => {}
+            Ok(n_events) => tracing::info!(
                 events = n_events,
-                "tracked-site events restored from the data folder"
-            );
+                "live analytics rebuilt from the event store"
+            ),
+            Err(err) => tracing::error!(
+                path = %store_path.display(),
+                cause = %err,
+                "cannot read recent events from the store; live numbers start empty"
+            ),
         }
         let metrics = RendererMetrics::default();
-        let mut damage = recordings_damage;
-        damage.add(events_damage);
-        metrics.record_storage_damage(damage);
+        metrics.record_storage_damage(recordings_damage);
+        if let Ok(bytes) = event_store.size_bytes() {
+            metrics
+                .store_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let pruner = PruneGuard::spawn(
+            event_store.clone(),
+            Duration::from_secs(config.retention_days.saturating_mul(86_400)),
+            metrics.store_bytes.clone(),
+        );
         Ok(Context {
             limits: Limits {
                 max_points_per_batch: config.max_points_per_batch,
@@ -116,6 +142,8 @@ impl Context {
             store,
             metrics,
             analytics,
+            event_store,
+            _pruner: pruner,
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),
             generates: GenerateRequests::new(config.remembered_generates),

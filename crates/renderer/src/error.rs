@@ -33,4 +33,12 @@ pub enum Error {
         /// The IO error.
         source: std::io::Error,
     },
+    /// The event store could not be opened (a damaged file, a newer schema, no space).
+    #[error("cannot open the event store {path}: {source}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// The store's error.
+        source: ::analytics::StoreError,
+    },
 }

@@ -6,14 +6,16 @@
 //!
 //! Modules, in reading order:
 //! - `config`: the flags ([`Config`]).
-//! - `api`, `analytics`: the event API of tracked sites, their sessions, and page heatmaps.
+//! - `api`, `analytics`: the event API of tracked sites, the live view of their sessions,
+//!   and page heatmaps; history lives in the `analytics` crate's store.
+//! - `retention`: the background task that prunes events past `--retention-days`.
 //! - `server`: HTTP routes and the WebSocket upgrade.
 //! - `link`: one relay connection: decode, apply, answer; on shutdown, finish renders first.
 //! - `requests`: Generate requests by the page's number, so a resend draws no second image.
 //! - `store`: recordings, their points and the batches already counted.
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `journal`: the append-only log per recording that makes them survive restarts.
-//! - `append_log`: whole-record appends and recovery, shared by `journal` and `event_log`.
+//! - `append_log`: whole-record appends and recovery for `journal`.
 //! - `grid`: the density grid ([`grid::Grid`]) points accumulate into.
 //! - `blur`: Gaussian smoothing by three box blurs.
 //! - `density`: points to a smoothed density, at half resolution when the bandwidth allows.
@@ -36,7 +38,6 @@ mod context;
 pub mod density;
 pub mod encode;
 mod error;
-pub mod event_log;
 pub mod grid;
 pub mod journal;
 mod link;
@@ -44,6 +45,7 @@ mod metrics;
 pub mod output;
 pub mod render;
 mod requests;
+mod retention;
 mod scratch;
 mod server;
 pub mod store;

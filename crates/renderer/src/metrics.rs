@@ -44,6 +44,14 @@ pub struct RendererMetrics {
     pub previews: Counter,
     /// Tracked-site events accepted by `POST /api/events`.
     pub events: Counter,
+    /// Accepted events the store already held (a resend of a numbered event), acknowledged
+    /// and not counted again; a steady rise means senders resend a lot.
+    pub events_duplicate: Counter,
+    /// Time for the event store to commit one request's events (the 202 waits for it).
+    pub store_commit: Histogram,
+    /// Bytes the event store's file uses, so an operator sees it grow toward
+    /// `--max-store-bytes` or the disk's size before event requests get 503.
+    pub store_bytes: Gauge,
     /// Damaged spans found in the middle of stored logs at start (their good records after
     /// them kept); non-zero makes `/healthz` say "degraded", because a disk or a hand
     /// damaged stored data.
@@ -79,6 +87,9 @@ impl Default for RendererMetrics {
             renders_running: Gauge::default(),
             previews: Counter::default(),
             events: Counter::default(),
+            events_duplicate: Counter::default(),
+            store_commit: Histogram::new(netkit::metrics::latency_buckets()),
+            store_bytes: Gauge::default(),
             storage_corrupt_spans: Counter::default(),
             storage_corrupt_bytes: Counter::default(),
             storage_torn_tails: Counter::default(),
@@ -166,6 +177,21 @@ impl Default for RendererMetrics {
             "renderer_events",
             "Tracked-site events accepted",
             metrics.events.clone(),
+        );
+        registry.register(
+            "renderer_events_duplicate",
+            "Tracked-site events already stored (resends), acknowledged without counting",
+            metrics.events_duplicate.clone(),
+        );
+        registry.register(
+            "renderer_store_commit_seconds",
+            "Time for the event store to commit one request's events",
+            metrics.store_commit.clone(),
+        );
+        registry.register(
+            "renderer_store_bytes",
+            "Bytes the event store's file uses",
+            metrics.store_bytes.clone(),
         );
         registry.register(
             "renderer_storage_corrupt_spans",
