@@ -29,7 +29,7 @@ use crate::store::{Ingested, Store};
 use protocol::analytics::EventType;
 
 /// The schema's version, stored in `PRAGMA user_version`; a newer file is refused.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The page cache of each connection, in KiB.
 const CACHE_KIB: u32 = 64 * 1024;
@@ -69,6 +69,16 @@ CREATE TABLE IF NOT EXISTS heat_docs (
     hour INTEGER NOT NULL, n INTEGER NOT NULL, aspect_sum REAL NOT NULL,
     PRIMARY KEY (page_id, kind, bucket, hour)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS heat_daily (
+    page_id INTEGER NOT NULL, kind INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    day INTEGER NOT NULL, cx INTEGER NOT NULL, cy INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (page_id, kind, bucket, day, cx, cy)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS heat_docs_daily (
+    page_id INTEGER NOT NULL, kind INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    day INTEGER NOT NULL, n INTEGER NOT NULL, aspect_sum REAL NOT NULL,
+    PRIMARY KEY (page_id, kind, bucket, day)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS page_hourly (
     hour INTEGER NOT NULL, page_id INTEGER NOT NULL, kind INTEGER NOT NULL,
     country TEXT NOT NULL, n INTEGER NOT NULL,
@@ -83,6 +93,20 @@ CREATE TABLE IF NOT EXISTS session_hourly (
     country TEXT,
     PRIMARY KEY (hour, session)
 ) WITHOUT ROWID;
+";
+
+/// Fills the daily heat rollups (new in version 2) from the hourly rows of a version 1 file.
+const MIGRATE_1_TO_2: &str = "
+BEGIN;
+INSERT INTO heat_daily (page_id, kind, bucket, day, cx, cy, n)
+    SELECT page_id, kind, bucket, hour / 24, cx, cy, SUM(n) FROM heat_hourly
+    WHERE true GROUP BY page_id, kind, bucket, hour / 24, cx, cy
+    ON CONFLICT DO NOTHING;
+INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
+    SELECT page_id, kind, bucket, hour / 24, SUM(n), SUM(aspect_sum) FROM heat_docs
+    WHERE true GROUP BY page_id, kind, bucket, hour / 24
+    ON CONFLICT DO NOTHING;
+COMMIT;
 ";
 
 /// How to open the SQLite store.
@@ -165,6 +189,10 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(SCHEMA)?;
+        if version == 1 {
+            // Version 2 added the daily heat rollups: build them from the hourly rows.
+            conn.execute_batch(MIGRATE_1_TO_2)?;
+        }
         conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
         if let Some(max_bytes) = config.max_bytes {
             let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
@@ -240,34 +268,40 @@ impl Store for SqliteStore {
         let (whole, edges) = split_hours(query.range);
         let mut cells: HashMap<(i64, i64), u64> = HashMap::new();
         let (mut events, mut aspect_sum) = (0u64, 0f64);
-        if let Some((first_hour, end_hour)) = whole {
-            let mut statement = reader.prepare_cached(
-                "SELECT cx, cy, SUM(n) FROM heat_hourly
-                 WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5
-                 GROUP BY cx, cy",
-            )?;
-            let rows = statement.query_map(
-                params![page_id, kind, bucket, first_hour, end_hour],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, i64>(2)?,
-                    ))
-                },
-            )?;
+        let rollups = whole.map(split_days).unwrap_or_default();
+        for (level, span) in rollups {
+            let (cells_sql, docs_sql) = match level {
+                Rollup::Day => (
+                    "SELECT cx, cy, SUM(n) FROM heat_daily
+                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5
+                     GROUP BY cx, cy",
+                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs_daily
+                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5",
+                ),
+                Rollup::Hour => (
+                    "SELECT cx, cy, SUM(n) FROM heat_hourly
+                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5
+                     GROUP BY cx, cy",
+                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs
+                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5",
+                ),
+            };
+            let key = params![page_id, kind, bucket, span.0, span.1];
+            let mut statement = reader.prepare_cached(cells_sql)?;
+            let rows = statement.query_map(key, |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
             for row in rows {
                 let (cx, cy, n) = row?;
                 *cells.entry((cx, cy)).or_default() += n.max(0) as u64;
             }
-            let mut statement = reader.prepare_cached(
-                "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs
-                 WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5",
-            )?;
-            let (n, sum): (i64, f64) = statement.query_row(
-                params![page_id, kind, bucket, first_hour, end_hour],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
+            let (n, sum): (i64, f64) = reader
+                .prepare_cached(docs_sql)?
+                .query_row(key, |row| Ok((row.get(0)?, row.get(1)?)))?;
             events += n.max(0) as u64;
             aspect_sum += sum;
         }
@@ -505,7 +539,33 @@ impl Store for SqliteStore {
         }
         let writer = lock(&self.writer);
         writer.conn.execute_batch("BEGIN")?;
+        let cut_day = cut_hour.div_euclid(24);
+        let day_first_hour = cut_day * 24;
         let result = (|| -> Result<(), rusqlite::Error> {
+            // The cut's own day keeps its daily row, less the hours pruned from it, so the
+            // daily and hourly rollups and the raw events stay in step.
+            writer.conn.execute(
+                "INSERT INTO heat_daily (page_id, kind, bucket, day, cx, cy, n)
+                 SELECT page_id, kind, bucket, ?3, cx, cy, -SUM(n) FROM heat_hourly
+                 WHERE hour >= ?1 AND hour < ?2 GROUP BY page_id, kind, bucket, cx, cy
+                 ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                params![day_first_hour, cut_hour, cut_day],
+            )?;
+            writer.conn.execute(
+                "INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
+                 SELECT page_id, kind, bucket, ?3, -SUM(n), -SUM(aspect_sum) FROM heat_docs
+                 WHERE hour >= ?1 AND hour < ?2 GROUP BY page_id, kind, bucket
+                 ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
+                params![day_first_hour, cut_hour, cut_day],
+            )?;
+            writer.conn.execute(
+                "DELETE FROM heat_daily WHERE day < ?1 OR (day = ?1 AND n <= 0)",
+                [cut_day],
+            )?;
+            writer.conn.execute(
+                "DELETE FROM heat_docs_daily WHERE day < ?1 OR (day = ?1 AND n <= 0)",
+                [cut_day],
+            )?;
             writer
                 .conn
                 .execute("DELETE FROM heat_hourly WHERE hour < ?1", [cut_hour])?;
@@ -622,16 +682,47 @@ fn ingest_in(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT DO UPDATE SET n = n + excluded.n",
     )?;
-    for ((page_id, kind, bucket, hour, cx, cy), n) in heat {
+    for ((page_id, kind, bucket, hour, cx, cy), n) in &heat {
         upsert.execute(params![page_id, kind, bucket, hour, cx, cy, n])?;
+    }
+    // The daily rollup gets the same counts, folded by day.
+    let mut daily: HashMap<(i64, i64, i64, i64, i64, i64), i64> = HashMap::new();
+    for ((page_id, kind, bucket, hour, cx, cy), n) in heat {
+        *daily
+            .entry((page_id, kind, bucket, hour.div_euclid(24), cx, cy))
+            .or_default() += n;
+    }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO heat_daily (page_id, kind, bucket, day, cx, cy, n)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT DO UPDATE SET n = n + excluded.n",
+    )?;
+    for ((page_id, kind, bucket, day, cx, cy), n) in daily {
+        upsert.execute(params![page_id, kind, bucket, day, cx, cy, n])?;
     }
     let mut upsert = tx.prepare_cached(
         "INSERT INTO heat_docs (page_id, kind, bucket, hour, n, aspect_sum)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
     )?;
-    for ((page_id, kind, bucket, hour), (n, aspect_sum)) in docs {
+    for ((page_id, kind, bucket, hour), (n, aspect_sum)) in &docs {
         upsert.execute(params![page_id, kind, bucket, hour, n, aspect_sum])?;
+    }
+    let mut daily_docs: HashMap<(i64, i64, i64, i64), (i64, f64)> = HashMap::new();
+    for ((page_id, kind, bucket, hour), (n, aspect_sum)) in docs {
+        let doc = daily_docs
+            .entry((page_id, kind, bucket, hour.div_euclid(24)))
+            .or_default();
+        doc.0 += n;
+        doc.1 += aspect_sum;
+    }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
+    )?;
+    for ((page_id, kind, bucket, day), (n, aspect_sum)) in daily_docs {
+        upsert.execute(params![page_id, kind, bucket, day, n, aspect_sum])?;
     }
     let mut upsert = tx.prepare_cached(
         "INSERT INTO page_hourly (hour, page_id, kind, country, n) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -765,6 +856,33 @@ fn split_hours(range: Range) -> (Option<(i64, i64)>, Vec<Range>) {
     (Some((first_hour, end_hour)), edges)
 }
 
+/// Which rollup a span of a range is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollup {
+    /// Whole days, `[first, end)` day numbers.
+    Day,
+    /// Whole hours, `[first, end)` hour numbers.
+    Hour,
+}
+
+/// Splits whole hours `[first, end)` into the whole days inside them and the hours left at
+/// either end, so a 30-day heatmap sums 30 daily rows per cell instead of 720 hourly ones.
+fn split_days((first_hour, end_hour): (i64, i64)) -> Vec<(Rollup, (i64, i64))> {
+    let first_day = first_hour.div_euclid(24) + i64::from(first_hour.rem_euclid(24) != 0);
+    let end_day = end_hour.div_euclid(24);
+    if first_day >= end_day {
+        return vec![(Rollup::Hour, (first_hour, end_hour))];
+    }
+    let mut spans = vec![(Rollup::Day, (first_day, end_day))];
+    if first_hour < first_day * 24 {
+        spans.push((Rollup::Hour, (first_hour, first_day * 24)));
+    }
+    if end_day * 24 < end_hour {
+        spans.push((Rollup::Hour, (end_day * 24, end_hour)));
+    }
+    spans
+}
+
 /// Document height over width (0 when unknown), to size a heatmap image.
 pub(crate) fn aspect(event: &Event) -> f64 {
     event
@@ -788,6 +906,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_hours_split_into_days_and_the_hours_around_them() {
+        assert_eq!(split_days((0, 48)), vec![(Rollup::Day, (0, 2))]);
+        assert_eq!(
+            split_days((5, 50)),
+            vec![
+                (Rollup::Day, (1, 2)),
+                (Rollup::Hour, (5, 24)),
+                (Rollup::Hour, (48, 50))
+            ]
+        );
+        assert_eq!(split_days((5, 30)), vec![(Rollup::Hour, (5, 30))]);
+    }
 
     #[test]
     fn ranges_split_into_whole_hours_and_edges() {

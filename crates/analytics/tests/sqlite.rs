@@ -73,3 +73,36 @@ fn sqlite_keeps_exactly_what_it_acknowledged_through_a_full_disk() {
         "the test must hit the limit many times, hit it {failures}"
     );
 }
+
+#[test]
+fn a_version_1_file_gets_its_daily_rollups_built_when_opened() {
+    use analytics::conformance::{sample_events, Rng, BASE_MS};
+    use analytics::{HeatmapQuery, Range, WidthBucket};
+    use protocol::analytics::EventType;
+
+    let dir = TempDir::new("migrate");
+    let path = dir.0.join("events.sqlite");
+    let query = HeatmapQuery {
+        page: "/".into(),
+        kind: EventType::Move,
+        bucket: WidthBucket::Desktop,
+        range: Range::all(),
+    };
+    let before = {
+        let store = open(&path, None);
+        let events = sample_events(&mut Rng::new(9), 3000, BASE_MS, 4 * 86_400_000);
+        store.ingest(&events).unwrap();
+        store.heatmap(&query).unwrap()
+    };
+    assert!(before.events > 0);
+    {
+        // What a version 1 file looks like: no daily rows.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DELETE FROM heat_daily; DELETE FROM heat_docs_daily; PRAGMA user_version=1;",
+        )
+        .unwrap();
+    }
+    let store = open(&path, None);
+    assert_eq!(store.heatmap(&query).unwrap(), before);
+}
