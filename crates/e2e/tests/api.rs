@@ -5,10 +5,9 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use testkit::{http_get, http_get_with, Image};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::{http_get, http_get_with, http_request, Image};
 
-/// A raw HTTP/1.1 request (so tests control every header); returns status, headers, body.
+/// A raw HTTP/1.1 request (so tests control every header); returns status, head, body.
 async fn request(
     addr: &str,
     method: &str,
@@ -16,27 +15,8 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await.unwrap();
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    let reply = http_request(addr, method, path, headers, body).await;
+    (reply.status, reply.head, reply.body)
 }
 
 fn click(session: &str, page: &str, x: f64, y: f64, vw: f64) -> Value {

@@ -6,30 +6,15 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use testkit::{eventually, http_get};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::{eventually, http_get, http_request};
 use tokio::net::TcpListener;
 
 /// Posts a body to `/api/events` on the renderer; returns the status and the body.
 async fn post_events(addr: &str, events: &[Value]) -> (u16, String) {
     let body = Value::Array(events.to_vec()).to_string();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /api/events HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await.unwrap();
-    let reply = String::from_utf8_lossy(&reply).into_owned();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    let json = [("content-type", "application/json")];
+    let reply = http_request(addr, "POST", "/api/events", &json, &body).await;
+    (reply.status, reply.body)
 }
 
 async fn get_json(addr: &str, path: &str) -> Value {

@@ -15,7 +15,6 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use testkit::{batch_frame, link_as_relay, ServerProcess, TempDir, WsClient};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const N_BATCHES: u64 = 1500;
 const POINTS_PER_BATCH: u64 = 100;
@@ -136,21 +135,10 @@ async fn post_events(addr: &str, request: u64) -> u16 {
         })
         .collect();
     let body = Value::Array(events).to_string();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /api/events HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await.unwrap();
-    let reply = String::from_utf8_lossy(&reply);
-    reply
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {reply:?}"))
+    let json = [("content-type", "application/json")];
+    let reply = testkit::http_request(addr, "POST", "/api/events", &json, &body).await;
+    assert_ne!(reply.status, 0, "no status in the answer: {}", reply.head);
+    reply.status
 }
 
 /// Events held per session, from the renderer's analytics.

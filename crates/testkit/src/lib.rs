@@ -5,9 +5,11 @@
 //! fixed sleep.
 
 mod process;
+mod raw_http;
 mod renderer_link;
 
 pub use process::ServerProcess;
+pub use raw_http::{http_request, RawResponse};
 pub use renderer_link::{batch_frame, link_as_relay};
 
 use std::future::Future;
