@@ -507,3 +507,42 @@ async fn the_seed_example_and_imports_dated_in_the_past_land_in_their_ranges() {
     assert!(body.contains("range:"), "{body}");
     drop(renderer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_answers_503_with_retry_after_through_the_relay() {
+    let renderer = start_renderer_with(|config| config.max_store_bytes = Some(64 * 1024)).await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let addr = relay.addr.to_string();
+    let batch: Vec<Value> = (0..500)
+        .map(|idx| {
+            click(
+                &format!("full-{idx}"),
+                "/full",
+                100.0 + idx as f64,
+                300.0,
+                1440.0,
+            )
+        })
+        .collect();
+    let body = Value::Array(batch).to_string();
+    let mut refused = None;
+    for _ in 0..40 {
+        let (status, head, reply) = request(&addr, "POST", "/api/events", &[], &body).await;
+        match status {
+            202 => continue,
+            503 => {
+                refused = Some((head, reply));
+                break;
+            }
+            other => panic!("unexpected {other}: {reply}"),
+        }
+    }
+    let (head, reply) = refused.expect("a 64 KiB store fills up within 40 requests");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    let error: Value = serde_json::from_str(&reply).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("send them again"),
+        "{reply}"
+    );
+    drop(renderer);
+}

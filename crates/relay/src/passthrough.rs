@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use netkit::http::{self, Body};
@@ -136,6 +136,8 @@ async fn fetch(
         .get(CONTENT_TYPE)
         .cloned()
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    // A 503 from a full store says when to try again; the sender must hear it too.
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
     let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
         .await
@@ -143,6 +145,9 @@ async fn fetch(
         .to_bytes();
     let mut reply = http::with_body(status, "application/octet-stream", body);
     reply.headers_mut().insert(CONTENT_TYPE, content_type);
+    if let Some(retry_after) = retry_after {
+        reply.headers_mut().insert(RETRY_AFTER, retry_after);
+    }
     Ok(reply)
 }
 
