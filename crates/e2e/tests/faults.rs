@@ -102,6 +102,17 @@ impl ResendingPage {
     fn expected() -> u64 {
         N_BATCHES * POINTS_PER_BATCH as u64
     }
+
+    /// The end of every case: the page's acknowledged total, the heatmap's count and the
+    /// renderer's stored points are all exactly the points sent (each batch once), and the
+    /// case's figures are printed.
+    async fn assert_exact(&self, client: &mut WsClient, case: &str, renderer_addr: &str) {
+        assert_eq!(self.n_points, Self::expected(), "{case}: acknowledged");
+        let generated = generate_count(client, self.recording).await;
+        assert_eq!(generated, Self::expected(), "{case}: each batch once");
+        let store = report(case, &self.figures, renderer_addr, generated).await;
+        assert_eq!(store.points_held, Self::expected(), "{case}: stored");
+    }
 }
 
 async fn generate_count(client: &mut WsClient, recording: &str) -> u64 {
@@ -128,17 +139,13 @@ async fn the_relay_restarting_mid_recording_loses_nothing() {
     let _relay = restart_relay(relay_addr, &renderer.ws_url()).await;
     let mut client = page_at(relay_addr, "connected").await;
     page_state.finish(&mut client).await;
-    assert_eq!(page_state.n_points, ResendingPage::expected());
-    let generated = generate_count(&mut client, "r-relay-restart").await;
-    assert_eq!(generated, ResendingPage::expected());
-    let store = report(
-        "relay restart",
-        &page_state.figures,
-        &renderer.running.addr.to_string(),
-        generated,
-    )
-    .await;
-    assert_eq!(store.points_held, ResendingPage::expected());
+    page_state
+        .assert_exact(
+            &mut client,
+            "relay restart",
+            &renderer.running.addr.to_string(),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,17 +173,13 @@ async fn the_renderer_restarting_mid_recording_loses_nothing() {
         })
         .await;
     page_state.finish(&mut client).await;
-    assert_eq!(page_state.n_points, ResendingPage::expected());
-    let generated = generate_count(&mut client, "r-renderer-restart").await;
-    assert_eq!(generated, ResendingPage::expected());
-    let store = report(
-        "renderer restart (in-process stop)",
-        &page_state.figures,
-        &renderer.running.addr.to_string(),
-        generated,
-    )
-    .await;
-    assert_eq!(store.points_held, ResendingPage::expected());
+    page_state
+        .assert_exact(
+            &mut client,
+            "renderer restart (in-process stop)",
+            &renderer.running.addr.to_string(),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,17 +196,13 @@ async fn the_page_link_dropping_mid_recording_loses_nothing() {
     let mut client = page(&relay, "connected").await;
     page_state.send(&mut client, N_BATCHES / 2..N_BATCHES).await;
     page_state.finish(&mut client).await;
-    assert_eq!(page_state.n_points, ResendingPage::expected());
-    let generated = generate_count(&mut client, "r-page-drop").await;
-    assert_eq!(generated, ResendingPage::expected());
-    let store = report(
-        "page link drop",
-        &page_state.figures,
-        &renderer.running.addr.to_string(),
-        generated,
-    )
-    .await;
-    assert_eq!(store.points_held, ResendingPage::expected());
+    page_state
+        .assert_exact(
+            &mut client,
+            "page link drop",
+            &renderer.running.addr.to_string(),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,17 +233,13 @@ async fn the_renderer_and_the_relay_killed_together_mid_recording_lose_nothing()
     let _relay = restart_relay_with(relay_addr, &renderer_url, reconnect_fast).await;
     let mut client = page_at(relay_addr, "connected").await;
     page_state.finish(&mut client).await;
-    assert_eq!(page_state.n_points, ResendingPage::expected());
-    let generated = generate_count(&mut client, "r-both-down").await;
-    assert_eq!(generated, ResendingPage::expected(), "each batch once");
-    let store = report(
-        "renderer SIGKILL + relay stop together",
-        &page_state.figures,
-        &renderer.addr(),
-        generated,
-    )
-    .await;
-    assert_eq!(store.points_held, ResendingPage::expected());
+    page_state
+        .assert_exact(
+            &mut client,
+            "renderer SIGKILL + relay stop together",
+            &renderer.addr(),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,15 +283,11 @@ async fn the_relay_restarting_while_the_renderer_is_down_loses_nothing() {
 
     let renderer = start_renderer_process(&renderer_addr, &out_dir, &data_dir, &[]);
     page_state.read_until_acked(&mut client).await;
-    assert_eq!(page_state.n_points, ResendingPage::expected());
-    let generated = generate_count(&mut client, "r-relay-while-down").await;
-    assert_eq!(generated, ResendingPage::expected(), "each batch once");
-    let store = report(
-        "relay restart while the renderer is down (SIGKILL)",
-        &page_state.figures,
-        &renderer.addr(),
-        generated,
-    )
-    .await;
-    assert_eq!(store.points_held, ResendingPage::expected());
+    page_state
+        .assert_exact(
+            &mut client,
+            "relay restart while the renderer is down (SIGKILL)",
+            &renderer.addr(),
+        )
+        .await;
 }
