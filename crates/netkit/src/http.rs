@@ -36,3 +36,12 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 pub fn json(status: StatusCode, body: String) -> Response<Body> {
     with_body(status, "application/json", body)
 }
+
+/// A JSON error, `{"error": "…"}`: the one shape every API error has, so a client reads
+/// any status the same way.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json(
+        status,
+        serde_json::json!({ "error": message.into() }).to_string(),
+    )
+}

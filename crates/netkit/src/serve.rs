@@ -258,9 +258,10 @@ where
         .and_then(|value| value.parse::<u64>().ok())
         .is_some_and(|length| length > max_body_bytes);
     let start = if too_large {
-        Start::Ready(http::text(
+        // JSON, as every API error is: only API routes take bodies.
+        Start::Ready(http::json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request bodies over {max_body_bytes} bytes are refused"),
+            format!("request bodies over {max_body_bytes} bytes are refused (--max-body-bytes); send fewer events per request"),
         ))
     } else {
         Start::Handler(handle(request, peer, task_shutdown.clone()))

@@ -62,9 +62,16 @@ const PAGE_TYPES: &[&str] = &[
     "hello", "start", "points", "stop", "generate", "preview", "watch", "cursor",
 ];
 /// The `type` values the relay may send the renderer.
-const RELAY_TYPES: &[&str] = &["hello", "page"];
+const RELAY_TYPES: &[&str] = &["hello", "page", "events", "watch"];
 /// The `type` values the renderer may send the relay.
-const RENDERER_TYPES: &[&str] = &["welcome", "reply", "error"];
+const RENDERER_TYPES: &[&str] = &[
+    "welcome",
+    "reply",
+    "events_stored",
+    "events_refused",
+    "analytics",
+    "error",
+];
 
 /// Refuses a frame that is not a JSON object before serde sees it.
 ///

@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analytics::TrackedEvent;
 use crate::error::ErrorCode;
-use crate::page::{PageMessage, ServerMessage};
+use crate::page::{AnalyticsUpdate, PageMessage, ServerMessage};
 
 /// The relay's number for one page connection, unique for the relay's lifetime.
 pub type ConnId = u64;
@@ -28,6 +29,21 @@ pub enum RelayMessage {
         conn: ConnId,
         /// The page's message.
         msg: PageMessage,
+    },
+    /// Tracked-site events from one `POST /api/events`, already decoded and checked by the
+    /// relay. The relay answers the sender `202` only when `events_stored` comes back, so
+    /// an acknowledged event is one the renderer's store has committed.
+    Events {
+        /// The relay's number for this request, echoed in the answer.
+        request: u64,
+        /// The events, at most [`crate::analytics::MAX_EVENTS_PER_POST`].
+        events: Vec<TrackedEvent>,
+    },
+    /// Whether any dashboard on this relay watches the analytics: while one does, the
+    /// renderer pushes `analytics` updates; while none does, it computes nothing.
+    Watch {
+        /// True while at least one dashboard watches.
+        on: bool,
     },
 }
 
@@ -61,6 +77,28 @@ pub enum RendererMessage {
         /// The answer.
         msg: ServerMessage,
     },
+    /// The store committed the events of one `events` request.
+    EventsStored {
+        /// The relay's number for the request.
+        request: u64,
+        /// Events of the request that are now stored (resends already stored included).
+        accepted: usize,
+    },
+    /// The events of one `events` request were not stored; none of them.
+    EventsRefused {
+        /// The relay's number for the request.
+        request: u64,
+        /// Why, as a stable code: `storage_failed` (try again later), `busy` (the
+        /// renderer's ingest queue is full), `bad_field` (an event the renderer refused).
+        code: ErrorCode,
+        /// A sentence for people, naming the event and field when one is at fault.
+        message: String,
+        /// Seconds after which trying again can work; absent when it cannot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_s: Option<u32>,
+    },
+    /// The live analytics, pushed while the relay says a dashboard watches.
+    Analytics(AnalyticsUpdate),
     /// A problem with the link itself (not with one page's message).
     Error {
         /// A stable code to match on.

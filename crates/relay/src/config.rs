@@ -101,6 +101,14 @@ pub struct Config {
     #[arg(long, default_value_t = 4096)]
     pub upstream_queue: usize,
 
+    /// Event-API requests queued for the renderer link; past it a request gets 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    pub events_queue: usize,
+
+    /// How long an event-API request waits for the renderer to confirm its events are stored before it gets 503 (ms).
+    #[arg(long, default_value_t = 10_000)]
+    pub events_timeout_ms: u64,
+
     /// Bytes of page messages held while the renderer is away, replayed when it is back (0: refuse instead).
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub buffer_bytes: usize,

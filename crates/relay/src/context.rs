@@ -9,6 +9,7 @@ use protocol::Limits;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::events::EventSender;
 use crate::hub::Hub;
 use crate::origins::PublicOrigins;
 use crate::upstream::Outbound;
@@ -24,6 +25,8 @@ pub(crate) struct Context {
     pub hub: Hub,
     /// Page messages on their way to the renderer (bounded: `--upstream-queue`).
     pub upstream: mpsc::Sender<Outbound>,
+    /// Event-API requests on their way to the renderer (bounded: `--events-queue`).
+    pub events: EventSender,
     /// `host:port` of the renderer, for image requests.
     pub renderer_authority: String,
     /// The names browsers may use for the relay (`Host` and `Origin` checks).

@@ -7,7 +7,8 @@
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ORIGIN,
+    VARY,
 };
 use hyper::{Request, Response};
 use netkit::http::Body;
@@ -66,4 +67,10 @@ pub(crate) fn allow(response: &mut Response<Body>, origin: &str) {
         HeaderValue::from_static("content-type"),
     );
     headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    // The snippet on another site waits as long as a 503 or 429 says; without this the
+    // browser hides the header from it.
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("retry-after"),
+    );
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use protocol::{encode, ConnId, Cursor, LinkLimits, LinkState, RecordingId, ServerMessage};
+use protocol::{
+    encode, AnalyticsUpdate, ConnId, Cursor, LinkLimits, LinkState, RecordingId, ServerMessage,
+};
 
 use crate::metrics::RelayMetrics;
 use tokio::sync::{mpsc, watch};
@@ -27,6 +29,12 @@ pub(crate) struct Hub {
     presence: watch::Sender<usize>,
     /// Connections that asked for the live analytics feed.
     watchers: Mutex<HashSet<ConnId>>,
+    /// Whether anyone watches, for the upstream task to tell the renderer (which pushes
+    /// analytics only while someone does).
+    watched: watch::Sender<bool>,
+    /// The renderer's latest analytics update, so a dashboard that starts watching sees
+    /// numbers at once rather than at the next push. Cleared when the link drops.
+    latest_analytics: Mutex<Option<AnalyticsUpdate>>,
     /// The latest cursor of each page that shares one, and whether any moved since the
     /// last broadcast.
     cursors: Mutex<CursorTable>,
@@ -60,12 +68,15 @@ impl Default for Hub {
     fn default() -> Self {
         let (link, _) = watch::channel(LinkState::Connecting);
         let (presence, _) = watch::channel(0);
+        let (watched, _) = watch::channel(false);
         Hub {
             sessions: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             link,
             presence,
             watchers: Mutex::new(HashSet::new()),
+            watched,
+            latest_analytics: Mutex::new(None),
             cursors: Mutex::new(CursorTable::default()),
             renderer_limits: Mutex::new(None),
             metrics: RelayMetrics::default(),
@@ -89,7 +100,13 @@ impl Hub {
         if lock(&self.sessions).remove(&conn).is_some() {
             self.metrics.sessions_open.dec();
         }
-        lock(&self.watchers).remove(&conn);
+        {
+            let mut watchers = lock(&self.watchers);
+            watchers.remove(&conn);
+            self.watched.send_if_modified(|watched| {
+                std::mem::replace(watched, !watchers.is_empty()) != *watched
+            });
+        }
         let mut cursors = lock(&self.cursors);
         if cursors.latest.remove(&conn).is_some() {
             cursors.changed = true;
@@ -137,21 +154,37 @@ impl Hub {
     }
 
     /// Adds a connection to the live analytics feed.
+    /// Adds a connection to the live analytics feed, and gives it the latest numbers.
     pub fn watch_analytics(&self, conn: ConnId) {
         lock(&self.watchers).insert(conn);
+        self.watched
+            .send_if_modified(|watched| !std::mem::replace(watched, true));
+        let latest = lock(&self.latest_analytics).clone();
+        if let Some(update) = latest {
+            self.deliver(conn, &ServerMessage::Analytics(update));
+        }
     }
 
-    /// Whether anyone watches the analytics feed.
-    pub fn has_watchers(&self) -> bool {
-        !lock(&self.watchers).is_empty()
+    /// Whether anyone watches the analytics feed, as it changes.
+    pub fn watch_watched(&self) -> watch::Receiver<bool> {
+        self.watched.subscribe()
     }
 
-    /// Sends `msg` to every watcher of the analytics feed.
-    pub fn deliver_to_watchers(&self, msg: &ServerMessage) {
+    /// Sends the renderer's analytics update to every watcher of the feed.
+    pub fn deliver_analytics(&self, update: AnalyticsUpdate) {
+        let msg = ServerMessage::Analytics(update);
         let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
         for conn in watchers {
-            self.deliver(conn, msg);
+            self.deliver(conn, &msg);
         }
+        if let ServerMessage::Analytics(update) = msg {
+            *lock(&self.latest_analytics) = Some(update);
+        }
+    }
+
+    /// Forgets the latest analytics, whose renderer link is gone.
+    pub fn forget_analytics(&self) {
+        *lock(&self.latest_analytics) = None;
     }
 
     /// Publishes the number of pages connected, waking sessions only on a change.

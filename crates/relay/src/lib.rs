@@ -13,8 +13,11 @@
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `upstream`: the renderer link, its reconnects and reply routing.
 //! - `backoff`: reconnect delays with jitter.
-//! - `feed`: presence and the dashboards' live analytics once a second, live cursors ten times a second.
-//! - `passthrough`: images and the event API, passed through to the renderer over HTTP.
+//! - `events`: `POST /api/events`, decoded here, stored by the renderer over the link,
+//!   answered `202` once committed.
+//! - `feed`: presence once a second, live cursors ten times a second (the analytics feed is
+//!   pushed by the renderer over the link while a dashboard watches).
+//! - `passthrough`: images and analytics queries, read from the renderer over HTTP.
 //! - `origins`: the relay's own public origins, against DNS rebinding.
 //! - `cors`: which sites may call the event API.
 //! - `assets`: the page, compiled in.
@@ -24,6 +27,7 @@ mod backoff;
 mod config;
 mod context;
 mod cors;
+mod events;
 mod feed;
 mod hub;
 mod metrics;
@@ -73,12 +77,14 @@ pub async fn run(
         ..ServeConfig::default()
     };
     let (upstream_tx, upstream_rx) = mpsc::channel(config.upstream_queue.max(1));
+    let (events_tx, events_rx) = mpsc::channel(config.events_queue.max(1));
     let ctx = Arc::new(context::Context {
         limits: Limits {
             max_points_per_batch: config.max_points_per_batch,
         },
         hub: hub::Hub::default(),
         upstream: upstream_tx,
+        events: events::EventSender::new(events_tx),
         renderer_authority,
         api_limits: context::ApiLimits::default(),
         origins,
@@ -88,9 +94,10 @@ pub async fn run(
     tokio::spawn(upstream::run_upstream(
         ctx.clone(),
         upstream_rx,
+        events_rx,
         controller.subscribe(),
     ));
-    tokio::spawn(feed::run_feed(ctx.clone(), controller.subscribe()));
+    tokio::spawn(feed::run_presence(ctx.clone(), controller.subscribe()));
     tokio::spawn(feed::run_cursors(ctx.clone(), controller.subscribe()));
     netkit::serve_until(
         listener,

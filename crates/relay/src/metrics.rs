@@ -17,6 +17,21 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
+/// The label of the event-API refusal series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `invalid`, `too_large`, `rate_limited`, `origin`, or the renderer link's error code
+    /// (`renderer_unavailable`, `busy`, `storage_failed`, …).
+    pub reason: &'static str,
+}
+
+/// The label of the API-response series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The HTTP status code.
+    pub status: u16,
+}
+
 /// Every number the relay exports. Cheap to update (atomics); registered once.
 #[derive(Debug)]
 pub struct RelayMetrics {
@@ -52,6 +67,12 @@ pub struct RelayMetrics {
     pub origin_refused: Counter,
     /// Refused page messages by code.
     pub errors: ErrorCounters,
+    /// Tracked events the renderer's store committed (their `202` went out).
+    pub events_accepted: Counter,
+    /// Tracked events refused, by reason.
+    pub events_refused: Family<ReasonLabel, Counter>,
+    /// `/api/` answers by HTTP status.
+    pub api_responses: Family<StatusLabel, Counter>,
     /// All of the above, for `/metrics`.
     pub registry: Registry,
 }
@@ -75,6 +96,9 @@ impl Default for RelayMetrics {
             host_refused: Counter::default(),
             origin_refused: Counter::default(),
             errors: ErrorCounters::default(),
+            events_accepted: Counter::default(),
+            events_refused: Family::default(),
+            api_responses: Family::default(),
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
@@ -153,6 +177,21 @@ impl Default for RelayMetrics {
             "Page WebSockets refused with 403 because of their Origin",
             metrics.origin_refused.clone(),
         );
+        registry.register(
+            "relay_events_accepted",
+            "Tracked events the renderer's store committed before the relay answered 202",
+            metrics.events_accepted.clone(),
+        );
+        registry.register(
+            "relay_event_requests_refused",
+            "Event-API requests refused, by reason (none of their events was stored)",
+            metrics.events_refused.clone(),
+        );
+        registry.register(
+            "relay_api_responses",
+            "Answers to /api/ requests by HTTP status",
+            metrics.api_responses.clone(),
+        );
         metrics.errors.register(registry, "relay");
         metrics.set_link_state(LinkState::Connecting);
         metrics
@@ -160,6 +199,22 @@ impl Default for RelayMetrics {
 }
 
 impl RelayMetrics {
+    /// Counts one refused event-API request under `reason`.
+    pub fn events_refused(&self, reason: &'static str) {
+        self.events_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts one `/api/` answer.
+    pub fn api_response(&self, status: hyper::StatusCode) {
+        self.api_responses
+            .get_or_create(&StatusLabel {
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+
     /// Marks `state` as the link's current state.
     pub fn set_link_state(&self, state: LinkState) {
         for candidate in [

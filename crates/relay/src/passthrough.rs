@@ -1,5 +1,5 @@
-//! Requests the relay passes through to the renderer over HTTP: heatmap images and the
-//! event API.
+//! Reads the relay passes through to the renderer over HTTP: heatmap images and the
+//! analytics queries (`GET /api/...`). Events go over the link instead (`events`).
 //!
 //! The renderer may run in another folder or on another machine, so the relay does not
 //! read files or hold analytics: it asks the renderer, on the host and port of the link.
@@ -34,25 +34,43 @@ pub(crate) async fn serve_heatmap(ctx: &Context, name: &str) -> Response<Body> {
     forward(ctx, Method::GET, &format!("/heatmaps/{name}"), Bytes::new()).await
 }
 
-/// Passes an `/api/...` request (method, path, query and a bounded body) to the renderer.
+/// Passes a read of the API (`GET /api/...`, path and query) to the renderer; a renderer
+/// that cannot be reached is a JSON 503 with `Retry-After`, like every API error.
 pub(crate) async fn serve_api(ctx: &Context, request: Request<Incoming>) -> Response<Body> {
-    let method = request.method().clone();
     let path_and_query = request
         .uri()
         .path_and_query()
         .map(|value| value.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
-    let limit = ctx.config.max_body_bytes as usize;
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return http::json(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(r#"{{"error":"request bodies over {limit} bytes are refused"}}"#),
-            )
+    let path = request.uri().path().to_owned();
+    match tokio::time::timeout(
+        FETCH_TIMEOUT,
+        fetch(ctx, Method::GET, &path_and_query, Bytes::new()),
+    )
+    .await
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => {
+            warn!(path, cause = %format!("{err:#}"), "cannot reach the renderer over http");
+            let mut response = http::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the renderer cannot be reached for {path} now; ask again after Retry-After"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("2"));
+            response
         }
-    };
-    forward(ctx, method, &path_and_query, body).await
+        Err(_) => http::json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the renderer did not answer {path} within {} s",
+                FETCH_TIMEOUT.as_secs()
+            ),
+        ),
+    }
 }
 
 /// Sends one request to the renderer and returns its answer (status, type and body).
@@ -76,32 +94,6 @@ pub(crate) async fn forward(
             format!("the renderer did not answer {path} in time"),
         ),
     }
-}
-
-/// `GET path` from the renderer, decoded as `T`.
-///
-/// # Errors
-/// When the renderer cannot be reached, answers non-200, or sends something else.
-pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
-    ctx: &Context,
-    path: &str,
-) -> anyhow::Result<T> {
-    let response = tokio::time::timeout(FETCH_TIMEOUT, fetch(ctx, Method::GET, path, Bytes::new()))
-        .await
-        .map_err(|_| anyhow!("the renderer did not answer {path} in time"))??;
-    if response.status() != StatusCode::OK {
-        return Err(anyhow!(
-            "the renderer answered {path} with {}",
-            response.status()
-        ));
-    }
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|err| anyhow!("read {path}: {err}"))?
-        .to_bytes();
-    serde_json::from_slice(&body).with_context(|| format!("decode {path}"))
 }
 
 async fn fetch(

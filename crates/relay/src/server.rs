@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::HOST;
+use hyper::header::{HeaderValue, ALLOW, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use netkit::http::{self, Body};
 use netkit::{ws, Shutdown};
@@ -13,6 +13,7 @@ use tracing::warn;
 use crate::assets;
 use crate::context::Context;
 use crate::cors;
+use crate::events::post_events;
 use crate::passthrough::{serve_api, serve_heatmap};
 use crate::session::serve_session;
 
@@ -80,43 +81,81 @@ fn upgrade(
     })
 }
 
-/// The event API: origin check, preflight, then the renderer's answer.
+/// The event API: rate, origin check, preflight, then the answer; counted by status.
 async fn api(request: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Response<Body> {
+    let response = api_answer(request, peer, ctx).await;
+    ctx.hub.metrics.api_response(response.status());
+    response
+}
+
+async fn api_answer(request: Request<Incoming>, peer: SocketAddr, ctx: &Context) -> Response<Body> {
     let config = &ctx.config;
+    let is_events = request.uri().path() == "/api/events";
     if !ctx
         .api_limits
         .allow(peer.ip(), config.max_api_requests_per_sec, config.api_burst)
     {
-        ctx.hub
-            .metrics
-            .errors
-            .record(protocol::ErrorCode::RateLimited);
-        let body = serde_json::json!({
-            "error": format!("more than {} api requests per second from your address; retry later", config.max_api_requests_per_sec)
-        });
-        return http::json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+        // Counted as an API answer and, for events, a refusal; not as a page's
+        // `rate_limited`, which is about WebSocket messages.
+        if is_events && request.method() == Method::POST {
+            ctx.hub.metrics.events_refused("rate_limited");
+        }
+        let mut response = http::json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("more than {} api requests per second from your address (--max-api-requests-per-sec); retry after Retry-After", config.max_api_requests_per_sec),
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
     }
     let allowed_origin = match cors::check(&request, &ctx.origins, &ctx.config.sites) {
         cors::Verdict::SameOrigin => None,
         cors::Verdict::Allowed(origin) => Some(origin),
         cors::Verdict::Refused(origin) => {
             ctx.hub.metrics.cors_refused.inc();
+            if is_events {
+                ctx.hub.metrics.events_refused("origin");
+            }
             warn!(%origin, "refused an api call from an unlisted site (see --site)");
-            let body = serde_json::json!({
-                "error": format!("origin {origin} may not call this api; start the relay with --site {origin}")
-            });
-            return http::json(StatusCode::FORBIDDEN, body.to_string());
+            return http::json_error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "origin {origin} may not call this api; start the relay with --site {origin}"
+                ),
+            );
         }
     };
-    let mut response = if request.method() == Method::OPTIONS {
+    let method = request.method().clone();
+    let mut response = if method == Method::OPTIONS {
         http::with_body(StatusCode::NO_CONTENT, "text/plain", "")
-    } else if request.method() == Method::GET || request.method() == Method::POST {
+    } else if is_events {
+        if method == Method::POST {
+            post_events(ctx, request).await
+        } else {
+            let mut response = http::json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} /api/events: events are sent with POST"),
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+            response
+        }
+    } else if method == Method::GET {
         serve_api(ctx, request).await
     } else {
-        http::text(
+        let mut response = http::json_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "the api speaks GET and POST",
-        )
+            format!(
+                "{method} {}: this part of the api is read with GET",
+                request.uri().path()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, OPTIONS"));
+        response
     };
     if let Some(origin) = allowed_origin {
         cors::allow(&mut response, &origin);

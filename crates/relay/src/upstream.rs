@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
@@ -25,7 +25,7 @@ use protocol::{
     RendererMessage, ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::context::Context;
+use crate::events::{EventsAnswer, EventsOutbound};
 
 /// A page message on its way to the renderer.
 #[derive(Debug)]
@@ -143,6 +144,7 @@ type RendererSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(crate) async fn run_upstream(
     ctx: Arc<Context>,
     mut queue: mpsc::Receiver<Outbound>,
+    mut events: mpsc::Receiver<EventsOutbound>,
     mut shutdown: Shutdown,
 ) {
     let config = &ctx.config;
@@ -164,6 +166,7 @@ pub(crate) async fn run_upstream(
                     Some(outbound) => backlog.push(&ctx, outbound),
                     None => return,
                 },
+                Some(outbound) = events.recv() => refuse_events(outbound),
                 _ = shutdown.wait() => return,
             }
         };
@@ -173,7 +176,15 @@ pub(crate) async fn run_upstream(
                 failures_in_a_row = 0;
                 ctx.hub.set_link_state(LinkState::Connected);
                 info!(renderer = %config.renderer, replaying = backlog.len(), "renderer link up");
-                let why = pump(&ctx, socket, &mut queue, &mut backlog, &mut shutdown).await;
+                let why = pump(
+                    &ctx,
+                    socket,
+                    &mut queue,
+                    &mut events,
+                    &mut backlog,
+                    &mut shutdown,
+                )
+                .await;
                 if shutdown.is_started() {
                     break;
                 }
@@ -190,6 +201,7 @@ pub(crate) async fn run_upstream(
             }
         }
         ctx.hub.set_link_state(LinkState::Disconnected);
+        ctx.hub.forget_analytics();
         let sleep = tokio::time::sleep(backoff.next_delay());
         tokio::pin!(sleep);
         loop {
@@ -200,6 +212,7 @@ pub(crate) async fn run_upstream(
                     Some(outbound) => backlog.push(&ctx, outbound),
                     None => return,
                 },
+                Some(outbound) = events.recv() => refuse_events(outbound),
             }
         }
     }
@@ -345,13 +358,24 @@ async fn pump(
     ctx: &Arc<Context>,
     socket: RendererSocket,
     queue: &mut mpsc::Receiver<Outbound>,
+    events: &mut mpsc::Receiver<EventsOutbound>,
     backlog: &mut Backlog,
     shutdown: &mut Shutdown,
 ) -> String {
     let (mut sink, stream) = socket.split();
     let unanswered = Arc::new(Mutex::new(Unanswered::default()));
-    let mut reader = tokio::spawn(read_replies(ctx.clone(), stream, unanswered.clone()));
+    let pending_events = Arc::new(Mutex::new(PendingEvents::default()));
+    let mut reader = tokio::spawn(read_replies(
+        ctx.clone(),
+        stream,
+        unanswered.clone(),
+        pending_events.clone(),
+    ));
     let max_unanswered = ctx.config.buffer_bytes;
+    // The renderer pushes analytics only while a dashboard watches; a new link starts
+    // with the renderer believing nobody does.
+    let mut watched = ctx.hub.watch_watched();
+    watched.mark_changed();
     let why = loop {
         let next = async {
             match backlog.pop_front(ctx) {
@@ -361,6 +385,22 @@ async fn pump(
         };
         tokio::select! {
             why = &mut reader => break why.unwrap_or_else(|err| format!("reply reader failed: {err}")),
+            Ok(()) = watched.changed() => {
+                let on = *watched.borrow_and_update();
+                if let Err(err) = sink.send(Message::text(encode(&RelayMessage::Watch { on }))).await {
+                    break format!("write failed: {err}");
+                }
+            }
+            Some(outbound) = events.recv() => {
+                let EventsOutbound { request, frame, reply } = outbound;
+                lock(&pending_events).insert(request, reply);
+                if let Err(err) = sink.send(Message::text(frame)).await {
+                    // Dropping the reply tells the sender nothing was confirmed.
+                    lock(&pending_events).remove(request);
+                    break format!("write failed: {err}");
+                }
+                ctx.hub.metrics.forwarded.inc();
+            }
             outbound = next => {
                 let Some(mut outbound) = outbound else { break "relay stopping".into() };
                 // The renderer would close the whole link with 1009 over one such message,
@@ -393,6 +433,9 @@ async fn pump(
         }
     };
     reader.abort();
+    // Event requests in flight get no confirmation from this link: their senders hear 503
+    // and resend, which the renderer's de-duplication makes harmless if they were stored.
+    lock(&pending_events).clear();
     let unanswered = lock(&unanswered).take();
     if !unanswered.is_empty() && !shutdown.is_started() {
         info!(
@@ -409,10 +452,13 @@ async fn read_replies(
     ctx: Arc<Context>,
     mut stream: SplitStream<RendererSocket>,
     unanswered: Arc<Mutex<Unanswered>>,
+    pending_events: Arc<Mutex<PendingEvents>>,
 ) -> String {
     loop {
         match stream.next().await {
-            Some(Ok(Message::Text(text))) => route(&ctx, text.as_str(), &unanswered),
+            Some(Ok(Message::Text(text))) => {
+                route(&ctx, text.as_str(), &unanswered, &pending_events)
+            }
             Some(Ok(Message::Close(frame))) => {
                 return format!("renderer closed the link: {frame:?}")
             }
@@ -424,12 +470,34 @@ async fn read_replies(
 }
 
 /// Routes one renderer frame to the page it answers.
-fn route(ctx: &Context, text: &str, unanswered: &Mutex<Unanswered>) {
+fn route(
+    ctx: &Context,
+    text: &str,
+    unanswered: &Mutex<Unanswered>,
+    pending_events: &Mutex<PendingEvents>,
+) {
     match decode_renderer(text) {
         Ok(RendererMessage::Reply { conn, msg }) => {
             lock(unanswered).answered(conn, &msg);
             ctx.hub.deliver(conn, &msg);
         }
+        Ok(RendererMessage::EventsStored { request, accepted }) => {
+            lock(pending_events).answer(request, EventsAnswer::Stored { accepted });
+        }
+        Ok(RendererMessage::EventsRefused {
+            request,
+            code,
+            message,
+            retry_after_s,
+        }) => {
+            let answer = EventsAnswer::Refused {
+                code,
+                message,
+                retry_after_s,
+            };
+            lock(pending_events).answer(request, answer);
+        }
+        Ok(RendererMessage::Analytics(update)) => ctx.hub.deliver_analytics(update),
         Ok(RendererMessage::Error { code, message }) => {
             warn!(%code, %message, "renderer reported a link error");
         }
@@ -442,6 +510,46 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Event requests written to the current link, by the relay's request number, waiting for
+/// the renderer's answer. Bounded by the senders: each HTTP request has at most one entry,
+/// and the connection limits bound the requests.
+#[derive(Debug, Default)]
+struct PendingEvents {
+    replies: HashMap<u64, oneshot::Sender<EventsAnswer>>,
+}
+
+impl PendingEvents {
+    fn insert(&mut self, request: u64, reply: oneshot::Sender<EventsAnswer>) {
+        self.replies.insert(request, reply);
+    }
+
+    fn remove(&mut self, request: u64) {
+        self.replies.remove(&request);
+    }
+
+    /// Passes the renderer's answer to the waiting sender (gone if it timed out).
+    fn answer(&mut self, request: u64, answer: EventsAnswer) {
+        match self.replies.remove(&request) {
+            Some(reply) => {
+                let _ = reply.send(answer);
+            }
+            None => debug!(request, "an answer for an event request nobody waits for"),
+        }
+    }
+
+    /// Drops every waiting sender: each hears that the link was lost.
+    fn clear(&mut self) {
+        self.replies.clear();
+    }
+}
+
+/// Answers an event request that arrived while no renderer link is up.
+fn refuse_events(outbound: EventsOutbound) {
+    let _ = outbound.reply.send(EventsAnswer::unavailable(
+        "the renderer is not connected; nothing was stored, send these events again after Retry-After",
+    ));
 }
 
 /// Answers a message that cannot reach the renderer now, and counts it.

@@ -124,7 +124,11 @@ where
         match protocol::decode_renderer(text.as_str()).map_err(anyhow::Error::msg)? {
             RendererMessage::Reply { msg, .. } => return Ok(msg),
             RendererMessage::Error { code, message } => anyhow::bail!("{code}: {message}"),
-            RendererMessage::Welcome { .. } => {}
+            // Not asked for here: no events are sent and no dashboard watches.
+            RendererMessage::Welcome { .. }
+            | RendererMessage::EventsStored { .. }
+            | RendererMessage::EventsRefused { .. }
+            | RendererMessage::Analytics(_) => {}
         }
     }
 }

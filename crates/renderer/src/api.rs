@@ -1,10 +1,10 @@
-//! The HTTP event API: `POST /api/events`, `GET /api/analytics/{summary,sessions}` and
-//! `GET /api/heatmaps`. The relay passes these through from tracked sites and dashboards
-//! (after its CORS check); the renderer owns the state.
+//! The HTTP event API: `GET /api/analytics/{summary,sessions}` and `GET /api/heatmaps`,
+//! which the relay passes through from dashboards (after its CORS check), and a direct
+//! `POST /api/events` for clients of the renderer itself; the relay sends events over its
+//! link instead (`link`). The renderer owns the state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::analytics::{
     HeatmapCells, HeatmapQuery, StoreError, WidthBucket as StoredBucket, HEAT_COLUMNS,
@@ -55,8 +55,14 @@ pub(crate) async fn handle(request: Request<Incoming>, ctx: Arc<Context>) -> Res
             let job_ctx = ctx.clone();
             blocking(move || heatmap(&job_ctx, &query)).await
         }
-        (_, "/api/events") => http::text(StatusCode::METHOD_NOT_ALLOWED, "POST events here"),
-        _ => http::text(StatusCode::NOT_FOUND, format!("no api at {path}")),
+        (method, "/api/events") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} /api/events: events are sent with POST"),
+        ),
+        (method, _) => error(
+            StatusCode::NOT_FOUND,
+            format!("no api at {method} {path}; see docs/protocol.md for the event API"),
+        ),
     }
 }
 
@@ -72,6 +78,8 @@ async fn blocking(job: impl FnOnce() -> Response<Body> + Send + 'static) -> Resp
         })
 }
 
+/// `POST /api/events` straight to the renderer (the relay sends events over its link
+/// instead): the same writer, so the same group commit and the same meaning of 202.
 async fn post_events(request: Request<Incoming>, ctx: Arc<Context>) -> Response<Body> {
     let body = match Limited::new(request.into_body(), MAX_EVENTS_BODY)
         .collect()
@@ -89,46 +97,26 @@ async fn post_events(request: Request<Incoming>, ctx: Arc<Context>) -> Response<
         Ok(events) => events,
         Err(err) => return bad_request(err.to_string()),
     };
-    let accepted = events.len();
-    let job_ctx = ctx.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let outcome = job_ctx.analytics.ingest(events);
-        let elapsed = started.elapsed();
-        (outcome, elapsed, job_ctx.event_store.size_bytes())
-    })
-    .await;
-    let (outcome, elapsed, size) = match outcome {
-        Ok(done) => done,
-        Err(err) => {
-            tracing::error!(cause = %err, "the event store task failed");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the event store task failed: {err}"),
-            );
-        }
-    };
-    if let Ok(bytes) = size {
-        ctx.metrics
-            .store_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    }
-    match outcome {
-        Ok(ingested) => {
-            ctx.metrics.store_commit.observe(elapsed.as_secs_f64());
-            ctx.metrics.events.inc_by(accepted as u64);
-            ctx.metrics.events_duplicate.inc_by(ingested.duplicates);
+    match ctx.ingest.submit(events).await {
+        Ok(accepted) => {
             let mut response = json_ok(&EventsAccepted { accepted });
             *response.status_mut() = StatusCode::ACCEPTED;
             response
         }
-        Err(err) => {
-            tracing::error!(cause = %err, events = accepted, "cannot store tracked events");
-            ctx.metrics
-                .errors
-                .record(protocol::ErrorCode::StorageFailed);
-            store_error(&err)
+        Err(err) if err.retryable => {
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the renderer cannot store events now ({}); send them again later",
+                    err.message
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
         }
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.message),
     }
 }
 

@@ -117,6 +117,14 @@ pub struct Config {
     #[arg(long, default_value_t = 500_000)]
     pub max_events: usize,
 
+    /// Event requests (from the relay or POST /api/events) waiting for the store's writer; past it a request is refused as busy, to be sent again.
+    #[arg(long, default_value_t = 1024)]
+    pub max_queued_event_requests: usize,
+
+    /// Most events the store's writer commits in one transaction (waiting requests are committed together, never split).
+    #[arg(long, default_value_t = 20_000)]
+    pub max_commit_events: usize,
+
     /// A tracked visitor's session ends after this many seconds without events.
     #[arg(long, default_value_t = 300)]
     pub session_timeout_secs: u64,

@@ -11,6 +11,7 @@ use ::analytics::{SqliteConfig, SqliteStore};
 use crate::analytics::{Analytics, SystemClock};
 use crate::background::Background;
 use crate::config::Config;
+use crate::ingest::{Ingest, IngestLimits};
 use crate::journal::Journal;
 use crate::metrics::RendererMetrics;
 use crate::render::RenderSettings;
@@ -36,11 +37,11 @@ pub(crate) struct Context {
     /// The recordings.
     pub store: RecordingStore,
     /// Counters and gauges for `/metrics` and `/healthz`.
-    pub metrics: RendererMetrics,
+    pub metrics: Arc<RendererMetrics>,
     /// Tracked sites' events and sessions.
-    pub analytics: Analytics,
-    /// The event store behind `analytics`, for what only SQLite knows (its size).
-    pub event_store: Arc<SqliteStore>,
+    pub analytics: Arc<Analytics>,
+    /// The event store's writer: every event request is committed through it.
+    pub ingest: Ingest,
     /// Stops the retention task when the context goes.
     _pruner: PruneGuard,
     /// Caps renders running at once: each holds a few full-size buffers.
@@ -93,12 +94,12 @@ impl Context {
                 source,
             })?,
         );
-        let analytics = Analytics::new(
+        let analytics = Arc::new(Analytics::new(
             Arc::new(SystemClock),
             event_store.clone(),
             config.max_events,
             config.session_timeout_secs.saturating_mul(1000) as i64,
-        );
+        ));
         match analytics.restore() {
             Ok(0) => {}
             Ok(n_events) => tracing::info!(
@@ -111,7 +112,7 @@ impl Context {
                 "cannot read recent events from the store; live numbers start empty"
             ),
         }
-        let metrics = RendererMetrics::default();
+        let metrics = Arc::new(RendererMetrics::default());
         metrics.record_storage_damage(recordings_damage);
         if let Ok(bytes) = event_store.size_bytes() {
             metrics
@@ -123,6 +124,19 @@ impl Context {
             Duration::from_secs(config.retention_days.saturating_mul(86_400)),
             metrics.store_bytes.clone(),
         );
+        let ingest = Ingest::start(
+            analytics.clone(),
+            event_store.clone(),
+            metrics.clone(),
+            IngestLimits {
+                max_queued_requests: config.max_queued_event_requests,
+                max_commit_events: config.max_commit_events,
+            },
+        )
+        .map_err(|source| crate::Error::Write {
+            path: store_path.clone(),
+            source,
+        })?;
         Ok(Context {
             limits: Limits {
                 max_points_per_batch: config.max_points_per_batch,
@@ -142,7 +156,7 @@ impl Context {
             store,
             metrics,
             analytics,
-            event_store,
+            ingest,
             _pruner: pruner,
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),

@@ -8,6 +8,8 @@
 //! - `config`: the flags ([`Config`]).
 //! - `api`, `analytics`: the event API of tracked sites, the live view of their sessions,
 //!   and page heatmaps; history lives in the `analytics` crate's store.
+//! - `ingest`: the event store's one writer, committing waiting requests together.
+//! - `push`: live analytics pushed to a relay while its dashboards watch.
 //! - `retention`: the background task that prunes events past `--retention-days`.
 //! - `server`: HTTP routes and the WebSocket upgrade.
 //! - `link`: one relay connection: decode, apply, answer; on shutdown, finish renders first.
@@ -39,10 +41,12 @@ pub mod density;
 pub mod encode;
 mod error;
 pub mod grid;
+mod ingest;
 pub mod journal;
 mod link;
 mod metrics;
 pub mod output;
+mod push;
 pub mod render;
 mod requests;
 mod retention;

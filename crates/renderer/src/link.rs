@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use netkit::ws::{Inbound, ServerSocket};
 use netkit::Shutdown;
+use protocol::analytics::TrackedEvent;
 use protocol::{
     decode_relay, encode, ConnId, Error, ErrorCode, Generate, HeatmapReady, LinkLimits,
     PageMessage, PreviewFrame, RecordingId, RelayMessage, RendererMessage, ServerMessage,
@@ -31,6 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::context::Context;
 use crate::output::{local_stamp, write_heatmap};
+use crate::push::push_analytics;
 use crate::render::{preview_cells, render_png, RenderInput, RenderSettings};
 use crate::requests::RequestKey;
 use crate::store::{lock, unknown, BatchOutcome};
@@ -69,13 +71,17 @@ pub(crate) async fn serve_link(
     });
 
     let (give_up, _) = watch::channel(false);
+    let (watching, watching_rx) = watch::channel(false);
+    let pusher = tokio::spawn(push_analytics(ctx.clone(), tx.clone(), watching_rx));
     let mut link = Link {
         ctx: ctx.clone(),
         tx: tx.clone(),
         greeted: false,
         shutdown: shutdown.clone(),
         renders: JoinSet::new(),
+        ingests: JoinSet::new(),
         give_up,
+        watching,
     };
     loop {
         let frame = tokio::select! {
@@ -114,6 +120,10 @@ pub(crate) async fn serve_link(
     // Renders of a link that closed keep going: their images are remembered by request,
     // so the relay's replay on its next link gets the answer without a second render.
     link.renders.detach_all();
+    // Event requests of a closed link finish their commit; their answers have nowhere to
+    // go, and the relay has told their senders to resend (numbered events count once).
+    link.ingests.detach_all();
+    pusher.abort();
     drop(link);
     drop(tx);
     let _ = writer.await;
@@ -143,16 +153,29 @@ struct Link {
     renders: JoinSet<()>,
     /// Set when the drain budget runs out: unfinished renders answer `renderer_unavailable`.
     give_up: watch::Sender<bool>,
+    /// This link's event requests waiting for their commit, so shutdown can send their
+    /// answers before it closes the link.
+    ingests: JoinSet<()>,
+    /// Whether the relay has a dashboard watching, for the analytics pusher.
+    watching: watch::Sender<bool>,
 }
 
 impl Link {
     /// Waits for this link's renders to queue their answers, up to `--drain-ms`; then tells
     /// the rest to answer `renderer_unavailable`, so every Generate read gets an answer.
     async fn drain(&mut self, peer: &SocketAddr) {
+        let budget = Duration::from_millis(self.ctx.config.drain_ms);
+        if !self.ingests.is_empty() {
+            // Commits take milliseconds; answering them spares the senders a resend.
+            let ingests = &mut self.ingests;
+            let all_done = async { while ingests.join_next().await.is_some() {} };
+            if tokio::time::timeout(budget, all_done).await.is_err() {
+                warn!(%peer, requests = self.ingests.len(), "event commits did not finish within --drain-ms; their senders will resend");
+            }
+        }
         if self.renders.is_empty() {
             return;
         }
-        let budget = Duration::from_millis(self.ctx.config.drain_ms);
         info!(%peer, renders = self.renders.len(), "finishing renders before closing the link");
         let renders = &mut self.renders;
         let all_done = async { while renders.join_next().await.is_some() {} };
@@ -203,7 +226,7 @@ impl Link {
                     .await;
                 ControlFlow::Break(())
             }
-            RelayMessage::Page { .. } if !self.greeted => {
+            RelayMessage::Page { .. } | RelayMessage::Events { .. } if !self.greeted => {
                 self.refuse(Error::new(
                     ErrorCode::UnsupportedVersion,
                     "send hello with the protocol version before any page message",
@@ -215,7 +238,57 @@ impl Link {
                 self.handle_page(conn, msg).await;
                 ControlFlow::Continue(())
             }
+            RelayMessage::Events { request, events } => {
+                self.handle_events(request, events).await;
+                ControlFlow::Continue(())
+            }
+            RelayMessage::Watch { on } => {
+                self.watching.send_replace(on);
+                ControlFlow::Continue(())
+            }
         }
+    }
+
+    /// Checks one request's events and hands them to the store's writer; the answer goes
+    /// out when the commit is done, while this link reads on (so requests group-commit).
+    async fn handle_events(&mut self, request: u64, events: Vec<TrackedEvent>) {
+        let invalid = events
+            .iter()
+            .enumerate()
+            .find_map(|(index, event)| event.validate().err().map(|why| (index, why)));
+        if let Some((index, why)) = invalid {
+            self.ctx.metrics.errors.record(ErrorCode::BadField);
+            self.send(&RendererMessage::EventsRefused {
+                request,
+                code: ErrorCode::BadField,
+                message: format!("event {index}: {why}"),
+                retry_after_s: None,
+            })
+            .await;
+            return;
+        }
+        while self.ingests.try_join_next().is_some() {}
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        self.ingests.spawn(async move {
+            let answer = match ctx.ingest.submit(events).await {
+                Ok(accepted) => RendererMessage::EventsStored { request, accepted },
+                Err(err) => RendererMessage::EventsRefused {
+                    request,
+                    code: ErrorCode::StorageFailed,
+                    message: if err.retryable {
+                        format!(
+                            "the renderer cannot store events now ({}); nothing was stored, send them again later",
+                            err.message
+                        )
+                    } else {
+                        format!("the renderer did not store these events: {}", err.message)
+                    },
+                    retry_after_s: err.retryable.then_some(1),
+                },
+            };
+            send_frame(&tx, &answer).await;
+        });
     }
 
     /// Applies one page message and answers it.

@@ -369,3 +369,18 @@ pub fn cluster(x: f32, y: f32, n: usize) -> Vec<(f32, f32)> {
 }
 pub mod browser;
 pub mod process;
+
+/// Waits until the relay's renderer link is up (its `/healthz` says `connected`): tracked
+/// events are stored over the link only, and until it is up the relay answers them 503.
+pub async fn wait_linked(relay: &Running) {
+    let addr = relay.addr.to_string();
+    testkit::eventually("the relay's renderer link to be up", || {
+        let addr = addr.clone();
+        async move {
+            let reply = testkit::http_get(&addr, "/healthz").await.ok()?;
+            let health: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+            (health["renderer"] == "connected").then_some(())
+        }
+    })
+    .await
+}

@@ -1,0 +1,234 @@
+//! `POST /api/events` over the renderer link: decoded and checked here, stored by the
+//! renderer, and answered `202` only once the renderer says its store committed them.
+//!
+//! Events take the road recording batches take (the one WebSocket to the renderer), not a
+//! connection of their own per request. They are not held while the renderer is away: a
+//! `202` must mean stored, so the sender hears `503` with `Retry-After` and sends them
+//! again (the snippet keeps them and numbers them, so a resend is counted once).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use netkit::http::{self, Body};
+use protocol::analytics::{decode_events, EventsAccepted};
+use protocol::{encode, ErrorCode, LinkState, RelayMessage};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::context::Context;
+
+/// One request's events on their way to the renderer, with the way back to the sender.
+#[derive(Debug)]
+pub(crate) struct EventsOutbound {
+    /// The relay's number for the request (echoed in the renderer's answer).
+    pub request: u64,
+    /// The `events` envelope, ready to send.
+    pub frame: String,
+    /// Where the renderer's answer goes; dropped unanswered when the link is lost.
+    pub reply: oneshot::Sender<EventsAnswer>,
+}
+
+/// What became of one request's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EventsAnswer {
+    /// The renderer's store committed all of them.
+    Stored {
+        /// Events of the request now stored.
+        accepted: usize,
+    },
+    /// None of them was stored.
+    Refused {
+        /// Why, as the renderer (or the upstream task) said.
+        code: ErrorCode,
+        /// A sentence for the sender.
+        message: String,
+        /// Seconds after which a resend can work.
+        retry_after_s: Option<u32>,
+    },
+}
+
+impl EventsAnswer {
+    /// The answer for events that cannot reach a renderer now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        EventsAnswer::Refused {
+            code: ErrorCode::RendererUnavailable,
+            message: message.into(),
+            retry_after_s: Some(RETRY_AFTER_UNAVAILABLE_S),
+        }
+    }
+}
+
+/// How long a sender should wait when the renderer is away: its restart takes about a
+/// second, and the relay reconnects within its back-off.
+const RETRY_AFTER_UNAVAILABLE_S: u32 = 2;
+
+/// The relay's side of the event API: numbers requests and queues them for the link.
+#[derive(Debug)]
+pub(crate) struct EventSender {
+    next_request: std::sync::atomic::AtomicU64,
+    queue: mpsc::Sender<EventsOutbound>,
+}
+
+impl EventSender {
+    /// A sender over the upstream task's events queue.
+    pub fn new(queue: mpsc::Sender<EventsOutbound>) -> Self {
+        EventSender {
+            next_request: std::sync::atomic::AtomicU64::new(1),
+            queue,
+        }
+    }
+}
+
+/// Answers `POST /api/events`: 202 once stored, else a JSON error naming what to do.
+pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Response<Body> {
+    let metrics = &ctx.hub.metrics;
+    let limit = ctx.config.max_body_bytes;
+    let body = match Limited::new(request.into_body(), limit as usize)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            metrics.events_refused("too_large");
+            return http::json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request bodies over {limit} bytes are refused (--max-body-bytes); send fewer events per request"),
+            );
+        }
+    };
+    let events = match decode_events(&body) {
+        Ok(events) => events,
+        Err(err) => {
+            metrics.events_refused("invalid");
+            return http::json_error(StatusCode::BAD_REQUEST, err.to_string());
+        }
+    };
+    let n_events = events.len();
+    if n_events == 0 {
+        return accepted(0);
+    }
+    let answer = send(ctx, events).await;
+    match answer {
+        EventsAnswer::Stored { accepted: n } => {
+            metrics.events_accepted.inc_by(n as u64);
+            accepted(n)
+        }
+        EventsAnswer::Refused {
+            code,
+            message,
+            retry_after_s,
+        } => {
+            metrics.events_refused(code.as_str());
+            let status = status_of(code, retry_after_s.is_some());
+            let mut response = http::json_error(status, message);
+            if let Some(seconds) = retry_after_s {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+    }
+}
+
+/// Sends one request's events over the link and waits for the renderer's answer.
+async fn send(ctx: &Context, events: Vec<protocol::analytics::TrackedEvent>) -> EventsAnswer {
+    if ctx.hub.link_state() != LinkState::Connected {
+        return EventsAnswer::unavailable(
+            "the renderer is not connected; nothing was stored, send these events again after Retry-After",
+        );
+    }
+    let sender = &ctx.events;
+    let request = sender
+        .next_request
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let frame = encode(&RelayMessage::Events { request, events });
+    if let Some(limits) = ctx.hub.renderer_limits() {
+        if frame.len() > limits.max_frame_bytes {
+            return EventsAnswer::Refused {
+                code: ErrorCode::TooLarge,
+                message: format!(
+                    "these events take {} bytes on the renderer link, over its {}-byte frame limit; send fewer events per request",
+                    frame.len(),
+                    limits.max_frame_bytes
+                ),
+                retry_after_s: None,
+            };
+        }
+    }
+    let (reply, answer) = oneshot::channel();
+    let outbound = EventsOutbound {
+        request,
+        frame,
+        reply,
+    };
+    if sender.queue.try_send(outbound).is_err() {
+        return EventsAnswer::Refused {
+            code: ErrorCode::Busy,
+            message: format!(
+                "{} event requests are already on their way to the renderer (--events-queue); nothing was stored, send again after Retry-After",
+                ctx.config.events_queue
+            ),
+            retry_after_s: Some(1),
+        };
+    }
+    let timeout = Duration::from_millis(ctx.config.events_timeout_ms);
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => EventsAnswer::unavailable(
+            "the renderer link was lost before the renderer confirmed these events; send them again (numbered events are counted once)",
+        ),
+        Err(_) => EventsAnswer::unavailable(format!(
+            "the renderer did not confirm these events within {} ms (--events-timeout-ms); send them again (numbered events are counted once)",
+            ctx.config.events_timeout_ms
+        )),
+    }
+}
+
+/// The HTTP status for a refusal: retryable ones are 503, bad input 400.
+fn status_of(code: ErrorCode, retryable: bool) -> StatusCode {
+    match code {
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::BadJson | ErrorCode::BadField | ErrorCode::OutOfRange => StatusCode::BAD_REQUEST,
+        _ if retryable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn accepted(n: usize) -> Response<Body> {
+    http::json(
+        StatusCode::ACCEPTED,
+        encode(&EventsAccepted { accepted: n }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_statuses_a_sender_can_act_on() {
+        assert_eq!(
+            status_of(ErrorCode::StorageFailed, true),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(ErrorCode::RendererUnavailable, true),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(ErrorCode::BadField, false),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(ErrorCode::TooLarge, false),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status_of(ErrorCode::StorageFailed, false),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
