@@ -34,7 +34,7 @@
   const MAX_OUTBOX_BYTES = 512 * 1024;
   /** Events in one request (the relay takes up to 500). */
   const MAX_BATCH_EVENTS = 200;
-  /** Bytes in one request: keepalive fetches and beacons may carry 64 KiB in all. */
+  /** Bytes in one request: a beacon may carry 64 KiB. */
   const MAX_BATCH_BYTES = 60 * 1024;
   /** The first retry waits about this long, each failure doubles it, up to the maximum. */
   const RETRY_FIRST_MS = 1000;
@@ -235,11 +235,15 @@
     const sentGeneration = generation;
     const body = JSON.stringify(outbox.slice(0, inFlight));
     saveOutbox();
-    fetch(endpoint, { method: 'POST', body, keepalive: true, mode: 'cors', headers: { 'content-type': 'text/plain' } })
+    // Not `keepalive`: a request cut short by leaving the page is covered by the leave
+    // beacon and by the next page sending the outbox again.
+    fetch(endpoint, { method: 'POST', body, mode: 'cors', headers: { 'content-type': 'text/plain' } })
       .then(async (response) => {
+        let text = '';
+        try { text = await response.text(); } catch (_) { text = ''; }
         let error = null;
         if (!response.ok) {
-          try { error = (await response.json()).error; } catch (_) { error = null; }
+          try { error = JSON.parse(text).error; } catch (_) { error = null; }
         }
         return { status: response.status, retryAfter: response.headers.get('retry-after'), error };
       }, () => ({ status: 0, retryAfter: null, error: null }))
@@ -290,14 +294,15 @@
   }
 
   /**
-   * On leaving or hiding, a beacon with what is not already in a request. The events stay
-   * in the outbox: a beacon's fate is unknown, and the next page's resend is counted once.
+   * On leaving or hiding, a beacon with the oldest waiting events, those in a request too
+   * (leaving cancels it). They stay in the outbox: a beacon's fate is unknown, and the next
+   * page's resend is counted once.
    */
   function beacon() {
     saveOutbox();
-    const end = batchEnd(inFlight);
-    if (end > inFlight && navigator.sendBeacon) {
-      navigator.sendBeacon(endpoint, JSON.stringify(outbox.slice(inFlight, end)));
+    const end = batchEnd(0);
+    if (end > 0 && navigator.sendBeacon) {
+      navigator.sendBeacon(endpoint, JSON.stringify(outbox.slice(0, end)));
     }
   }
 
@@ -323,7 +328,6 @@
       }
     }
     track('click', metadata);
-    saveOutbox();
     flush();
   }, { passive: true, capture: true });
 

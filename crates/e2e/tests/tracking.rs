@@ -341,21 +341,22 @@ async fn clicks_made_while_the_renderer_is_down_reach_the_heatmap_once_it_is_bac
         .click()
         .await
         .unwrap();
-    let carried = browser
-        .execute(
-            "const saved = JSON.parse(sessionStorage.getItem('heatmap-outbox'));
-             return saved.events.filter((event) => event.type === 'click').map((event) => event.page);",
-            vec![],
-        )
-        .await
-        .unwrap();
     let mut expected_pages = vec![json!(pricing_page); clicked.len()];
     expected_pages.push(json!("/demo/"));
-    assert_eq!(
-        carried,
-        json!(expected_pages),
-        "the clicks wait in the outbox"
-    );
+    let expected_pages = json!(expected_pages);
+    // The outbox is saved before each attempt, so the next (failing) one shows it.
+    eventually("the clicks of both pages to wait in the outbox", || async {
+        let carried = browser
+            .execute(
+                "const saved = JSON.parse(sessionStorage.getItem('heatmap-outbox'));
+                 return saved.events.filter((event) => event.type === 'click').map((event) => event.page);",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (carried == expected_pages).then_some(())
+    })
+    .await;
     eventually("the next page's sends to fail too", || async {
         let stats = tracker_stats(&browser).await;
         (stats["retries"].as_u64()? >= 1).then_some(())
