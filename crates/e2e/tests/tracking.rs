@@ -423,3 +423,124 @@ async fn clicks_made_while_the_renderer_is_down_reach_the_heatmap_once_it_is_bac
     );
     browser.close().await.unwrap();
 }
+
+/// The types of the events in the outbox as the snippet last wrote it to `sessionStorage`;
+/// `None` when there is none.
+async fn saved_outbox(browser: &Client) -> Option<Vec<String>> {
+    let types = browser
+        .execute(
+            "const saved = JSON.parse(sessionStorage.getItem('heatmap-outbox') || 'null');
+             return saved && saved.events.map((event) => event.type);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(types).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_is_bounded_drops_moves_first_and_is_cleared_by_opting_out() {
+    if !browser_available() {
+        return;
+    }
+    let out_dir = TempDir::new("snippet-bound-out");
+    let data_dir = TempDir::new("snippet-bound-data");
+    let renderer = start_renderer_process("127.0.0.1:0", &out_dir, &data_dir, &[]);
+    let renderer_addr = renderer.addr();
+    let relay = start_relay_reconnecting_fast(renderer.url()).await;
+    renderer.kill();
+    let addr = relay.addr.to_string();
+    let driver = start_chromedriver().await;
+    let profile = TempDir::new("chromium-bound");
+    let browser = open_browser(&driver, &profile).await;
+    browser.set_window_size(1400, 900).await.unwrap();
+    let home = format!("http://{addr}/demo/");
+
+    // Opting out throws away what waits, in memory and in the tab's storage.
+    visit(&browser, &home).await;
+    eventually("the page view to wait in the stored outbox", || async {
+        let saved = saved_outbox(&browser).await?;
+        saved.contains(&"pageview".to_owned()).then_some(())
+    })
+    .await;
+    browser
+        .execute("window.heatmapTracker.optOut();", vec![])
+        .await
+        .unwrap();
+    assert_eq!(saved_outbox(&browser).await, None);
+    let stats = tracker_stats(&browser).await;
+    assert_eq!(stats["queued"], 0, "{stats}");
+    browser
+        .execute("window.heatmapTracker.optIn();", vec![])
+        .await
+        .unwrap();
+
+    // A fresh page with its page view and first scroll depth waiting, then a move, the relay
+    // failing every send.
+    visit(&browser, &home).await;
+    let queued = || async { tracker_stats(&browser).await["queued"].as_u64() };
+    eventually("the page view and the scroll depth to wait", || async {
+        (queued().await? == 2).then_some(())
+    })
+    .await;
+    browser
+        .execute(
+            "document.dispatchEvent(new PointerEvent('pointermove', {clientX: 30, clientY: 40}));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    eventually("the move to wait behind them", || async {
+        (queued().await? == 3).then_some(())
+    })
+    .await;
+
+    // Clicks enough to go one over the bound, made in one go while the snippet is backing
+    // off (no request holds events out of reach): the move is the one dropped.
+    let made = eventually("clicks made while backing off", || async {
+        let made = browser
+            .execute(
+                "const saved = JSON.parse(sessionStorage.getItem('heatmap-outbox'));
+                 if (!(saved.retryAt > Date.now() + 100)) return null;
+                 const n = 1000 - window.heatmapTracker.stats.queued + 1;
+                 const button = document.getElementById('signup');
+                 for (let i = 0; i < n; i++) button.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+                 return [n, window.heatmapTracker.stats];",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (!made.is_null()).then_some(made)
+    })
+    .await;
+    let (n_clicks, stats) = (&made[0], &made[1]);
+    assert_eq!(n_clicks, 998);
+    assert_eq!(stats["queued"], 1000, "{stats}");
+    assert_eq!(stats["dropped"], 1, "{stats}");
+
+    // The renderer back: the thousand waiting events drain in bounded batches, each once,
+    // and they are the page view, the scroll depth and the clicks, not the move.
+    let _renderer = start_renderer_process(&renderer_addr, &out_dir, &data_dir, &[]);
+    eventually("the outbox to drain", || async {
+        let stats = tracker_stats(&browser).await;
+        (stats["queued"] == 0 && stats["lastStatus"].as_u64()? / 100 == 2).then_some(())
+    })
+    .await;
+    let stats = tracker_stats(&browser).await;
+    assert_eq!(stats["sent"], 1000, "{stats}");
+    assert_eq!(stats["dropped"], 1, "{stats}");
+    let history: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/summary?range=24h&page=/demo/")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let totals = &history["totals"];
+    assert_eq!(
+        (&totals["events"], &totals["pageviews"], &totals["clicks"]),
+        (&json!(1000), &json!(1), n_clicks),
+        "{history}"
+    );
+    browser.close().await.unwrap();
+}
