@@ -9,6 +9,12 @@
 // and positions with the viewport and document sizes they are relative to; for clicks
 // also a short CSS path of the element (tag names, ids, positions among siblings) and
 // where inside it the click fell.
+//
+// Delivery: every event gets its session's next number (`seq`) and its own time once, when
+// it happens, and waits in an outbox kept in sessionStorage until the relay has answered
+// 2xx for it, so a relay or renderer restart, a navigation or a reload loses nothing. The
+// server counts an event with the same session, `seq` and time once, so resending after an
+// unknown outcome (a timeout, a beacon, a reload mid-request) is always safe.
 'use strict';
 
 (() => {
@@ -17,45 +23,140 @@
   const endpoint = new URL('/api/events', script.src).href;
   const OPT_OUT_KEY = 'heatmap-opt-out';
   const SESSION_KEY = 'heatmap-session';
+  const OUTBOX_KEY = 'heatmap-outbox';
   /** A session ends after five minutes without events (the server applies the same rule). */
   const SESSION_TIMEOUT_MS = 5 * 60 * 1000;
   const FLUSH_MS = 2000;
   const MOVE_SAMPLE_MS = 100;
-  const MAX_QUEUE = 500;
+  /** Unsent events kept at most: about 15 minutes of a busy visit with the relay away. */
+  const MAX_OUTBOX_EVENTS = 1000;
+  /** Bytes of unsent events kept at most, well under sessionStorage's ~5 MB per site. */
+  const MAX_OUTBOX_BYTES = 512 * 1024;
+  /** Events in one request (the relay takes up to 500). */
+  const MAX_BATCH_EVENTS = 200;
+  /** Bytes in one request: a beacon may carry 64 KiB. */
+  const MAX_BATCH_BYTES = 60 * 1024;
+  /** The first retry waits about this long, each failure doubles it, up to the maximum. */
+  const RETRY_FIRST_MS = 1000;
+  const RETRY_MAX_MS = 60 * 1000;
+  /** The shortest wait, even when the relay says `Retry-After: 0`. */
+  const RETRY_MIN_MS = 250;
 
+  const stats = { sent: 0, dropped: 0, retries: 0, lastStatus: null };
   const api = {
     optOut() {
       try { localStorage.setItem(OPT_OUT_KEY, '1'); } catch (_) { /* storage refused */ }
       stopped = true;
-      queue.length = 0;
+      clearOutbox();
     },
     optIn() {
       try { localStorage.removeItem(OPT_OUT_KEY); } catch (_) { /* storage refused */ }
     },
     get tracking() { return !stopped; },
+    /**
+     * A copy of the delivery counters, for tests and curious site owners: events waiting
+     * (`queued`), delivered (`sent`), given up (`dropped`: the outbox was full or the
+     * relay refused them as invalid), failed attempts that will be retried (`retries`) and
+     * the last answer's status (0 for a network error).
+     */
+    get stats() { return { queued: outbox.length, ...stats }; },
   };
   window.heatmapTracker = api;
+
+  /** Events not yet acknowledged, oldest first; the first `inFlight` are in a request now. */
+  let outbox = [];
+  let outboxBytes = 0;
+  let inFlight = 0;
+  /** Bumped when the outbox is reloaded, so a request from before cannot settle it. */
+  let generation = 0;
+  /** Failed attempts in a row, and the time before which no request is made. */
+  let failures = 0;
+  let retryAt = 0;
+  let retryTimer = null;
+  const warned = new Set();
 
   let stopped = navigator.doNotTrack === '1' || window.doNotTrack === '1' || navigator.globalPrivacyControl === true;
   try {
     if (localStorage.getItem(OPT_OUT_KEY) === '1') stopped = true;
   } catch (_) { /* storage refused: track anyway, nothing is stored */ }
-  if (stopped) return;
+  if (stopped) {
+    clearOutbox();
+    return;
+  }
 
-  const queue = [];
+  function clearOutbox() {
+    outbox = [];
+    outboxBytes = 0;
+    inFlight = 0;
+    generation += 1;
+    clearTimeout(retryTimer);
+    try { sessionStorage.removeItem(OUTBOX_KEY); } catch (_) { /* storage refused */ }
+  }
 
-  function sessionId() {
+  const encoder = new TextEncoder();
+  function bytesOf(event) {
+    return encoder.encode(JSON.stringify(event)).length;
+  }
+
+  /** Writes the outbox and the back-off to sessionStorage, where the next page finds them. */
+  function saveOutbox() {
+    try {
+      sessionStorage.setItem(OUTBOX_KEY, JSON.stringify({ events: outbox, failures, retryAt }));
+    } catch (_) { /* storage refused or full: the events still wait in memory */ }
+  }
+
+  /** Takes over what earlier pages of this tab left unsent (of any session: each event names its own). */
+  function loadOutbox() {
+    let saved = null;
+    try { saved = JSON.parse(sessionStorage.getItem(OUTBOX_KEY) || 'null'); } catch (_) { saved = null; }
+    const events = saved && Array.isArray(saved.events) ? saved.events : [];
+    outbox = events.filter((event) => event && typeof event === 'object').slice(-MAX_OUTBOX_EVENTS);
+    outboxBytes = outbox.reduce((sum, event) => sum + bytesOf(event), 0);
+    while (outboxBytes > MAX_OUTBOX_BYTES) dropAt(0);
+    inFlight = 0;
+    generation += 1;
+    failures = saved && Number.isInteger(saved.failures) ? saved.failures : 0;
+    retryAt = saved && Number.isFinite(saved.retryAt) ? Math.min(saved.retryAt, Date.now() + RETRY_MAX_MS) : 0;
+  }
+
+  function dropAt(idx) {
+    outboxBytes -= bytesOf(outbox[idx]);
+    outbox.splice(idx, 1);
+    stats.dropped += 1;
+  }
+
+  /**
+   * Makes room for an event of `bytes`, dropping the oldest waiting moves first, then the
+   * oldest events (never those in a request now); false if the event itself must go.
+   */
+  function makeRoom(type, bytes) {
+    const full = () => outbox.length >= MAX_OUTBOX_EVENTS || outboxBytes + bytes > MAX_OUTBOX_BYTES;
+    while (full()) {
+      let idx = outbox.findIndex((event, at) => at >= inFlight && event.type === 'move');
+      if (idx < 0 && type === 'move') return false;
+      if (idx < 0) idx = inFlight;
+      if (idx >= outbox.length) return false;
+      dropAt(idx);
+    }
+    return true;
+  }
+
+  /** The session's id and the next number in it, both kept per tab in sessionStorage. */
+  function nextInSession() {
     const now = Date.now();
     let session = null;
     try { session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null'); } catch (_) { session = null; }
-    if (!session || now - session.last > SESSION_TIMEOUT_MS) {
+    if (!session || typeof session.id !== 'string' || now - session.last > SESSION_TIMEOUT_MS) {
       const random = new Uint32Array(2);
       crypto.getRandomValues(random);
       session = { id: `s-${now.toString(36)}-${random[0].toString(36)}${random[1].toString(36)}` };
     }
+    if (!Number.isInteger(session.seq) || session.seq < 0) session.seq = 0;
+    const seq = session.seq;
+    session.seq += 1;
     session.last = now;
     try { sessionStorage.setItem(SESSION_KEY, JSON.stringify(session)); } catch (_) { /* per page then */ }
-    return session.id;
+    return { id: session.id, seq };
   }
 
   function sizes() {
@@ -69,8 +170,16 @@
   }
 
   function track(type, metadata) {
-    if (stopped || queue.length >= MAX_QUEUE) return;
-    queue.push({ type, page: location.pathname, sessionId: sessionId(), timestamp: Date.now(), metadata });
+    if (stopped) return;
+    const session = nextInSession();
+    const event = { type, page: location.pathname, sessionId: session.id, seq: session.seq, timestamp: Date.now(), metadata };
+    const bytes = bytesOf(event);
+    if (bytes > MAX_BATCH_BYTES || !makeRoom(type, bytes)) {
+      stats.dropped += 1;
+      return;
+    }
+    outbox.push(event);
+    outboxBytes += bytes;
   }
 
   /** A short CSS path: up to five ancestors, tag names with ids or positions, never text. */
@@ -92,12 +201,109 @@
     return parts.join('>');
   }
 
-  function send(useBeacon) {
-    if (queue.length === 0) return;
-    const body = JSON.stringify(queue.splice(0, queue.length));
-    if (useBeacon && navigator.sendBeacon && navigator.sendBeacon(endpoint, body)) return;
-    fetch(endpoint, { method: 'POST', body, keepalive: true, mode: 'cors', headers: { 'content-type': 'text/plain' } })
-      .catch(() => { /* offline: these events are lost, as with any analytics beacon */ });
+  /** The end of the batch that starts at `from`: bounded in events and in bytes. */
+  function batchEnd(from) {
+    let end = from;
+    let bytes = 2;
+    while (end < outbox.length && end - from < MAX_BATCH_EVENTS) {
+      const size = bytesOf(outbox[end]) + 1;
+      if (bytes + size > MAX_BATCH_BYTES) break;
+      bytes += size;
+      end += 1;
+    }
+    return end;
+  }
+
+  /** Seconds or an HTTP date, as milliseconds from now; null when absent or unreadable. */
+  function retryAfterMs(value) {
+    if (!value) return null;
+    const seconds = Number(value);
+    const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(value) - Date.now();
+    return Number.isFinite(ms) ? Math.min(RETRY_MAX_MS, Math.max(0, ms)) : null;
+  }
+
+  /** Sends the oldest waiting batch, unless one is on its way or the back-off says wait. */
+  function flush() {
+    if (stopped || inFlight > 0 || outbox.length === 0) return;
+    const wait = retryAt - Date.now();
+    if (wait > 0) {
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(flush, wait);
+      return;
+    }
+    inFlight = batchEnd(0);
+    const sentGeneration = generation;
+    const body = JSON.stringify(outbox.slice(0, inFlight));
+    saveOutbox();
+    // Not `keepalive`: a request cut short by leaving the page is covered by the leave
+    // beacon and by the next page sending the outbox again.
+    fetch(endpoint, { method: 'POST', body, mode: 'cors', headers: { 'content-type': 'text/plain' } })
+      .then(async (response) => {
+        let text = '';
+        try { text = await response.text(); } catch (_) { text = ''; }
+        let error = null;
+        if (!response.ok) {
+          try { error = JSON.parse(text).error; } catch (_) { error = null; }
+        }
+        return { status: response.status, retryAfter: response.headers.get('retry-after'), error };
+      }, () => ({ status: 0, retryAfter: null, error: null }))
+      .then((answer) => {
+        if (sentGeneration === generation) settle(answer);
+      });
+  }
+
+  /** Acts on the answer to the batch in flight: remove it, drop it, or keep it and retry later. */
+  function settle({ status, retryAfter, error }) {
+    const n = inFlight;
+    inFlight = 0;
+    stats.lastStatus = status;
+    if (status >= 200 && status < 300) {
+      removeHead(n);
+      stats.sent += n;
+      failures = 0;
+      retryAt = 0;
+    } else if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
+      // Refused as it is: sending it again cannot help. When the relay names the event at
+      // fault (`event 3: …`), only that one goes and the rest are sent again at once.
+      const named = /^event (\d+):/.exec(error || '');
+      const idx = named ? Number(named[1]) : -1;
+      if (idx >= 0 && idx < n) dropAt(idx);
+      else { removeHead(n); stats.dropped += n; }
+      if (!warned.has(status)) {
+        warned.add(status);
+        console.warn(`heatmap: the relay refused events (${status}): ${error || 'no reason given'}`);
+      }
+    } else {
+      failures += 1;
+      stats.retries += 1;
+      const doubled = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(failures - 1, 16));
+      const told = retryAfterMs(retryAfter);
+      // The relay's Retry-After when it gives one (it knows when it will be back), else the
+      // doubling delay; partly random either way, so that many tabs spread their retries.
+      const wait = told !== null
+        ? Math.max(RETRY_MIN_MS, told) + Math.random() * Math.min(1000, told / 2 + 100)
+        : doubled / 2 + Math.random() * doubled / 2;
+      retryAt = Date.now() + wait;
+    }
+    saveOutbox();
+    flush();
+  }
+
+  function removeHead(n) {
+    for (const event of outbox.splice(0, n)) outboxBytes -= bytesOf(event);
+  }
+
+  /**
+   * On leaving or hiding, a beacon with the oldest waiting events, those in a request too
+   * (leaving cancels it). They stay in the outbox: a beacon's fate is unknown, and the next
+   * page's resend is counted once.
+   */
+  function beacon() {
+    saveOutbox();
+    const end = batchEnd(0);
+    if (end > 0 && navigator.sendBeacon) {
+      navigator.sendBeacon(endpoint, JSON.stringify(outbox.slice(0, end)));
+    }
   }
 
   let lastMove = null;
@@ -122,7 +328,7 @@
       }
     }
     track('click', metadata);
-    send(false);
+    flush();
   }, { passive: true, capture: true });
 
   let deepest = 0;
@@ -140,15 +346,28 @@
 
   document.addEventListener('visibilitychange', () => {
     track('visibility', { visible: document.visibilityState === 'visible' });
-    if (document.visibilityState === 'hidden') send(true);
+    if (document.visibilityState === 'hidden') beacon();
   });
   window.addEventListener('pagehide', () => {
     track('leave', {});
-    send(true);
+    beacon();
+  });
+  // Back from the back-forward cache: another page of this tab may have sent or added
+  // events since, so the stored outbox is the truth.
+  window.addEventListener('pageshow', (event) => {
+    if (!event.persisted) return;
+    loadOutbox();
+    flush();
+  });
+  // The network is back: try now rather than at the end of the back-off.
+  window.addEventListener('online', () => {
+    retryAt = 0;
+    flush();
   });
 
+  loadOutbox();
   track('pageview', sizes());
   noteScroll();
-  send(false);
-  setInterval(() => send(false), FLUSH_MS);
+  flush();
+  setInterval(flush, FLUSH_MS);
 })();
