@@ -22,6 +22,8 @@ use crate::metrics::RendererMetrics;
 pub(crate) struct IngestError {
     /// Whether sending them again later can work (a full disk, a busy database).
     pub retryable: bool,
+    /// Whether the writer's queue was full (nothing was tried), rather than the store failing.
+    pub busy: bool,
     /// The store's reason, for the sender and the log.
     pub message: String,
 }
@@ -30,6 +32,7 @@ impl From<&StoreError> for IngestError {
     fn from(err: &StoreError) -> Self {
         IngestError {
             retryable: err.is_retryable(),
+            busy: false,
             message: err.to_string(),
         }
     }
@@ -95,21 +98,28 @@ impl Ingest {
     pub async fn submit(&self, events: Vec<TrackedEvent>) -> Result<usize, IngestError> {
         let (reply, outcome) = oneshot::channel();
         if let Err(err) = self.jobs.try_send(Job { events, reply }) {
-            let message = match err {
-                mpsc::error::TrySendError::Full(_) => format!(
-                    "{} event requests are waiting for the store (--max-queued-event-requests); send again later",
-                    self.jobs.max_capacity()
+            let (busy, message) = match err {
+                mpsc::error::TrySendError::Full(_) => (
+                    true,
+                    format!(
+                        "{} event requests are waiting for the store (--max-queued-event-requests)",
+                        self.jobs.max_capacity()
+                    ),
                 ),
-                mpsc::error::TrySendError::Closed(_) => "the event writer has stopped".into(),
+                mpsc::error::TrySendError::Closed(_) => {
+                    (false, "the event writer has stopped".into())
+                }
             };
             return Err(IngestError {
                 retryable: true,
+                busy,
                 message,
             });
         }
         outcome.await.unwrap_or_else(|_| {
             Err(IngestError {
                 retryable: true,
+                busy: false,
                 message: "the event writer stopped before committing these events".into(),
             })
         })

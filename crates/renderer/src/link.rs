@@ -275,7 +275,11 @@ impl Link {
                 Ok(accepted) => RendererMessage::EventsStored { request, accepted },
                 Err(err) => RendererMessage::EventsRefused {
                     request,
-                    code: ErrorCode::StorageFailed,
+                    code: if err.busy {
+                        ErrorCode::Busy
+                    } else {
+                        ErrorCode::StorageFailed
+                    },
                     message: if err.retryable {
                         format!(
                             "the renderer cannot store events now ({}); nothing was stored, send them again later",
