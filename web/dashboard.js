@@ -54,8 +54,8 @@
     for (const page of summary.top_pages) addPage(page.name);
     const rows = sessions.map((session) => {
       const row = document.createElement('tr');
-      const journey = session.journey.map((step) => step.page).join(' → ');
-      const cells = [session.session_id.slice(0, 14), session.country || '–', journey, session.events,
+      const journey = session.journey.join(' → ');
+      const cells = [session.sessionId.slice(0, 14), session.country || '–', journey, session.events,
         new Date(session.last_seen).toLocaleTimeString()];
       for (const value of cells) {
         const cell = document.createElement('td');

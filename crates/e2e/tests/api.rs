@@ -108,14 +108,15 @@ async fn events_are_validated_counted_and_summarised() {
     assert_eq!(sessions.len(), 2);
     let s1 = sessions
         .iter()
-        .find(|session| session["session_id"] == "s1")
+        .find(|session| session["sessionId"] == "s1")
         .unwrap();
-    let journey: Vec<&str> = s1["journey"]
+    let journey: Vec<&str> = s1["steps"]
         .as_array()
         .unwrap()
         .iter()
         .map(|step| step["page"].as_str().unwrap())
         .collect();
+    assert_eq!(s1["journey"], json!(["/", "/pricing"]));
     assert_eq!(journey, ["/", "/pricing"]);
 }
 
@@ -297,8 +298,8 @@ async fn dashboards_get_analytics_and_presence_pushed() {
             msg["type"] == "analytics" && msg["summary"]["active_users"] == 1
         })
         .await;
-    assert_eq!(update["sessions"][0]["session_id"], "v1");
-    assert_eq!(update["sessions"][0]["journey"][0]["page"], "/live");
+    assert_eq!(update["sessions"][0]["sessionId"], "v1");
+    assert_eq!(update["sessions"][0]["journey"][0], "/live");
 
     let leave = json!({"type": "leave", "page": "/live", "sessionId": "v1"});
     request(&addr, "POST", "/api/events", &[], &leave.to_string()).await;
@@ -671,4 +672,138 @@ async fn every_api_error_is_json_naming_what_to_do() {
         let text = error["error"].as_str().unwrap_or_default();
         assert!(text.contains(want_text), "{method} {path}: {reply}");
     }
+}
+
+/// The seed API's README requests, verbatim: its two `curl -d` bodies and its Postman
+/// tests ("basic pageview", "session navigation").
+const SEED_REQUESTS: [&str; 4] = [
+    r#"{
+    "type": "pageview",
+    "page": "/home",
+    "sessionId": "visitor-001",
+    "timestamp": "2025-07-19T10:30:00Z",
+    "country": "India",
+    "metadata": {
+      "device": "mobile",
+      "referrer": "google.com"
+    }
+  }"#,
+    r#"{
+    "type": "click",
+    "page": "/products",
+    "sessionId": "visitor-001",
+    "timestamp": "2025-07-19T10:31:00Z",
+    "country": "India",
+    "metadata": {
+      "element": "button",
+      "device": "mobile"
+    }
+  }"#,
+    r#"{
+     "type": "pageview",
+     "page": "/home",
+     "sessionId": "test-001",
+     "timestamp": "2025-07-19T10:30:00Z",
+     "country": "India"
+   }"#,
+    r#"{
+     "type": "pageview",
+     "page": "/products",
+     "sessionId": "test-001",
+     "timestamp": "2025-07-19T10:30:30Z",
+     "country": "India"
+   }"#,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_requests_are_accepted_and_summary_and_sessions_carry_its_fields() {
+    let renderer = start_renderer_with(|config| config.retention_days = 3650).await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let addr = relay.addr.to_string();
+    for body in SEED_REQUESTS {
+        let (status, _, reply) = request(
+            &addr,
+            "POST",
+            "/api/events",
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await;
+        assert_eq!(status, 202, "{reply}\n{body}");
+    }
+    // They happened on 2025-07-19, and are counted there.
+    let day: Value = serde_json::from_slice(
+        &http_get(
+            &addr,
+            "/api/analytics/summary?from=2025-07-19T00:00:00Z&to=2025-07-20T00:00:00Z",
+        )
+        .await
+        .unwrap()
+        .body,
+    )
+    .unwrap();
+    assert_eq!(
+        day["totals"],
+        json!({"events": 4, "pageviews": 3, "clicks": 1, "sessions": 2}),
+        "{day}"
+    );
+
+    // The same journey today: the seed's live fields.
+    for (kind, page) in [
+        ("pageview", "/home"),
+        ("pageview", "/products"),
+        ("click", "/products"),
+    ] {
+        let body =
+            json!({"type": kind, "page": page, "sessionId": "visitor-002", "country": "India"});
+        let (status, _, reply) =
+            request(&addr, "POST", "/api/events", &[], &body.to_string()).await;
+        assert_eq!(status, 202, "{reply}");
+    }
+    let summary: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/summary")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(summary["totalActive"], 1, "{summary}");
+    assert_eq!(summary["totalToday"], 1, "{summary}");
+    assert_eq!(
+        summary["pagesVisited"],
+        json!({"/home": 1, "/products": 1}),
+        "{summary}"
+    );
+    assert_eq!(summary["countries"], json!({"IN": 3}), "{summary}");
+    let recent = summary["recentEvents"].as_array().unwrap();
+    assert_eq!(recent.len(), 3, "{summary}");
+    assert_eq!(recent[0]["type"], "click", "newest first: {summary}");
+    assert_eq!(recent[0]["sessionId"], "visitor-002");
+    assert!(
+        recent[0]["timestamp"].as_str().unwrap().ends_with('Z'),
+        "{summary}"
+    );
+
+    let sessions: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/sessions")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let session = &sessions[0];
+    assert_eq!(session["sessionId"], "visitor-002", "{sessions}");
+    assert_eq!(session["currentPage"], "/products", "{sessions}");
+    assert_eq!(
+        session["journey"],
+        json!(["/home", "/products"]),
+        "{sessions}"
+    );
+    assert_eq!(session["country"], "IN", "{sessions}");
+    assert!(
+        session["startTime"].as_str().unwrap().ends_with('Z'),
+        "{sessions}"
+    );
+    assert!(session["duration"].is_u64(), "{sessions}");
 }

@@ -173,6 +173,6 @@ async fn events_older_than_the_retention_are_pruned() {
     .await;
     assert_eq!(grid["n_points"], 1, "{grid}");
     let sessions = get_json(&addr, "/api/analytics/sessions").await;
-    assert_eq!(sessions[0]["session_id"], "new", "{sessions}");
+    assert_eq!(sessions[0]["sessionId"], "new", "{sessions}");
     running.stop().await;
 }

@@ -5,6 +5,8 @@
 //! `POST /api/events`. Positions travel in `metadata` with the sizes they are relative to,
 //! so heatmaps stay true across screen sizes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -245,6 +247,39 @@ pub struct Summary {
     /// absent without a range, where the live numbers above are the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals: Option<RangeTotals>,
+    /// The seed API's name for `active_users`, so its clients read this summary as theirs.
+    #[serde(default, rename = "totalActive")]
+    pub total_active: usize,
+    /// Visitors (sessions) with an event today, midnight UTC to now, from the store.
+    #[serde(default, rename = "totalToday")]
+    pub total_today: u64,
+    /// Page views today per page (the 50 most viewed), from the store.
+    #[serde(default, rename = "pagesVisited")]
+    pub pages_visited: BTreeMap<String, u64>,
+    /// Events today per country code (the 50 most frequent), from the store.
+    #[serde(default)]
+    pub countries: BTreeMap<String, u64>,
+    /// The latest events received, newest first (at most 20, within the filters).
+    #[serde(default, rename = "recentEvents")]
+    pub recent_events: Vec<RecentEvent>,
+}
+
+/// One of the summary's latest events, in the seed API's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentEvent {
+    /// `pageview`, `click`, … (our names).
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The page.
+    pub page: String,
+    /// The visitor's session.
+    pub session_id: String,
+    /// When it happened, ISO-8601 in UTC.
+    pub timestamp: String,
+    /// Its country code, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 /// What happened over a range of the stored history, so a dashboard can show "last 30
@@ -270,11 +305,21 @@ pub struct Count {
     pub events: u64,
 }
 
-/// One entry of `GET /api/analytics/sessions`.
+/// One entry of `GET /api/analytics/sessions`: the seed API's fields (`sessionId`,
+/// `startTime`, `currentPage`, `journey` as pages, `duration`), with ours beside them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionInfo {
     /// The session id.
+    #[serde(rename = "sessionId")]
     pub session_id: String,
+    /// When it started, ISO-8601 in UTC.
+    #[serde(rename = "startTime")]
+    pub start_time: String,
+    /// The page of its latest page change.
+    #[serde(rename = "currentPage")]
+    pub current_page: String,
+    /// Seconds from its first to its latest event.
+    pub duration: u64,
     /// Its country, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
@@ -284,8 +329,10 @@ pub struct SessionInfo {
     pub last_seen: i64,
     /// Events in the session.
     pub events: u64,
-    /// The pages in the order visited (consecutive repeats folded).
-    pub journey: Vec<JourneyStep>,
+    /// The pages in the order visited (consecutive repeats folded), as the seed lists them.
+    pub journey: Vec<String>,
+    /// The same journey with the time each page was entered.
+    pub steps: Vec<JourneyStep>,
 }
 
 /// A page in a session's journey.

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ::analytics::{Event, Ingested, Position, Range, Store, StoreError};
-use protocol::analytics::{Count, EventType, JourneyStep, SessionInfo, Summary, TrackedEvent};
+use protocol::analytics::{
+    Count, EventType, JourneyStep, RecentEvent, SessionInfo, Summary, TrackedEvent,
+};
 
 use crate::store::lock;
 /// How far ahead of the server's clock an event's own timestamp may be before it is
@@ -122,6 +124,7 @@ pub fn stored_event(event: TrackedEvent, received_ms: i64) -> Event {
 struct LiveEvent {
     kind: EventType,
     page: Arc<str>,
+    session: Arc<str>,
     country: Option<Arc<str>>,
     at_ms: i64,
     /// The store's key of a numbered event, so a resend is not counted twice here either.
@@ -369,6 +372,7 @@ impl Analytics {
         state.events.push_back(LiveEvent {
             kind: event.kind,
             page,
+            session: session_id.clone(),
             country,
             at_ms: at,
             key,
@@ -391,6 +395,7 @@ impl Analytics {
     /// filter with a range, which the stored totals cannot narrow by.
     pub fn summary(&self, filter: &Filter) -> Result<Summary, StoreError> {
         let mut summary = self.live_summary(filter);
+        self.add_today(&mut summary, filter)?;
         if filter.has_range() {
             if filter.kind.is_some() {
                 return Err(StoreError::InvalidQuery(
@@ -410,6 +415,21 @@ impl Analytics {
             });
         }
         Ok(summary)
+    }
+
+    /// Today's numbers the seed API's summary carries (visitors, page views per page,
+    /// events per country), from the store's aggregates for midnight UTC to now.
+    fn add_today(&self, summary: &mut Summary, filter: &Filter) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let midnight = now - now.rem_euclid(DAY_MS);
+        let today = Range::new(midnight, now.saturating_add(MAX_CLOCK_SKEW_MS + 1))?;
+        let totals = self
+            .store
+            .totals(today, &filter.store_filter(), TODAY_LISTED)?;
+        summary.total_today = totals.sessions;
+        summary.pages_visited = totals.top_pages.into_iter().collect();
+        summary.countries = totals.top_countries.into_iter().collect();
+        Ok(())
     }
 
     /// The live numbers, from memory.
@@ -458,6 +478,20 @@ impl Analytics {
                 }
             }
         }
+        let recent_events = state
+            .events
+            .iter()
+            .rev()
+            .filter(|event| filter.matches(event))
+            .take(RECENT_LISTED)
+            .map(|event| RecentEvent {
+                kind: event.kind,
+                page: event.page.to_string(),
+                session_id: event.session.to_string(),
+                timestamp: iso8601(event.at_ms),
+                country: event.country.as_deref().map(str::to_owned),
+            })
+            .collect();
         Summary {
             active_users,
             events_last_minute: last_minute,
@@ -466,6 +500,9 @@ impl Analytics {
             top_countries: top(countries),
             per_second,
             totals: None,
+            total_active: active_users,
+            recent_events,
+            ..Summary::default()
         }
     }
 
@@ -495,11 +532,24 @@ impl Analytics {
             .filter(|(_, session)| filter.to.is_none_or(|to| session.first_seen <= to))
             .map(|(id, session)| SessionInfo {
                 session_id: id.to_string(),
+                start_time: iso8601(session.first_seen),
+                current_page: session
+                    .journey
+                    .last()
+                    .map(|step| step.page.clone())
+                    .unwrap_or_default(),
+                duration: u64::try_from((session.last_seen - session.first_seen) / 1000)
+                    .unwrap_or(0),
                 country: session.country.as_deref().map(str::to_owned),
                 first_seen: session.first_seen,
                 last_seen: session.last_seen,
                 events: session.events,
-                journey: session.journey.clone(),
+                journey: session
+                    .journey
+                    .iter()
+                    .map(|step| step.page.clone())
+                    .collect(),
+                steps: session.journey.clone(),
             })
             .collect();
         sessions.sort_by_key(|session| std::cmp::Reverse(session.last_seen));
@@ -519,6 +569,21 @@ impl Analytics {
 
 /// Pages and countries listed in a summary.
 const TOP_LISTED: usize = 10;
+
+/// Pages and countries in the summary's today maps.
+const TODAY_LISTED: usize = 50;
+
+/// Events in the summary's `recentEvents`.
+const RECENT_LISTED: usize = 20;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// `ms` since the epoch as ISO-8601 in UTC with milliseconds (`2025-07-19T10:30:00.000Z`).
+pub fn iso8601(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
 
 fn counts(pairs: Vec<(String, u64)>) -> Vec<Count> {
     pairs
@@ -641,11 +706,7 @@ mod tests {
             clock.advance_ms(1000);
         }
         let sessions = analytics.sessions(&Filter::default());
-        let pages: Vec<&str> = sessions[0]
-            .journey
-            .iter()
-            .map(|step| step.page.as_str())
-            .collect();
+        let pages: Vec<&str> = sessions[0].journey.iter().map(String::as_str).collect();
         assert_eq!(pages, ["/", "/pricing", "/", "/docs"]);
         assert_eq!(sessions[0].events, 5);
     }
@@ -776,7 +837,7 @@ mod tests {
         assert_eq!(live.events_last_minute, 3);
         let sessions = analytics.sessions(&Filter::default());
         let a = sessions.iter().find(|s| s.session_id == "a").unwrap();
-        let pages: Vec<&str> = a.journey.iter().map(|step| step.page.as_str()).collect();
+        let pages: Vec<&str> = a.journey.iter().map(String::as_str).collect();
         assert_eq!(pages, ["/", "/next"]);
         // A resend after the restart is still recognised.
         analytics.ingest_ok(vec![numbered("a", 0, now - 1000)]);

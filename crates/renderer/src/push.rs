@@ -39,7 +39,11 @@ pub(crate) async fn push_analytics(
             }
             continue;
         }
-        let update = current(&ctx);
+        // Today's numbers come from the store, which blocks.
+        let job_ctx = ctx.clone();
+        let Ok(update) = tokio::task::spawn_blocking(move || current(&job_ctx)).await else {
+            return;
+        };
         if tx
             .send(Message::text(encode(&RendererMessage::Analytics(update))))
             .await
@@ -56,7 +60,8 @@ pub(crate) async fn push_analytics(
     }
 }
 
-/// The live summary and the most recent sessions (from memory; no store read).
+/// The live summary (today's numbers from the store's aggregates) and the most recent
+/// sessions.
 fn current(ctx: &Context) -> AnalyticsUpdate {
     let filter = Filter::default();
     let summary = ctx.analytics.summary(&filter).unwrap_or_else(|err| {

@@ -153,7 +153,7 @@ async fn events_by_session(addr: &str) -> BTreeMap<String, u64> {
         .iter()
         .map(|session| {
             (
-                session["session_id"].as_str().unwrap().to_owned(),
+                session["sessionId"].as_str().unwrap().to_owned(),
                 session["events"].as_u64().unwrap(),
             )
         })
