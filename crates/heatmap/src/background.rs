@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::Error;
+use crate::Error;
 
 /// An RGB image fitted to the output size.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ pub fn to_fixed(position: f32, extent: u32) -> u16 {
 
 /// Accumulated point weights, `height` rows of `width` cells.
 ///
-/// Never serialised: it is an internal of the renderer, not a wire type.
+/// Never serialised: it is an internal of the pipeline, not a wire type.
 #[derive(Debug, Clone)]
 pub struct Grid {
     cells: Array2<f32>,
