@@ -26,7 +26,7 @@ lint:
 fmt:
     cargo fmt --all
 
-# Benchmarks of the renderer's stages.
+# Benchmarks of the render stages (the `heatmap` crate).
 [group('measure')]
 bench:
-    cargo bench -p renderer
+    cargo bench -p heatmap

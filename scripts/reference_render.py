@@ -21,7 +21,7 @@ WIDTH, HEIGHT, SIGMA = 1920, 1080, 18.0
 
 
 def synthetic_points(n, seed=7):
-    """Pointer-like random walks, as in crates/renderer/examples/stages.rs."""
+    """Pointer-like random walks, as in crates/heatmap/examples/stages.rs."""
     rng = np.random.default_rng(seed)
     jumps = rng.random(n) < 1 / 500
     steps = rng.integers(-200, 201, size=(n, 2))

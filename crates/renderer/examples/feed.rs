@@ -7,11 +7,11 @@
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
+use heatmap::synthetic::pointer_paths;
 use protocol::{
     encode, Generate, PageMessage, Point, PointKind, PointsBatch, RecordingId, RelayMessage,
     RenderOptions, RendererMessage, ServerMessage, Viewport, PROTOCOL_VERSION,
 };
-use renderer::synthetic::pointer_paths;
 use tokio_tungstenite::tungstenite::Message;
 
 const BATCH: usize = 1000;

@@ -9,6 +9,10 @@ use std::sync::Arc;
 use ::analytics::{
     HeatmapCells, HeatmapQuery, StoreError, WidthBucket as StoredBucket, HEAT_COLUMNS,
 };
+use heatmap::density::Density;
+use heatmap::encode::encode_png;
+use heatmap::grid::Grid;
+use heatmap::render::{colourise, render_png, RenderInput, RenderSettings};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, RETRY_AFTER};
@@ -19,10 +23,6 @@ use protocol::{HeatKind, OutputMode, RenderOptions};
 
 use crate::analytics::Filter;
 use crate::context::Context;
-use crate::density::Density;
-use crate::encode::encode_png;
-use crate::grid::Grid;
-use crate::render::{colourise, render_png, RenderInput, RenderSettings};
 
 /// Largest `POST /api/events` body (500 events of a few hundred bytes each).
 const MAX_EVENTS_BODY: usize = 1024 * 1024;
@@ -354,7 +354,7 @@ fn cell_points(cells: &HeatmapCells, ratio: f32) -> Vec<Placed> {
 }
 
 /// The scroll map: each row's colour is the share of sessions that scrolled at least that far.
-fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, crate::Error> {
+fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, heatmap::Error> {
     let mut deepest: HashMap<&str, f32> = HashMap::new();
     for event in events {
         let depth = deepest.entry(&event.session).or_default();

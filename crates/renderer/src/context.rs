@@ -7,14 +7,14 @@ use protocol::Limits;
 use tokio::sync::Semaphore;
 
 use ::analytics::{SqliteConfig, SqliteStore};
+use heatmap::background::Background;
+use heatmap::render::RenderSettings;
 
 use crate::analytics::{Analytics, SystemClock};
-use crate::background::Background;
 use crate::config::Config;
 use crate::ingest::{Ingest, IngestLimits};
 use crate::journal::Journal;
 use crate::metrics::RendererMetrics;
-use crate::render::RenderSettings;
 use crate::requests::GenerateRequests;
 use crate::retention::PruneGuard;
 use crate::store::{RecordingStore, StoreLimits};

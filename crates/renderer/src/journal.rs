@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use heatmap::grid::NormPoint;
 use protocol::RecordingId;
 use tracing::{info, warn};
 
 use crate::append_log::{record_of, recover, recover_file, AppendLog, Damage, Recovery};
-use crate::grid::NormPoint;
 
 /// Log files kept open for appending; beyond this the least recently used is closed.
 const MAX_OPEN_FILES: usize = 64;

@@ -2,7 +2,9 @@
 //!
 //! It is a WebSocket server for the relay (one link carries every page's traffic) and a
 //! small HTTP server for the images it wrote. The relay is its only client by design; the
-//! renderer still validates every message, because it is a server of its own.
+//! renderer still validates every message, because it is a server of its own. The drawing
+//! itself (points to PNG bytes) is the `heatmap` crate's; this crate decides when to draw,
+//! with which settings, and where the file goes.
 //!
 //! Modules, in reading order:
 //! - `config`: the flags ([`Config`]).
@@ -18,42 +20,24 @@
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `journal`: the append-only log per recording that makes them survive restarts.
 //! - `append_log`: whole-record appends and recovery for `journal`.
-//! - `grid`: the density grid ([`grid::Grid`]) points accumulate into.
-//! - `blur`: Gaussian smoothing by three box blurs.
-//! - `density`: points to a smoothed density, at half resolution when the bandwidth allows.
-//! - `colormap`: colour tables, scales and the alpha ramp.
-//! - `encode`: PNG encoding with rows filtered in parallel.
-//! - `render`: the pipeline from points to PNG bytes, and live preview frames.
-//! - `background`: the screenshot drawn under the heat in background mode.
 //! - `output`: file names and writes inside the output folder.
-//! - `synthetic`: deterministic pointer-like data for benchmarks.
-//! - `scratch`: a bounded pool of reused buffers (first-touch page faults were a third of a render).
 
 pub mod analytics;
 mod api;
 pub mod append_log;
-pub mod background;
-pub mod blur;
-pub mod colormap;
 mod config;
 mod context;
-pub mod density;
-pub mod encode;
 mod error;
-pub mod grid;
 mod ingest;
 pub mod journal;
 mod link;
 mod metrics;
 pub mod output;
 mod push;
-pub mod render;
 mod requests;
 mod retention;
-mod scratch;
 mod server;
 pub mod store;
-pub mod synthetic;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use heatmap::render::{preview_cells, render_png, RenderInput, RenderSettings};
 use netkit::ws::{Inbound, ServerSocket};
 use netkit::Shutdown;
 use protocol::analytics::TrackedEvent;
@@ -33,7 +34,6 @@ use tracing::{debug, error, info, warn};
 use crate::context::Context;
 use crate::output::{local_stamp, write_heatmap};
 use crate::push::push_analytics;
-use crate::render::{preview_cells, render_png, RenderInput, RenderSettings};
 use crate::requests::RequestKey;
 use crate::store::{lock, unknown, BatchOutcome};
 
@@ -597,7 +597,7 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
         started: &started_text,
     };
     let render_failed = |err: crate::error::Error| match err {
-        crate::error::Error::NoPoints(kind) => {
+        crate::error::Error::Render(heatmap::Error::NoPoints(kind)) => {
             let what = match kind {
                 protocol::HeatKind::Moves => "pointer moves",
                 protocol::HeatKind::Clicks => "clicks",
@@ -610,7 +610,7 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
         }
         other => Error::new(ErrorCode::RenderFailed, other.to_string()),
     };
-    let rendered = render_png(&input, &settings).map_err(render_failed)?;
+    let rendered = render_png(&input, &settings).map_err(|err| render_failed(err.into()))?;
     let name = write_heatmap(
         &ctx.config.out_dir,
         &local_stamp(chrono::Local::now()),

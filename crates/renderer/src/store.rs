@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use heatmap::grid::{to_fixed, NormPoint};
 use protocol::{Error, ErrorCode, PointKind, PointsBatch, RecordingId, Viewport};
 
-use crate::grid::{to_fixed, NormPoint};
 use crate::journal::{Journal, Replayed, StoredBatch};
 
 /// How far ahead of the lowest missing batch a sequence number may run; pages send in

@@ -29,7 +29,7 @@ pub fn gaussian_blur(grid: &mut Grid, sigma: f32) {
 }
 
 /// Radii of three boxes whose combined variance is `sigma²`.
-pub fn box_radii(sigma: f32) -> [usize; 3] {
+pub(crate) fn box_radii(sigma: f32) -> [usize; 3] {
     const N_BOXES: f32 = 3.0;
     let sigma = f64::from(sigma);
     let ideal_width = (12.0 * sigma * sigma / f64::from(N_BOXES) + 1.0).sqrt();

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::Error;
+use crate::Error;
 
 /// An RGB image fitted to the output size.
 #[derive(Debug, Clone)]
@@ -65,12 +65,12 @@ impl Background {
     }
 
     /// The pixels, row-major RGB.
-    pub fn rgb(&self) -> &[u8] {
+    pub(crate) fn rgb(&self) -> &[u8] {
         &self.rgb
     }
 
     /// This image scaled to `width` x `height` (bilinear).
-    pub fn fitted(&self, width: u32, height: u32) -> Background {
+    pub(crate) fn fitted(&self, width: u32, height: u32) -> Background {
         if (width, height) == (self.width, self.height) {
             return self.clone();
         }

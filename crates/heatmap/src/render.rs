@@ -15,9 +15,9 @@ use crate::background::Background;
 use crate::colormap::{alpha_for, apply_scale, lut};
 pub use crate::density::{density, Density};
 use crate::encode::encode_png;
-use crate::error::Error;
 use crate::grid::NormPoint;
 use crate::scratch;
+use crate::Error;
 
 /// The bundled font: DejaVu Sans (licence in `assets/DejaVuSans-LICENSE.txt`), so text
 /// renders on a machine with no fonts and no fontconfig.

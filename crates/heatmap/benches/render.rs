@@ -1,14 +1,14 @@
-//! Criterion benchmarks of each render stage at 1920x1080: `cargo bench -p renderer`.
+//! Criterion benchmarks of each render stage at 1920x1080: `cargo bench -p heatmap`.
 //!
 //! `scripts/bench` prints the same stages as one table beside the Python reference; these
 //! give the statistics (confidence intervals, change since the last run).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use renderer::blur::gaussian_blur;
-use renderer::encode::encode_png;
-use renderer::grid::Grid;
-use renderer::render::{colourise, density, render_png, RenderInput, RenderSettings, StageTimings};
-use renderer::synthetic::pointer_paths;
+use heatmap::blur::gaussian_blur;
+use heatmap::encode::encode_png;
+use heatmap::grid::Grid;
+use heatmap::render::{colourise, density, render_png, RenderInput, RenderSettings, StageTimings};
+use heatmap::synthetic::pointer_paths;
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 

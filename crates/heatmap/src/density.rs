@@ -45,7 +45,7 @@ impl Density {
         }
     }
     /// The largest value, per image pixel.
-    pub fn max(&self) -> f32 {
+    pub(crate) fn max(&self) -> f32 {
         self.grid.max() * self.per_pixel()
     }
 
@@ -59,7 +59,7 @@ impl Density {
     /// At half resolution, pixel `2i` lies a quarter cell before cell `i`'s centre and
     /// pixel `2i + 1` a quarter cell after it, so bilinear upsampling is two fixed blends:
     /// first between the two source rows, then between neighbouring columns.
-    pub fn row_into(&self, y: usize, values: &mut [f32]) {
+    pub(crate) fn row_into(&self, y: usize, values: &mut [f32]) {
         let cells = self.grid.cells();
         let grid_width = self.grid.width();
         if self.factor == 1 {

@@ -24,7 +24,7 @@ pub fn to_fixed(position: f32, extent: u32) -> u16 {
 
 /// Accumulated point weights, `height` rows of `width` cells.
 ///
-/// Never serialised: it is an internal of the renderer, not a wire type.
+/// Never serialised: it is an internal of the pipeline, not a wire type.
 #[derive(Debug, Clone)]
 pub struct Grid {
     cells: Array2<f32>,
@@ -41,12 +41,12 @@ impl Grid {
     }
 
     /// Width in cells.
-    pub fn width(&self) -> usize {
+    pub(crate) fn width(&self) -> usize {
         self.cells.ncols()
     }
 
     /// Height in cells.
-    pub fn height(&self) -> usize {
+    pub(crate) fn height(&self) -> usize {
         self.cells.nrows()
     }
 
@@ -82,7 +82,7 @@ impl Grid {
     ///
     /// Exact, and cheaper than accumulating and blurring a whole grid when the points are
     /// few (clicks): the cost is the points times the kernel's area.
-    pub fn splat_gaussian(&mut self, points: &[NormPoint], weight: f32, sigma: f32) {
+    pub(crate) fn splat_gaussian(&mut self, points: &[NormPoint], weight: f32, sigma: f32) {
         let reach = (3.0 * sigma).ceil().max(1.0) as i64;
         let kernel: Vec<f32> = (-reach..=reach)
             .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
@@ -110,7 +110,7 @@ impl Grid {
     }
 
     /// Adds `factor` times `other` (of the same size) into this grid.
-    pub fn add_scaled(&mut self, other: &Grid, factor: f32) {
+    pub(crate) fn add_scaled(&mut self, other: &Grid, factor: f32) {
         self.cells_mut()
             .par_chunks_mut(PAR_CHUNK)
             .zip(other.cells().par_chunks(PAR_CHUNK))
@@ -127,7 +127,7 @@ impl Grid {
     }
 
     /// Largest cell value.
-    pub fn max(&self) -> f32 {
+    pub(crate) fn max(&self) -> f32 {
         self.cells()
             .par_chunks(PAR_CHUNK)
             .map(|chunk| chunk.iter().copied().fold(0.0, f32::max))

@@ -1,13 +1,13 @@
 //! Times each render stage at 1920x1080 for 10k, 100k and 1M points and prints a table.
 //!
-//! `cargo run --release -p renderer --example stages [-- --points 1000000 --runs 15 --bandwidth 18 --save out.png]`
-//! Used by `scripts/bench`; the criterion benches (`cargo bench -p renderer`) measure the
+//! `cargo run --release -p heatmap --example stages [-- --points 1000000 --runs 15 --bandwidth 18 --save out.png]`
+//! Used by `scripts/bench`; the criterion benches (`cargo bench -p heatmap`) measure the
 //! same stages with statistics.
 
 use std::time::Duration;
 
-use renderer::render::{render_png, RenderInput, RenderSettings, StageTimings};
-use renderer::synthetic::pointer_paths;
+use heatmap::render::{render_png, RenderInput, RenderSettings, StageTimings};
+use heatmap::synthetic::pointer_paths;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

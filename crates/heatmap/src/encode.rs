@@ -8,9 +8,9 @@
 
 use rayon::prelude::*;
 
-use crate::error::Error;
 use crate::render::Pixels;
 use crate::scratch;
+use crate::Error;
 
 /// PNG's eight-byte signature.
 const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
