@@ -7,6 +7,7 @@
 //! Modules, in reading order:
 //! - [`shutdown`]: one signal every task listens to, and a wait for all of them to finish.
 //! - [`serve`]: the accept loop: waiting and busy connection pools, accept back-off, graceful stop.
+//! - [`forwarded`]: the real client behind a trusted reverse proxy.
 //! - [`http`]: small response builders.
 //! - [`logging`]: the binaries' `tracing` setup.
 //! - [`ws`]: the server side of the WebSocket upgrade on a hyper request.
@@ -15,6 +16,7 @@
 //! - [`metrics`]: `/metrics` in the OpenMetrics text format.
 
 pub mod counters;
+pub mod forwarded;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -24,6 +26,7 @@ pub mod shutdown;
 pub mod ws;
 
 pub use counters::ErrorCounters;
+pub use forwarded::{Client, IpNet, TrustedProxies};
 pub use rate::TokenBucket;
 pub use serve::{serve, serve_until, ServeConfig};
 pub use shutdown::{Shutdown, ShutdownController};

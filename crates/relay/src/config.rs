@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
+use netkit::IpNet;
 use protocol::limits;
 
 /// Every knob of the relay. `Config::default()` is what the binary runs with when given no
@@ -24,6 +25,14 @@ pub struct Config {
     /// http:// on localhost, 127.0.0.1, [::1] and the listen address are always accepted.
     #[arg(long = "public-url")]
     pub public_urls: Vec<String>,
+
+    /// A reverse proxy in front of the relay, as an address or CIDR block, e.g. 127.0.0.1 or
+    /// 10.0.0.0/8 (repeatable). Only from these peers are Forwarded, X-Forwarded-For,
+    /// X-Forwarded-Proto and X-Forwarded-Host believed: the client is the rightmost forwarded
+    /// address that is not itself a trusted proxy, and every per-address limit and log line uses
+    /// it. From anyone else those headers are ignored. None by default.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<IpNet>,
 
     /// The renderer's WebSocket URL.
     #[arg(long, default_value_t = format!("ws://127.0.0.1:{}", limits::DEFAULT_RENDERER_PORT))]

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use netkit::{ServeConfig, ShutdownController};
+use netkit::{ServeConfig, ShutdownController, TrustedProxies};
 use protocol::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -70,6 +70,7 @@ pub async fn run(
         max_connections_per_ip: config.max_connections_per_ip,
         header_timeout: Duration::from_millis(config.header_timeout_ms),
         max_body_bytes: config.max_body_bytes,
+        trusted_proxies: TrustedProxies::new(&config.trusted_proxies),
         ..ServeConfig::default()
     };
     let (upstream_tx, upstream_rx) = mpsc::channel(config.upstream_queue.max(1));

@@ -6,9 +6,9 @@
 //! origins itself (`--public-url`, plus the loopback and listen-address forms of the bound
 //! address) and refuses a `Host` or `Origin` outside them.
 //!
-//! A later reverse-proxy mode can extend [`PublicOrigins`] with the proxy's forwarded host
-//! and scheme; the routes only ask [`PublicOrigins::allows_host`] and
-//! [`PublicOrigins::allows_origin`].
+//! Behind a trusted reverse proxy the relay may listen on `127.0.0.1:3000` while browsers use
+//! `https://analytics.example`: that name goes in `--public-url`, and the Host check takes the
+//! scheme and host the proxy forwarded ([`PublicOrigins::allows_host_over`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -105,6 +105,23 @@ impl PublicOrigins {
         self.origins.iter().any(|origin| {
             origin.host == name && port.unwrap_or(origin.scheme.default_port()) == origin.port
         })
+    }
+
+    /// Whether a host (`host[:port]`) reached over `scheme` names this relay: the check for a
+    /// request a trusted proxy passed on, which says the scheme the visitor used
+    /// (`X-Forwarded-Proto`), so `analytics.example` means port 443 when it was `https`.
+    /// Without a scheme this is [`PublicOrigins::allows_host`].
+    pub fn allows_host_over(&self, host: &str, scheme: Option<&str>) -> bool {
+        let Some(scheme) = scheme.and_then(Scheme::parse) else {
+            return self.allows_host(host);
+        };
+        let Some((name, port)) = split_authority(host) else {
+            return false;
+        };
+        let port = port.unwrap_or(scheme.default_port());
+        self.origins
+            .iter()
+            .any(|own| own.scheme == scheme && own.host == name && own.port == port)
     }
 
     /// Whether an `Origin` header value (`scheme://host[:port]`) is one of ours.
@@ -239,6 +256,18 @@ mod tests {
         assert!(!origins.allows_origin("http://heatmaps.example"));
         assert!(origins.allows_host("0.0.0.0:3000"));
         assert!(origins.allows_host("localhost:3000"));
+    }
+
+    #[test]
+    fn a_forwarded_scheme_picks_the_default_port_and_must_match() {
+        let urls = vec!["https://analytics.example".to_owned()];
+        let origins = PublicOrigins::new(&urls, SocketAddr::from(([127, 0, 0, 1], 3000))).unwrap();
+        assert!(origins.allows_host_over("analytics.example", Some("https")));
+        assert!(origins.allows_host_over("analytics.example:443", Some("https")));
+        assert!(!origins.allows_host_over("analytics.example", Some("http")));
+        assert!(!origins.allows_host_over("evil.example", Some("https")));
+        assert!(origins.allows_host_over("127.0.0.1:3000", None));
+        assert!(!origins.allows_host_over("127.0.0.1:3000", Some("https")));
     }
 
     #[test]
