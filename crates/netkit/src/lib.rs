@@ -10,6 +10,7 @@
 //! - [`forwarded`]: the real client behind a trusted reverse proxy.
 //! - [`http`]: small response builders.
 //! - [`logging`]: the binaries' `tracing` setup.
+//! - [`tls`]: certificates for `https://`/`wss://`, reloaded on SIGHUP, and the relay's TLS client.
 //! - [`ws`]: the server side of the WebSocket upgrade on a hyper request.
 //! - [`rate`]: a token bucket for per-connection message rates.
 //! - [`counters`]: error counters keyed by the protocol's error codes.
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod rate;
 pub mod serve;
 pub mod shutdown;
+pub mod tls;
 pub mod ws;
 
 pub use counters::ErrorCounters;

@@ -44,6 +44,7 @@ use tracing::{debug, error, info, warn};
 use crate::forwarded::{self, TrustedProxies};
 use crate::http::{self, Body};
 use crate::shutdown::{Shutdown, ShutdownController};
+use crate::tls::TlsServer;
 
 /// Bounds of the accept loop.
 #[derive(Debug, Clone)]
@@ -72,6 +73,8 @@ pub struct ServeConfig {
     /// [`crate::forwarded`]). Their connections are also exempt from the per-address bound of
     /// the waiting pool, because every visitor shares their address.
     pub trusted_proxies: TrustedProxies,
+    /// The certificate to serve `https://` and `wss://` with; `None` serves plain HTTP.
+    pub tls: Option<TlsServer>,
 }
 
 impl Default for ServeConfig {
@@ -84,6 +87,7 @@ impl Default for ServeConfig {
             max_body_bytes: 64 * 1024,
             probe_paths: &["/healthz", "/metrics"],
             trusted_proxies: TrustedProxies::default(),
+            tls: None,
         }
     }
 }
@@ -169,7 +173,7 @@ pub async fn serve<H, F>(
 }
 
 /// Serves one accepted connection until it ends, is closed to make room, or shutdown
-/// finishes its current request.
+/// finishes its current request; over TLS when the server has a certificate.
 async fn serve_connection<H, F>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -179,6 +183,49 @@ async fn serve_connection<H, F>(
     mut conn_shutdown: Shutdown,
     handle: H,
 ) where
+    H: Fn(Request<Incoming>, SocketAddr, Shutdown) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let Some(tls) = config.tls.clone() else {
+        return serve_http(stream, peer, config, place, busy, conn_shutdown, handle).await;
+    };
+    // The handshake happens while the connection waits, so the waiting pool's bounds and
+    // the header timeout hold for it too: a stranger cannot stall in it.
+    let evicted = place.evicted.clone();
+    let handshake = tokio::time::timeout(config.header_timeout, tls.acceptor().accept(stream));
+    let stream = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                debug!(%peer, cause = %err, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "tls handshake took longer than the header timeout");
+                return;
+            }
+        },
+        () = evicted.notified() => {
+            debug!(%peer, "closed a connection in its tls handshake to make room for a newer one");
+            return;
+        }
+        _ = conn_shutdown.wait() => return,
+    };
+    serve_http(stream, peer, config, place, busy, conn_shutdown, handle).await
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends, is closed to make room,
+/// or shutdown finishes its current request.
+async fn serve_http<I, H, F>(
+    stream: I,
+    peer: SocketAddr,
+    config: ServeConfig,
+    place: Arc<Place>,
+    busy: Arc<Busy>,
+    mut conn_shutdown: Shutdown,
+    handle: H,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, SocketAddr, Shutdown) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
