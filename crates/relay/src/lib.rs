@@ -50,15 +50,23 @@ pub use config::Config;
 /// renderer link with 1001.
 ///
 /// # Errors
-/// An unusable `--renderer` URL; nothing after serving starts ends the relay.
+/// An unusable `--renderer` URL, `--renderer-ca`, `--tls-cert` or `--tls-key`; nothing after
+/// serving starts ends the relay.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let renderer_authority = passthrough::authority_of(&config.renderer)?;
+    let renderer_connector =
+        netkit::tls::Connector::for_url(&config.renderer, config.renderer_ca.as_deref())?;
     let addr = listener.local_addr().context("read the bound address")?;
-    let origins = origins::PublicOrigins::new(&config.public_urls, addr)?;
+    let tls = config.tls_server()?;
+    let scheme = if tls.is_some() {
+        origins::Scheme::Https
+    } else {
+        origins::Scheme::Http
+    };
+    let origins = origins::PublicOrigins::new(&config.public_urls, addr, scheme)?;
     info!(%addr, renderer = %config.renderer, %origins, "relay listening");
     if !addr.ip().is_loopback() && config.public_urls.is_empty() {
         warn!(%addr, "listening beyond loopback without --public-url: browsers must use one of {origins}; pass --public-url with the name they use");
@@ -71,6 +79,7 @@ pub async fn run(
         header_timeout: Duration::from_millis(config.header_timeout_ms),
         max_body_bytes: config.max_body_bytes,
         trusted_proxies: TrustedProxies::new(&config.trusted_proxies),
+        tls: tls.clone(),
         ..ServeConfig::default()
     };
     let (upstream_tx, upstream_rx) = mpsc::channel(config.upstream_queue.max(1));
@@ -80,12 +89,16 @@ pub async fn run(
         },
         hub: hub::Hub::default(),
         upstream: upstream_tx,
-        renderer_authority,
+        renderer_authority: renderer_connector.authority().to_owned(),
+        renderer_connector,
         api_limits: context::ApiLimits::default(),
         origins,
         config,
     });
     let controller = ShutdownController::default();
+    if let Some(tls) = tls {
+        netkit::tls::reload_on_sighup(tls, controller.subscribe())?;
+    }
     tokio::spawn(upstream::run_upstream(
         ctx.clone(),
         upstream_rx,

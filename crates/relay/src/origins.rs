@@ -29,9 +29,12 @@ struct Origin {
     port: u16,
 }
 
+/// The scheme browsers use: `https` when the relay serves TLS itself, else `http`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
+pub(crate) enum Scheme {
+    /// Plain HTTP.
     Http,
+    /// HTTP over TLS.
     Https,
 }
 
@@ -62,14 +65,15 @@ impl Scheme {
 }
 
 impl PublicOrigins {
-    /// The origins of `--public-url` values, plus `http://` on the bound address `listen`
+    /// The origins of `--public-url` values, plus `scheme://` (`https` when the relay serves
+    /// TLS itself) on the bound address `listen`
     /// under the names a local browser uses (`localhost`, `127.0.0.1`, `[::1]`, and the
     /// listen address itself). Loopback names are always included: a rebinding page
     /// cannot send them as its `Host`, because the browser names the attacker's domain.
     ///
     /// # Errors
     /// A `--public-url` that is not `http(s)://host[:port]` (a path of `/` is allowed).
-    pub fn new(public_urls: &[String], listen: SocketAddr) -> anyhow::Result<Self> {
+    pub fn new(public_urls: &[String], listen: SocketAddr, scheme: Scheme) -> anyhow::Result<Self> {
         let mut origins = Vec::new();
         for url in public_urls {
             origins.push(parse_public_url(url).with_context(|| format!("--public-url {url}"))?);
@@ -85,11 +89,7 @@ impl PublicOrigins {
             IpAddr::V6(ip) => format!("[{ip}]"),
         });
         for host in hosts {
-            let origin = Origin {
-                scheme: Scheme::Http,
-                host,
-                port,
-            };
+            let origin = Origin { scheme, host, port };
             if !origins.contains(&origin) {
                 origins.push(origin);
             }
@@ -214,7 +214,7 @@ mod tests {
     use super::*;
 
     fn local(port: u16) -> PublicOrigins {
-        PublicOrigins::new(&[], SocketAddr::from(([127, 0, 0, 1], port))).unwrap()
+        PublicOrigins::new(&[], SocketAddr::from(([127, 0, 0, 1], port)), Scheme::Http).unwrap()
     }
 
     #[test]
@@ -247,7 +247,9 @@ mod tests {
     #[test]
     fn a_public_url_adds_its_origin_with_the_default_port() {
         let urls = vec!["https://Heatmaps.example/".to_owned()];
-        let origins = PublicOrigins::new(&urls, SocketAddr::from(([0, 0, 0, 0], 3000))).unwrap();
+        let origins =
+            PublicOrigins::new(&urls, SocketAddr::from(([0, 0, 0, 0], 3000)), Scheme::Http)
+                .unwrap();
         assert!(origins.allows_host("heatmaps.example"));
         assert!(origins.allows_host("heatmaps.example:443"));
         assert!(origins.allows_host("heatmaps.example."));
@@ -261,7 +263,12 @@ mod tests {
     #[test]
     fn a_forwarded_scheme_picks_the_default_port_and_must_match() {
         let urls = vec!["https://analytics.example".to_owned()];
-        let origins = PublicOrigins::new(&urls, SocketAddr::from(([127, 0, 0, 1], 3000))).unwrap();
+        let origins = PublicOrigins::new(
+            &urls,
+            SocketAddr::from(([127, 0, 0, 1], 3000)),
+            Scheme::Http,
+        )
+        .unwrap();
         assert!(origins.allows_host_over("analytics.example", Some("https")));
         assert!(origins.allows_host_over("analytics.example:443", Some("https")));
         assert!(!origins.allows_host_over("analytics.example", Some("http")));
@@ -280,7 +287,7 @@ mod tests {
             "https://x:99999",
             "https://",
         ] {
-            let err = PublicOrigins::new(&[url.to_owned()], listen).unwrap_err();
+            let err = PublicOrigins::new(&[url.to_owned()], listen, Scheme::Http).unwrap_err();
             assert!(
                 format!("{err:#}").starts_with("--public-url"),
                 "{url}: {err:#}"
