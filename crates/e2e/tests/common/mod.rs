@@ -368,4 +368,5 @@ pub fn cluster(x: f32, y: f32, n: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 pub mod browser;
+pub mod nginx;
 pub mod process;
