@@ -67,7 +67,12 @@ pub async fn run(
         origins::Scheme::Http
     };
     let origins = origins::PublicOrigins::new(&config.public_urls, addr, scheme)?;
-    info!(%addr, renderer = %config.renderer, %origins, "relay listening");
+    let trusted_proxies: Vec<String> = config
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    info!(%addr, tls = tls.is_some(), renderer = %config.renderer, %origins, ?trusted_proxies, "relay listening");
     if !addr.ip().is_loopback() && config.public_urls.is_empty() {
         warn!(%addr, "listening beyond loopback without --public-url: browsers must use one of {origins}; pass --public-url with the name they use");
     }
