@@ -116,6 +116,20 @@ impl TlsServer {
     }
 }
 
+/// Takes over SIGHUP for the whole process at once, so a reload sent the moment a server
+/// prints its address is never fatal (SIGHUP's default action ends the process); the binaries
+/// call it before printing, [`reload_on_sighup`] then acts on the signals. Tokio keeps a
+/// handler installed for the life of the process.
+///
+/// # Errors
+/// The handler cannot be installed.
+pub fn catch_sighup() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let hangups = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
+    drop(hangups);
+    Ok(())
+}
+
 /// Reloads `tls` on every SIGHUP until `shutdown`, logging each outcome on one line.
 ///
 /// # Errors

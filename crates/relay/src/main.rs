@@ -29,6 +29,8 @@ async fn serve(config: relay::Config) -> anyhow::Result<()> {
     let shutdown = netkit::shutdown::signal();
     // One line on stdout with the real address: the URL to open.
     let scheme = if config.tls_cert.is_some() {
+        // `systemctl reload` right after the start must reload, not kill.
+        netkit::tls::catch_sighup()?;
         "https"
     } else {
         "http"

@@ -80,6 +80,8 @@ pub async fn serve_process(config: Config) -> anyhow::Result<()> {
     let shutdown = netkit::shutdown::signal();
     // One line on stdout with the real address, so scripts and people can find the port.
     let scheme = if config.tls_cert.is_some() {
+        // `systemctl reload` right after the start must reload, not kill.
+        netkit::tls::catch_sighup()?;
         "wss"
     } else {
         "ws"
