@@ -272,3 +272,43 @@ fn sighup(process: &ServerProcess) {
         .unwrap();
     assert!(status.success(), "kill -HUP: {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_plain_client_on_the_tls_port_is_closed_and_serving_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new("stall");
+    let (cert, key) = (pki.cert.clone(), pki.key.clone());
+    let relay = start_relay_with("ws://127.0.0.1:9", move |config| {
+        config.tls_cert = Some(cert);
+        config.tls_key = Some(key);
+        config.header_timeout_ms = 300;
+    })
+    .await;
+    // A client that never starts its handshake is closed after the header timeout.
+    let mut stalled = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(testkit::DEADLINE, stalled.read(&mut buf))
+        .await
+        .expect("closed within the deadline");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(250),
+        "not before the header timeout: {:?}",
+        started.elapsed()
+    );
+    // Plain HTTP on the TLS port gets no page, just a closed connection.
+    let mut plain = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(testkit::DEADLINE, plain.read_to_end(&mut reply))
+        .await
+        .expect("closed within the deadline");
+    assert!(!String::from_utf8_lossy(&reply).contains("HTTP/1.1 200"));
+    // And the relay still serves https.
+    let health = https_get(relay.addr, "/healthz", &pki).await;
+    assert_eq!(health.status, 200, "{}", health.body);
+}
