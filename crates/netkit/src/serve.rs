@@ -15,6 +15,11 @@
 //!   `max_connections`, and `max_connections_per_ip` from one address. The bound is checked
 //!   once the request's path is known, so a request over it gets a 503 while the probe paths
 //!   (`/healthz`, `/metrics`) are still answered: health stays observable at the cap.
+//!
+//! Behind a trusted reverse proxy ([`ServeConfig::trusted_proxies`]) the busy pool's address
+//! is the visitor's, read from the forwarding headers of each request, and the handler is
+//! given that address; the waiting pool, which counts connections before any header arrives,
+//! bounds a proxy's connections only by the overall `max_pending_connections`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -36,11 +41,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
+use crate::forwarded::{self, TrustedProxies};
 use crate::http::{self, Body};
 use crate::shutdown::{Shutdown, ShutdownController};
+use crate::tls::TlsServer;
 
 /// Bounds of the accept loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Most connections busy at once: inside a request, or upgraded to a WebSocket. A request
     /// over it is answered 503 and its connection closed; [`ServeConfig::probe_paths`] are
@@ -62,6 +69,12 @@ pub struct ServeConfig {
     /// still see a server at its cap. Their requests stay in the waiting pool and take no busy
     /// place, so their handlers must answer at once and must never upgrade.
     pub probe_paths: &'static [&'static str],
+    /// Peers whose `Forwarded` / `X-Forwarded-*` headers name the real client (see
+    /// [`crate::forwarded`]). Their connections are also exempt from the per-address bound of
+    /// the waiting pool, because every visitor shares their address.
+    pub trusted_proxies: TrustedProxies,
+    /// The certificate to serve `https://` and `wss://` with; `None` serves plain HTTP.
+    pub tls: Option<TlsServer>,
 }
 
 impl Default for ServeConfig {
@@ -73,6 +86,8 @@ impl Default for ServeConfig {
             header_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             probe_paths: &["/healthz", "/metrics"],
+            trusted_proxies: TrustedProxies::default(),
+            tls: None,
         }
     }
 }
@@ -148,7 +163,7 @@ pub async fn serve<H, F>(
         tokio::spawn(serve_connection(
             stream,
             peer,
-            config,
+            config.clone(),
             place,
             busy.clone(),
             shutdown.clone(),
@@ -158,7 +173,7 @@ pub async fn serve<H, F>(
 }
 
 /// Serves one accepted connection until it ends, is closed to make room, or shutdown
-/// finishes its current request.
+/// finishes its current request; over TLS when the server has a certificate.
 async fn serve_connection<H, F>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -171,7 +186,51 @@ async fn serve_connection<H, F>(
     H: Fn(Request<Incoming>, SocketAddr, Shutdown) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let Some(tls) = config.tls.clone() else {
+        return serve_http(stream, peer, config, place, busy, conn_shutdown, handle).await;
+    };
+    // The handshake happens while the connection waits, so the waiting pool's bounds and
+    // the header timeout hold for it too: a stranger cannot stall in it.
     let evicted = place.evicted.clone();
+    let handshake = tokio::time::timeout(config.header_timeout, tls.acceptor().accept(stream));
+    let stream = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                debug!(%peer, cause = %err, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "tls handshake took longer than the header timeout");
+                return;
+            }
+        },
+        () = evicted.notified() => {
+            debug!(%peer, "closed a connection in its tls handshake to make room for a newer one");
+            return;
+        }
+        _ = conn_shutdown.wait() => return,
+    };
+    serve_http(stream, peer, config, place, busy, conn_shutdown, handle).await
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends, is closed to make room,
+/// or shutdown finishes its current request.
+async fn serve_http<I, H, F>(
+    stream: I,
+    peer: SocketAddr,
+    config: ServeConfig,
+    place: Arc<Place>,
+    busy: Arc<Busy>,
+    mut conn_shutdown: Shutdown,
+    handle: H,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr, Shutdown) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let evicted = place.evicted.clone();
+    let header_timeout = config.header_timeout;
     let task_shutdown = conn_shutdown.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         let answer = admit(
@@ -187,7 +246,7 @@ async fn serve_connection<H, F>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -226,6 +285,11 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let is_probe = config.probe_paths.contains(&request.uri().path());
+    // Behind a trusted proxy the visitor's address, not the proxy's, takes the per-address
+    // place and is what the handler sees; decided per request, because a proxy may carry
+    // several visitors' requests over one kept-alive connection.
+    let client = forwarded::client(peer, request.headers(), &config.trusted_proxies);
+    let client_addr = client.addr;
     let admission = if is_probe {
         // A probe is answered at once: it keeps its waiting place (made the newest, so a
         // flood does not close it first) and takes no busy one.
@@ -234,15 +298,16 @@ where
     } else if !place.leave() {
         Err("this connection was closed to make room, retry")
     } else {
-        busy.try_enter(peer).map(Some)
+        busy.try_enter(client_addr).map(Some)
     };
     let busy_place = match admission {
         Ok(busy_place) => busy_place,
         Err(reason) => {
-            warn!(%peer, "request refused: {reason}");
+            warn!(peer = %client_addr, via = ?client.forwarded.then_some(peer), "request refused: {reason}");
             return Start::Refused(refusal(reason)).answer(None, None);
         }
     };
+    request.extensions_mut().insert(client);
     let guard = busy_place.map(|busy_place| {
         let guard = Arc::new(ConnectionGuard { _busy: busy_place });
         request.extensions_mut().insert(guard.clone());
@@ -264,7 +329,7 @@ where
             format!("request bodies over {max_body_bytes} bytes are refused (--max-body-bytes); send fewer events per request"),
         ))
     } else {
-        Start::Handler(handle(request, peer, task_shutdown.clone()))
+        Start::Handler(handle(request, client_addr, task_shutdown.clone()))
     };
     start.answer(guard, rejoin)
 }
@@ -442,6 +507,8 @@ impl Drop for PerIpGuard {
 struct Waiting {
     limit: usize,
     per_ip_limit: usize,
+    /// Proxies carry every visitor, so their connections only count against `limit`.
+    trusted_proxies: TrustedProxies,
     state: Mutex<WaitingState>,
 }
 
@@ -467,6 +534,7 @@ impl Waiting {
         Waiting {
             limit: config.max_pending_connections.max(1),
             per_ip_limit: config.max_connections_per_ip.max(1),
+            trusted_proxies: config.trusted_proxies.clone(),
             state: Mutex::default(),
         }
     }
@@ -475,7 +543,9 @@ impl Waiting {
     /// from the same address and then the oldest of all if either bound is reached.
     fn push(&self, ip: IpAddr, evict: &Arc<Notify>) -> u64 {
         let mut state = lock(&self.state);
-        if state.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip_limit {
+        if state.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip_limit
+            && !self.trusted_proxies.contains(ip)
+        {
             let oldest_here = state
                 .queue
                 .iter()
@@ -652,6 +722,27 @@ mod tests {
         assert!(!woken(&evicts[2]).await && !woken(&evicts[3]).await);
         assert!(!waiting.remove(first));
         assert!(waiting.remove(other));
+    }
+
+    #[tokio::test]
+    async fn a_trusted_proxy_is_bounded_only_by_the_whole_pool() {
+        let proxy = ip(1);
+        let waiting = Waiting::new(&ServeConfig {
+            trusted_proxies: TrustedProxies::new(&[proxy.to_string().parse().unwrap()]),
+            ..config(3, 1)
+        });
+        let evicts: Vec<Arc<Notify>> = (0..4).map(|_| Arc::new(Notify::new())).collect();
+        for evict in &evicts[..3] {
+            waiting.push(proxy, evict);
+        }
+        for evict in &evicts[..3] {
+            assert!(
+                !woken(evict).await,
+                "the proxy's visitors share its address"
+            );
+        }
+        waiting.push(proxy, &evicts[3]);
+        assert!(woken(&evicts[0]).await, "the overall bound still holds");
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
 //! The relay's settings: command-line flags, with their defaults in one place.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
+use netkit::IpNet;
 use protocol::limits;
 
 /// Every knob of the relay. `Config::default()` is what the binary runs with when given no
@@ -25,9 +27,32 @@ pub struct Config {
     #[arg(long = "public-url")]
     pub public_urls: Vec<String>,
 
-    /// The renderer's WebSocket URL.
+    /// A reverse proxy in front of the relay, as an address or CIDR block, e.g. 127.0.0.1 or
+    /// 10.0.0.0/8 (repeatable). Only from these peers are Forwarded, X-Forwarded-For,
+    /// X-Forwarded-Proto and X-Forwarded-Host believed: the client is the rightmost forwarded
+    /// address that is not itself a trusted proxy, and every per-address limit and log line uses
+    /// it. From anyone else those headers are ignored. None by default.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// The renderer's WebSocket URL: ws://host:port, or wss://host:port for a renderer
+    /// started with --tls-cert (the link, images and API requests then all go over TLS).
     #[arg(long, default_value_t = format!("ws://127.0.0.1:{}", limits::DEFAULT_RENDERER_PORT))]
     pub renderer: String,
+
+    /// PEM file of the CA certificates that sign the renderer's certificate, for a wss://
+    /// --renderer (a private CA). Unset: the system's bundle, /etc/ssl/certs/ca-certificates.crt.
+    #[arg(long, value_name = "PEM")]
+    pub renderer_ca: Option<PathBuf>,
+
+    /// PEM certificate chain to serve https:// and wss:// with (needs --tls-key). Re-read on
+    /// SIGHUP without dropping connections. Unset: plain HTTP, e.g. behind a TLS proxy.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Shared secret sent to the renderer (Authorization: Bearer); must match the renderer's --token.
     #[arg(long, env = "HEATMAP_TOKEN", hide_env_values = true)]
@@ -124,6 +149,20 @@ pub struct Config {
     /// How long one connection attempt to the renderer may take, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub connect_timeout_ms: u64,
+}
+
+impl Config {
+    /// The certificate from `--tls-cert`/`--tls-key`, or `None` to serve plain HTTP.
+    ///
+    /// # Errors
+    /// A file that cannot be read or a key that does not match the certificate.
+    pub fn tls_server(&self) -> anyhow::Result<Option<netkit::tls::TlsServer>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(netkit::tls::TlsServer::load(cert, key)?)),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        }
+    }
 }
 
 impl Default for Config {

@@ -29,6 +29,8 @@ pub(crate) struct Context {
     pub events: EventSender,
     /// `host:port` of the renderer, for image requests.
     pub renderer_authority: String,
+    /// Opens connections to the renderer, over TLS for a `wss://` URL (`--renderer-ca`).
+    pub renderer_connector: netkit::tls::Connector,
     /// The names browsers may use for the relay (`Host` and `Origin` checks).
     pub origins: PublicOrigins,
     /// Event-API rate limits, one bucket per client address.

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use netkit::{ServeConfig, ShutdownController};
+use netkit::{ServeConfig, ShutdownController, TrustedProxies};
 use protocol::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -54,16 +54,29 @@ pub use config::Config;
 /// renderer link with 1001.
 ///
 /// # Errors
-/// An unusable `--renderer` URL; nothing after serving starts ends the relay.
+/// An unusable `--renderer` URL, `--renderer-ca`, `--tls-cert` or `--tls-key`; nothing after
+/// serving starts ends the relay.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let renderer_authority = passthrough::authority_of(&config.renderer)?;
+    let renderer_connector =
+        netkit::tls::Connector::for_url(&config.renderer, config.renderer_ca.as_deref())?;
     let addr = listener.local_addr().context("read the bound address")?;
-    let origins = origins::PublicOrigins::new(&config.public_urls, addr)?;
-    info!(%addr, renderer = %config.renderer, %origins, "relay listening");
+    let tls = config.tls_server()?;
+    let scheme = if tls.is_some() {
+        origins::Scheme::Https
+    } else {
+        origins::Scheme::Http
+    };
+    let origins = origins::PublicOrigins::new(&config.public_urls, addr, scheme)?;
+    let trusted_proxies: Vec<String> = config
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    info!(%addr, tls = tls.is_some(), renderer = %config.renderer, %origins, ?trusted_proxies, "relay listening");
     if !addr.ip().is_loopback() && config.public_urls.is_empty() {
         warn!(%addr, "listening beyond loopback without --public-url: browsers must use one of {origins}; pass --public-url with the name they use");
     }
@@ -74,6 +87,8 @@ pub async fn run(
         max_connections_per_ip: config.max_connections_per_ip,
         header_timeout: Duration::from_millis(config.header_timeout_ms),
         max_body_bytes: config.max_body_bytes,
+        trusted_proxies: TrustedProxies::new(&config.trusted_proxies),
+        tls: tls.clone(),
         ..ServeConfig::default()
     };
     let (upstream_tx, upstream_rx) = mpsc::channel(config.upstream_queue.max(1));
@@ -85,12 +100,16 @@ pub async fn run(
         hub: hub::Hub::default(),
         upstream: upstream_tx,
         events: events::EventSender::new(events_tx),
-        renderer_authority,
+        renderer_authority: renderer_connector.authority().to_owned(),
+        renderer_connector,
         api_limits: context::ApiLimits::default(),
         origins,
         config,
     });
     let controller = ShutdownController::default();
+    if let Some(tls) = tls {
+        netkit::tls::reload_on_sighup(tls, controller.subscribe())?;
+    }
     tokio::spawn(upstream::run_upstream(
         ctx.clone(),
         upstream_rx,

@@ -28,6 +28,13 @@ async fn serve(config: relay::Config) -> anyhow::Result<()> {
     // send SIGTERM at once, and it must find a graceful shutdown, not the default action.
     let shutdown = netkit::shutdown::signal();
     // One line on stdout with the real address: the URL to open.
-    println!("http://{addr}");
+    let scheme = if config.tls_cert.is_some() {
+        // `systemctl reload` right after the start must reload, not kill.
+        netkit::tls::catch_sighup()?;
+        "https"
+    } else {
+        "http"
+    };
+    println!("{scheme}://{addr}");
     relay::run(listener, config, shutdown).await
 }

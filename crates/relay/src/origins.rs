@@ -6,9 +6,9 @@
 //! origins itself (`--public-url`, plus the loopback and listen-address forms of the bound
 //! address) and refuses a `Host` or `Origin` outside them.
 //!
-//! A later reverse-proxy mode can extend [`PublicOrigins`] with the proxy's forwarded host
-//! and scheme; the routes only ask [`PublicOrigins::allows_host`] and
-//! [`PublicOrigins::allows_origin`].
+//! Behind a trusted reverse proxy the relay may listen on `127.0.0.1:3000` while browsers use
+//! `https://analytics.example`: that name goes in `--public-url`, and the Host check takes the
+//! scheme and host the proxy forwarded ([`PublicOrigins::allows_host_over`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,9 +29,12 @@ struct Origin {
     port: u16,
 }
 
+/// The scheme browsers use: `https` when the relay serves TLS itself, else `http`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
+pub(crate) enum Scheme {
+    /// Plain HTTP.
     Http,
+    /// HTTP over TLS.
     Https,
 }
 
@@ -62,14 +65,15 @@ impl Scheme {
 }
 
 impl PublicOrigins {
-    /// The origins of `--public-url` values, plus `http://` on the bound address `listen`
+    /// The origins of `--public-url` values, plus `scheme://` (`https` when the relay serves
+    /// TLS itself) on the bound address `listen`
     /// under the names a local browser uses (`localhost`, `127.0.0.1`, `[::1]`, and the
     /// listen address itself). Loopback names are always included: a rebinding page
     /// cannot send them as its `Host`, because the browser names the attacker's domain.
     ///
     /// # Errors
     /// A `--public-url` that is not `http(s)://host[:port]` (a path of `/` is allowed).
-    pub fn new(public_urls: &[String], listen: SocketAddr) -> anyhow::Result<Self> {
+    pub fn new(public_urls: &[String], listen: SocketAddr, scheme: Scheme) -> anyhow::Result<Self> {
         let mut origins = Vec::new();
         for url in public_urls {
             origins.push(parse_public_url(url).with_context(|| format!("--public-url {url}"))?);
@@ -85,11 +89,7 @@ impl PublicOrigins {
             IpAddr::V6(ip) => format!("[{ip}]"),
         });
         for host in hosts {
-            let origin = Origin {
-                scheme: Scheme::Http,
-                host,
-                port,
-            };
+            let origin = Origin { scheme, host, port };
             if !origins.contains(&origin) {
                 origins.push(origin);
             }
@@ -105,6 +105,23 @@ impl PublicOrigins {
         self.origins.iter().any(|origin| {
             origin.host == name && port.unwrap_or(origin.scheme.default_port()) == origin.port
         })
+    }
+
+    /// Whether a host (`host[:port]`) reached over `scheme` names this relay: the check for a
+    /// request a trusted proxy passed on, which says the scheme the visitor used
+    /// (`X-Forwarded-Proto`), so `analytics.example` means port 443 when it was `https`.
+    /// Without a scheme this is [`PublicOrigins::allows_host`].
+    pub fn allows_host_over(&self, host: &str, scheme: Option<&str>) -> bool {
+        let Some(scheme) = scheme.and_then(Scheme::parse) else {
+            return self.allows_host(host);
+        };
+        let Some((name, port)) = split_authority(host) else {
+            return false;
+        };
+        let port = port.unwrap_or(scheme.default_port());
+        self.origins
+            .iter()
+            .any(|own| own.scheme == scheme && own.host == name && own.port == port)
     }
 
     /// Whether an `Origin` header value (`scheme://host[:port]`) is one of ours.
@@ -197,7 +214,7 @@ mod tests {
     use super::*;
 
     fn local(port: u16) -> PublicOrigins {
-        PublicOrigins::new(&[], SocketAddr::from(([127, 0, 0, 1], port))).unwrap()
+        PublicOrigins::new(&[], SocketAddr::from(([127, 0, 0, 1], port)), Scheme::Http).unwrap()
     }
 
     #[test]
@@ -230,7 +247,9 @@ mod tests {
     #[test]
     fn a_public_url_adds_its_origin_with_the_default_port() {
         let urls = vec!["https://Heatmaps.example/".to_owned()];
-        let origins = PublicOrigins::new(&urls, SocketAddr::from(([0, 0, 0, 0], 3000))).unwrap();
+        let origins =
+            PublicOrigins::new(&urls, SocketAddr::from(([0, 0, 0, 0], 3000)), Scheme::Http)
+                .unwrap();
         assert!(origins.allows_host("heatmaps.example"));
         assert!(origins.allows_host("heatmaps.example:443"));
         assert!(origins.allows_host("heatmaps.example."));
@@ -239,6 +258,23 @@ mod tests {
         assert!(!origins.allows_origin("http://heatmaps.example"));
         assert!(origins.allows_host("0.0.0.0:3000"));
         assert!(origins.allows_host("localhost:3000"));
+    }
+
+    #[test]
+    fn a_forwarded_scheme_picks_the_default_port_and_must_match() {
+        let urls = vec!["https://analytics.example".to_owned()];
+        let origins = PublicOrigins::new(
+            &urls,
+            SocketAddr::from(([127, 0, 0, 1], 3000)),
+            Scheme::Http,
+        )
+        .unwrap();
+        assert!(origins.allows_host_over("analytics.example", Some("https")));
+        assert!(origins.allows_host_over("analytics.example:443", Some("https")));
+        assert!(!origins.allows_host_over("analytics.example", Some("http")));
+        assert!(!origins.allows_host_over("evil.example", Some("https")));
+        assert!(origins.allows_host_over("127.0.0.1:3000", None));
+        assert!(!origins.allows_host_over("127.0.0.1:3000", Some("https")));
     }
 
     #[test]
@@ -251,7 +287,7 @@ mod tests {
             "https://x:99999",
             "https://",
         ] {
-            let err = PublicOrigins::new(&[url.to_owned()], listen).unwrap_err();
+            let err = PublicOrigins::new(&[url.to_owned()], listen, Scheme::Http).unwrap_err();
             assert!(
                 format!("{err:#}").starts_with("--public-url"),
                 "{url}: {err:#}"

@@ -15,7 +15,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use netkit::http::{self, Body};
 use protocol::names::is_heatmap_name;
-use tokio::net::TcpStream;
 use tracing::warn;
 
 use crate::context::Context;
@@ -103,9 +102,7 @@ async fn fetch(
     body: Bytes,
 ) -> anyhow::Result<Response<Body>> {
     let authority = &ctx.renderer_authority;
-    let stream = TcpStream::connect(authority.as_str())
-        .await
-        .with_context(|| format!("connect to {authority}"))?;
+    let stream = ctx.renderer_connector.connect().await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .context("http handshake")?;
@@ -141,42 +138,4 @@ async fn fetch(
         reply.headers_mut().insert(RETRY_AFTER, retry_after);
     }
     Ok(reply)
-}
-
-/// `host:port` from a `ws://host:port/...` URL.
-pub(crate) fn authority_of(url: &str) -> anyhow::Result<String> {
-    let uri: hyper::Uri = url.parse().with_context(|| format!("renderer url {url}"))?;
-    match uri.scheme_str() {
-        Some("ws") => {}
-        Some(other) => {
-            return Err(anyhow!(
-                "renderer url {url}: scheme {other} is not supported, use ws://"
-            ))
-        }
-        None => return Err(anyhow!("renderer url {url}: needs ws://host:port")),
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| anyhow!("renderer url {url} has no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    Ok(format!("{host}:{port}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authority_comes_from_the_ws_url() {
-        assert_eq!(
-            authority_of("ws://127.0.0.1:5000").unwrap(),
-            "127.0.0.1:5000"
-        );
-        assert_eq!(
-            authority_of("ws://renderer.internal/").unwrap(),
-            "renderer.internal:80"
-        );
-        assert!(authority_of("http://127.0.0.1:5000").is_err());
-        assert!(authority_of("127.0.0.1:5000").is_err());
-    }
 }

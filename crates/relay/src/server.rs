@@ -171,11 +171,19 @@ fn misdirected(
     ctx: &Context,
     path: &str,
 ) -> Option<Response<Body>> {
-    let host = request
-        .headers()
-        .get(HOST)
-        .map(|host| host.to_str().unwrap_or("<not ascii>"));
-    if host.is_some_and(|host| ctx.origins.allows_host(host)) {
+    // A trusted proxy says which scheme and host the visitor used; from anyone else the
+    // accept loop left both unset, and the `Host` header is all there is.
+    let client = request.extensions().get::<netkit::Client>();
+    let scheme = client.and_then(|client| client.proto);
+    let host = client
+        .and_then(|client| client.host.as_deref())
+        .or_else(|| {
+            request
+                .headers()
+                .get(HOST)
+                .map(|host| host.to_str().unwrap_or("<not ascii>"))
+        });
+    if host.is_some_and(|host| ctx.origins.allows_host_over(host, scheme)) {
         return None;
     }
     let host = host.unwrap_or("<none>");

@@ -24,13 +24,12 @@ use protocol::{
     decode_renderer, encode, ConnId, ErrorCode, LinkState, RecordingId, RelayMessage,
     RendererMessage, ServerMessage, PROTOCOL_VERSION,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -138,7 +137,7 @@ impl Unanswered {
     }
 }
 
-type RendererSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type RendererSocket = WebSocketStream<netkit::tls::ClientStream>;
 
 /// Keeps the renderer link up until shutdown.
 pub(crate) async fn run_upstream(
@@ -310,10 +309,12 @@ async fn connect(ctx: &Context) -> anyhow::Result<RendererSocket> {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(RENDERER_MAX_MESSAGE))
             .max_frame_size(Some(RENDERER_MAX_MESSAGE));
+        // `wss://` goes through TLS checked against `--renderer-ca`, `ws://` in clear.
+        let stream = ctx.renderer_connector.connect().await?;
         let (mut socket, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config))
                 .await
-                .context("connect")?;
+                .context("websocket handshake")?;
         socket
             .send(Message::text(encode(&RelayMessage::Hello {
                 v: PROTOCOL_VERSION,

@@ -25,6 +25,10 @@ fn help_documents_every_limit_with_its_default() {
         "--max-messages-per-sec",
         "--buffer-bytes",
         "--idle-timeout-secs",
+        "--trusted-proxy",
+        "--tls-cert",
+        "--tls-key",
+        "--renderer-ca",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }

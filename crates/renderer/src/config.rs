@@ -92,6 +92,16 @@ pub struct Config {
     #[arg(long, env = "HEATMAP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// PEM certificate chain to serve wss:// and https:// with (needs --tls-key), so the relay
+    /// link and its token cross the network encrypted (the relay then uses --renderer wss://...).
+    /// Re-read on SIGHUP without dropping the link. Unset: plain ws://.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Largest WebSocket message accepted from the relay, in bytes; larger ones close the link with 1009.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_frame_bytes: usize,

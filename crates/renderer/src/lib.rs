@@ -67,7 +67,14 @@ pub async fn serve_process(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("read the bound address")?;
     let shutdown = netkit::shutdown::signal();
     // One line on stdout with the real address, so scripts and people can find the port.
-    println!("ws://{addr}");
+    let scheme = if config.tls_cert.is_some() {
+        // `systemctl reload` right after the start must reload, not kill.
+        netkit::tls::catch_sighup()?;
+        "wss"
+    } else {
+        "ws"
+    };
+    println!("{scheme}://{addr}");
     run(listener, config, shutdown).await
 }
 
@@ -76,7 +83,8 @@ pub async fn serve_process(config: Config) -> anyhow::Result<()> {
 /// with 1001 and waits (boundedly) for the rest.
 ///
 /// # Errors
-/// Only for problems before serving starts; an unwritable output folder is logged and
+/// Only for problems before serving starts (`--tls-cert`/`--tls-key` unusable, say); an
+/// unwritable output folder is logged and
 /// reported to each Generate instead, so the renderer keeps running.
 pub async fn run(
     listener: TcpListener,
@@ -87,7 +95,12 @@ pub async fn run(
         error!(path = %config.out_dir.display(), cause = %err, "cannot create the output folder; Generate will fail until it exists");
     }
     let addr = listener.local_addr().context("read the bound address")?;
-    info!(%addr, out_dir = %config.out_dir.display(), "renderer listening");
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(netkit::tls::TlsServer::load(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
+    info!(%addr, tls = tls.is_some(), out_dir = %config.out_dir.display(), "renderer listening");
 
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
@@ -98,10 +111,14 @@ pub async fn run(
         header_timeout: Duration::from_millis(config.header_timeout_ms),
         // Event batches from tracked sites reach up to 1 MiB (`api.rs` bounds them again).
         max_body_bytes: 1024 * 1024,
+        tls: tls.clone(),
         ..ServeConfig::default()
     };
     let ctx = Arc::new(context::Context::new(config).context("start the renderer")?);
     let controller = ShutdownController::default();
+    if let Some(tls) = tls {
+        netkit::tls::reload_on_sighup(tls, controller.subscribe())?;
+    }
     netkit::serve_until(
         listener,
         serve_config,

@@ -7,9 +7,10 @@
 mod process;
 mod raw_http;
 mod renderer_link;
+pub mod tls;
 
 pub use process::ServerProcess;
-pub use raw_http::{http_request, RawResponse};
+pub use raw_http::{http_request, http_request_on, RawResponse};
 pub use renderer_link::{batch_frame, link_as_relay};
 
 use std::future::Future;
@@ -24,10 +25,11 @@ use hyper::header::HOST;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use protocol::ServerMessage;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(15);
@@ -80,21 +82,48 @@ where
     }
 }
 
+/// A byte stream a client can speak over: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A WebSocket client speaking JSON text frames.
 pub struct WsClient {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: WebSocketStream<Box<dyn Io>>,
 }
 
 impl WsClient {
     /// Connects to `url`, with extra request headers.
     pub async fn connect_with(url: &str, headers: &[(&'static str, &str)]) -> anyhow::Result<Self> {
+        let request = url.into_client_request()?;
+        let authority = request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str().to_owned())
+            .context("a url with host and port")?;
+        let stream = tokio::time::timeout(DEADLINE, TcpStream::connect(&authority))
+            .await
+            .context("connect timed out")?
+            .with_context(|| format!("connect to {authority}"))?;
+        let _ = stream.set_nodelay(true);
+        Self::connect_on(Box::new(stream), url, headers).await
+    }
+
+    /// Opens the WebSocket `url` (`ws://` or `wss://`) over `stream`, already connected (and
+    /// for `wss://`, through its TLS handshake), with extra request headers.
+    pub async fn connect_on(
+        stream: Box<dyn Io>,
+        url: &str,
+        headers: &[(&'static str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut request = url.into_client_request()?;
         for (name, value) in headers {
             request.headers_mut().insert(*name, value.parse()?);
         }
-        let (socket, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
-            .await
-            .context("connect timed out")??;
+        let (socket, _) =
+            tokio::time::timeout(DEADLINE, tokio_tungstenite::client_async(request, stream))
+                .await
+                .context("connect timed out")??;
         Ok(WsClient { socket })
     }
 

@@ -14,7 +14,7 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `command` (stdout piped, stderr dropped) and reads its first line, which our
-    /// binaries print as their address (`ws://…` or `http://…`) once they are listening.
+    /// binaries print as their address (`ws://…`, `http://…`, or with TLS `wss://…`, `https://…`) once they are listening.
     ///
     /// # Panics
     /// If the process cannot start or its first line is not an address: the test fails.
@@ -30,7 +30,9 @@ impl ServerProcess {
             .read_line(&mut line)
             .expect("read the address line");
         assert!(
-            line.starts_with("ws://") || line.starts_with("http://"),
+            ["ws://", "wss://", "http://", "https://"]
+                .iter()
+                .any(|scheme| line.starts_with(scheme)),
             "the first line is the address: {line:?}"
         );
         ServerProcess {
@@ -47,8 +49,8 @@ impl ServerProcess {
     /// `host:port`, for HTTP requests.
     pub fn addr(&self) -> String {
         self.url
-            .trim_start_matches("ws://")
-            .trim_start_matches("http://")
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, addr)| addr)
             .to_owned()
     }
 

@@ -75,18 +75,38 @@ pub async fn open_browser_with(
     profile: &TempDir,
     prefs: serde_json::Value,
 ) -> Client {
+    open_browser_with_args(driver, profile, prefs, &[]).await
+}
+
+/// A headless Chromium session with extra preferences and command-line switches (`extra`,
+/// e.g. `--ignore-certificate-errors` for a test certificate).
+pub async fn open_browser_with_args(
+    driver: &Chromedriver,
+    profile: &TempDir,
+    prefs: serde_json::Value,
+    extra: &[&str],
+) -> Client {
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--disable-quic".to_owned(),
+        "--no-first-run".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--window-size=1280,900".to_owned(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".into(),
         json!({
             "binary": CHROMIUM,
             "prefs": prefs,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
+            "args": args,
         }),
     );
     ClientBuilder::new(HttpConnector::new())

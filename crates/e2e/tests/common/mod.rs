@@ -368,6 +368,7 @@ pub fn cluster(x: f32, y: f32, n: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 pub mod browser;
+pub mod nginx;
 pub mod process;
 
 /// Waits until the relay's renderer link is up (its `/healthz` says `connected`): tracked
