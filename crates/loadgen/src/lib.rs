@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use protocol::analytics::{EventMetadata, EventType, TrackedEvent};
+use protocol::{
+    encode, PageMessage, Point, PointKind, PointsBatch, RecordingId, ServerMessage, Viewport,
+    PROTOCOL_VERSION,
+};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -177,9 +181,7 @@ pub async fn run(config: &Config, progress: bool) -> anyhow::Result<Report> {
         let (mut socket, _) = tokio_tungstenite::connect_async(config.relay.as_str())
             .await
             .with_context(|| format!("open an idle connection to {}", config.relay))?;
-        socket
-            .send(Message::text(json!({"type": "hello", "v": 1}).to_string()))
-            .await?;
+        socket.send(Message::text(hello())).await?;
         idle_sockets.push(socket);
     }
 
@@ -270,13 +272,17 @@ async fn visit(visitor: usize, config: &Config, events: mpsc::Sender<Event>) -> 
         .await
         .with_context(|| format!("connect to {}", config.relay))?;
     let (mut sink, mut stream) = socket.split();
-    let recording = format!("load-{}-{visitor}", std::process::id());
-    sink.send(Message::text(json!({"type": "hello", "v": 1}).to_string()))
-        .await?;
-    let viewport = json!({"width": 1920, "height": 1080});
-    sink.send(Message::text(
-        json!({"type": "start", "recording": recording, "viewport": viewport}).to_string(),
-    ))
+    let recording = RecordingId::try_from(format!("load-{}-{visitor}", std::process::id()))
+        .map_err(|err| anyhow::anyhow!("recording id: {err}"))?;
+    sink.send(Message::text(hello())).await?;
+    let viewport = Viewport {
+        width: 1920,
+        height: 1080,
+    };
+    sink.send(Message::text(encode(&PageMessage::Start {
+        recording: recording.clone(),
+        viewport,
+    })))
     .await?;
     let _ = events.send(Event::Connected).await;
 
@@ -305,12 +311,13 @@ async fn visit(visitor: usize, config: &Config, events: mpsc::Sender<Event>) -> 
         let can_send = sending && in_flight.len() < config.window.max(1);
         tokio::select! {
             _ = tokio::time::sleep_until(next_send), if can_send => {
-                let points: Vec<Value> = (0..config.batch).map(|_| path.next_point()).collect();
-                let frame = json!({
-                    "type": "points", "recording": recording, "seq": seq,
-                    "viewport": viewport, "points": points
-                });
-                                let frame = frame.to_string();
+                let points: Vec<Point> = (0..config.batch).map(|_| path.next_point()).collect();
+                let frame = encode(&PageMessage::Points(PointsBatch {
+                    recording: recording.clone(),
+                    seq,
+                    viewport,
+                    points,
+                }));
                 sink.send(Message::text(frame.clone())).await?;
                 in_flight.insert(seq, (Instant::now(), config.batch as u64, frame));
                 let _ = events.send(Event::Sent { points: config.batch as u64 }).await;
@@ -331,19 +338,20 @@ async fn visit(visitor: usize, config: &Config, events: mpsc::Sender<Event>) -> 
                     Ok(Some(frame)) => frame?,
                 };
                 let Message::Text(text) = frame else { continue };
-                let msg: Value = serde_json::from_str(text.as_str())?;
-                match msg["type"].as_str() {
-                    Some("ack") => {
-                                                if let Some((sent_at, points, _)) = msg["seq"].as_u64().and_then(|seq| in_flight.remove(&seq)) {
+                // Messages loadgen has no use for (presence, cursors) may be of any type.
+                let Ok(msg) = serde_json::from_str::<ServerMessage>(text.as_str()) else { continue };
+                match msg {
+                    ServerMessage::Ack { seq, .. } => {
+                        if let Some((sent_at, points, _)) = in_flight.remove(&seq) {
                             let _ = events.send(Event::Acked { points, latency: sent_at.elapsed() }).await;
                         }
                     }
-                    Some("error") => {
-                        let code = msg["code"].as_str().unwrap_or("unknown").to_owned();
-                                                // A batch refused for a passing reason is resent as it was, as the
+                    ServerMessage::Error { code, seq, .. } => {
+                        let code = code.as_str().to_owned();
+                        // A batch refused for a passing reason is resent as it was, as the
                         // page does; one refused for good is given up (and shows as lost).
                         let passing = ["busy", "rate_limited", "renderer_unavailable", "storage_failed"];
-                        if let Some(seq) = msg["seq"].as_u64() {
+                        if let Some(seq) = seq {
                             if passing.contains(&code.as_str()) {
                                 if let Some((_, _, frame)) = in_flight.get(&seq) {
                                     sink.send(Message::text(frame.clone())).await?;
@@ -360,9 +368,7 @@ async fn visit(visitor: usize, config: &Config, events: mpsc::Sender<Event>) -> 
         }
     }
     let _ = sink
-        .send(Message::text(
-            json!({"type": "stop", "recording": recording}).to_string(),
-        ))
+        .send(Message::text(encode(&PageMessage::Stop { recording })))
         .await;
     let _ = sink.close().await;
     Ok(())
@@ -397,7 +403,7 @@ impl Path {
         (self.state % 10_000) as f64 / 10_000.0
     }
 
-    fn next_point(&mut self) -> Value {
+    fn next_point(&mut self) -> Point {
         self.vx = 0.9 * self.vx + (self.random() - 0.5) * 6.0;
         self.vy = 0.9 * self.vy + (self.random() - 0.5) * 6.0;
         if self.random() < 0.02 {
@@ -408,17 +414,24 @@ impl Path {
         self.y = (self.y + self.vy).clamp(0.0, 1080.0);
         self.t += 16;
         let kind = if self.random() < 0.01 {
-            "click"
+            PointKind::Click
         } else {
-            "move"
+            PointKind::Move
         };
-        json!([
-            (self.x * 10.0).round() / 10.0,
-            (self.y * 10.0).round() / 10.0,
-            self.t,
-            kind
-        ])
+        Point {
+            x: ((self.x * 10.0).round() / 10.0) as f32,
+            y: ((self.y * 10.0).round() / 10.0) as f32,
+            t: self.t,
+            kind,
+        }
     }
+}
+
+/// The page's first message.
+fn hello() -> String {
+    encode(&PageMessage::Hello {
+        v: PROTOCOL_VERSION,
+    })
 }
 
 /// `renderer_points_stored_total` from the renderer's metrics.
@@ -445,6 +458,11 @@ async fn visit_api(
     let _ = events.send(Event::Connected).await;
     let session = format!("load-{}-{visitor}", std::process::id());
     let mut path = Path::new(visitor as u64);
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_millis() as i64)
+        .unwrap_or(0);
+    let mut next_seq = 0u64;
     let interval = if config.rate == 0 {
         Duration::ZERO
     } else {
@@ -457,14 +475,37 @@ async fn visit_api(
         && (config.points_per_visitor == 0 || sent_points < config.points_per_visitor)
     {
         tokio::time::sleep_until(next_send).await;
-        let batch: Vec<Value> = (0..config.batch)
+        let batch: Vec<TrackedEvent> = (0..config.batch)
             .map(|_| {
                 let point = path.next_point();
-                json!({"type": "move", "page": "/load", "sessionId": session,
-                       "metadata": {"x": point[0], "y": point[1], "vw": 1920, "vh": 1080, "dw": 1920, "dh": 1080}})
+                let event = TrackedEvent {
+                    kind: if point.kind == PointKind::Click {
+                        EventType::Click
+                    } else {
+                        EventType::Move
+                    },
+                    page: "/load".into(),
+                    session_id: session.clone(),
+                    // Numbered and dated like the snippet's events, so the store's
+                    // de-duplication runs as it does for real visitors.
+                    timestamp: Some(started_ms + i64::from(point.t)),
+                    seq: Some(next_seq),
+                    country: None,
+                    metadata: EventMetadata {
+                        x: Some(f64::from(point.x)),
+                        y: Some(f64::from(point.y)),
+                        vw: Some(1920.0),
+                        vh: Some(1080.0),
+                        dw: Some(1920.0),
+                        dh: Some(1080.0),
+                        ..EventMetadata::default()
+                    },
+                };
+                next_seq += 1;
+                event
             })
             .collect();
-        let body = Value::Array(batch).to_string();
+        let body = encode(&batch);
         let started = Instant::now();
         let request = hyper::Request::post("/api/events")
             .header(hyper::header::HOST, authority.as_str())
