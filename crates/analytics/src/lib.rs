@@ -11,6 +11,9 @@
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, WAL, one transaction per
 //!   batch covering the events and their aggregates).
 //! - `conformance`: the test suite every engine must pass unchanged.
+//! - [`live`]: the live view over any store (active users, the last minutes, sessions and
+//!   their journeys, the summary and sessions answers), fed only with what the store
+//!   committed.
 //!
 //! **Invariant:** a batch is stored whole or not at all: events and their aggregates are
 //! committed in one transaction, so what [`Store::ingest`] acknowledged is there after a
@@ -21,6 +24,7 @@ mod aggregate;
 pub mod conformance;
 mod error;
 mod event;
+pub mod live;
 mod query;
 mod sqlite;
 mod store;

@@ -21,8 +21,8 @@ use netkit::http::{self, Body};
 use protocol::analytics::{decode_events, ApiError, EventType, EventsAccepted};
 use protocol::{HeatKind, OutputMode, RenderOptions};
 
-use crate::analytics::Filter;
 use crate::context::Context;
+use ::analytics::live::Filter;
 
 /// Largest `POST /api/events` body (500 events of a few hundred bytes each).
 const MAX_EVENTS_BODY: usize = 1024 * 1024;

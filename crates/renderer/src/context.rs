@@ -10,7 +10,6 @@ use ::analytics::{SqliteConfig, SqliteStore};
 use heatmap::background::Background;
 use heatmap::render::RenderSettings;
 
-use crate::analytics::{Analytics, SystemClock};
 use crate::config::Config;
 use crate::ingest::{Ingest, IngestLimits};
 use crate::journal::Journal;
@@ -18,6 +17,7 @@ use crate::metrics::RendererMetrics;
 use crate::requests::GenerateRequests;
 use crate::retention::PruneGuard;
 use crate::store::{RecordingStore, StoreLimits};
+use ::analytics::live::{Analytics, SystemClock};
 
 /// The event store's file in `--data-dir`.
 const ANALYTICS_FILE: &str = "analytics.sqlite";

@@ -14,8 +14,8 @@ use ::analytics::{SqliteStore, StoreError};
 use protocol::analytics::TrackedEvent;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::analytics::Analytics;
 use crate::metrics::RendererMetrics;
+use ::analytics::live::Analytics;
 
 /// Why a request's events were not stored (none of them was).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,8 @@
 //!
 //! Modules, in reading order:
 //! - `config`: the flags ([`Config`]).
-//! - `api`, `analytics`: the event API of tracked sites, the live view of their sessions,
-//!   and page heatmaps; history lives in the `analytics` crate's store.
+//! - `api`: the event API of tracked sites and page heatmaps; the live view of their
+//!   sessions and the history are the `analytics` crate's (`live`, the store).
 //! - `ingest`: the event store's one writer, committing waiting requests together.
 //! - `push`: live analytics pushed to a relay while its dashboards watch.
 //! - `retention`: the background task that prunes events past `--retention-days`.
@@ -22,7 +22,6 @@
 //! - `append_log`: whole-record appends and recovery for `journal`.
 //! - `output`: file names and writes inside the output folder.
 
-pub mod analytics;
 mod api;
 pub mod append_log;
 mod config;

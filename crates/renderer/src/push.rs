@@ -13,8 +13,8 @@ use protocol::{encode, AnalyticsUpdate, RendererMessage};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::analytics::Filter;
 use crate::context::Context;
+use ::analytics::live::Filter;
 
 /// Most updates per second under a stream of commits (dashboards redraw on each).
 const MIN_INTERVAL: Duration = Duration::from_millis(250);

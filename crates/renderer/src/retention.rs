@@ -9,7 +9,7 @@ use ::analytics::{SqliteStore, Store};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
-use crate::analytics::{Clock, SystemClock};
+use ::analytics::live::{Clock, SystemClock};
 
 /// How often old events are pruned. An hour is the store's unit (it deletes whole hours),
 /// so pruning more often would find nothing new.

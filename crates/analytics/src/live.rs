@@ -1,8 +1,8 @@
-//! Site analytics: tracked events go to the store first, then into a small live view.
+//! The live view: tracked events go to the store first, then into a small view in memory.
 //!
 //! Events arrive through the relay's `POST /api/events`. Each is stamped with the server's
 //! clock (a [`Clock`], so tests can move time by hand) and written to the store
-//! (`::analytics::Store`, SQLite by default), which keeps every accepted event for the
+//! (`crate::Store`, SQLite by default), which keeps every accepted event for the
 //! retention period and answers history: totals, top lists and heatmaps over any range.
 //! Only once the store has committed a batch is it folded into memory, which serves the
 //! live numbers alone (active users, the last minute and 5 minutes, journeys): a bounded
@@ -14,12 +14,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ::analytics::{Event, Ingested, Position, Range, Store, StoreError};
+use crate::{Event, Ingested, Position, Range, Store, StoreError};
 use protocol::analytics::{
     Count, EventType, JourneyStep, RecentEvent, SessionInfo, Summary, TrackedEvent,
 };
 
-use crate::store::lock;
 /// How far ahead of the server's clock an event's own timestamp may be before it is
 /// clamped to the receive time.
 pub const MAX_CLOCK_SKEW_MS: i64 = 60_000;
@@ -180,8 +179,8 @@ impl Filter {
     }
 
     /// The store's filter (page and country; the store has no type filter).
-    pub fn store_filter(&self) -> ::analytics::Filter {
-        ::analytics::Filter {
+    pub fn store_filter(&self) -> crate::Filter {
+        crate::Filter {
             page: self.page.clone(),
             country: self.country.clone(),
         }
@@ -294,7 +293,7 @@ impl Analytics {
         )?;
         let events = self
             .store
-            .events(range, &::analytics::Filter::default(), self.max_events)?;
+            .events(range, &crate::Filter::default(), self.max_events)?;
         if events.len() >= self.max_events {
             tracing::warn!(
                 events = events.len(),
@@ -617,10 +616,18 @@ fn top(counts: HashMap<&str, u64>) -> Vec<Count> {
     counts
 }
 
+/// Locks a mutex, taking over the data of a panicked holder: the live view stays usable,
+/// and a half-folded event costs at most one live number until it ages out.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ::analytics::{SqliteConfig, SqliteStore};
+    use crate::{SqliteConfig, SqliteStore};
     use protocol::analytics::EventMetadata;
     use testkit::TempDir;
 
