@@ -512,6 +512,60 @@ pub fn acknowledged_batches_survive_a_full_disk_and_a_reopen(harness: &mut dyn R
     failures
 }
 
+/// Heatmaps and totals are exact after a reopen, whatever an engine kept in memory when it
+/// closed (a crash loses the process, not what was acknowledged), and batches stored after
+/// the reopen add to them exactly.
+pub fn aggregates_survive_a_reopen(harness: &mut dyn Reopen) {
+    let mut rng = Rng::new(7);
+    let events = sample_events(&mut rng, 3000, BASE_MS, 3 * DAY_MS);
+    let (first, second) = events.split_at(1700);
+    let check = |store: &dyn Store, stored: &[Event], when: &str| {
+        let range = Range::new(BASE_MS + 1_234_567, BASE_MS + 3 * DAY_MS - 7_654)
+            .expect("ok: a valid range");
+        for range in [Range::all(), range] {
+            for kind in [EventType::Click, EventType::Move] {
+                let expected = heat_of(stored, kind, WidthBucket::Tablet, range);
+                for page in ["/", "/pricing"] {
+                    let query = HeatmapQuery {
+                        page: page.into(),
+                        kind,
+                        bucket: WidthBucket::Tablet,
+                        range,
+                    };
+                    let want = expected.get(page).cloned().unwrap_or_default();
+                    let cells = heat_ok(store, &query);
+                    assert_eq!(cells.cells, want, "heat cells {when} for {query:?}");
+                    let n: u64 = want.iter().map(|cell| cell.count).sum();
+                    assert_eq!(cells.events, n, "heat events {when} for {query:?}");
+                }
+            }
+            let inside = stored.iter().filter(|e| range.contains(e.at_ms)).count();
+            let totals = totals_ok(store, range, &Filter::default());
+            assert_eq!(totals.events, inside as u64, "totals {when} over {range:?}");
+        }
+    };
+    {
+        let store = harness.open();
+        for batch in first.chunks(170) {
+            ingest_ok(&*store, batch);
+        }
+        check(&*store, first, "before the reopen");
+    }
+    let store = harness.open();
+    check(&*store, first, "after the reopen");
+    for batch in second.chunks(130) {
+        ingest_ok(&*store, batch);
+    }
+    assert_eq!(
+        ingest_ok(&*store, first).duplicates,
+        first.len() as u64,
+        "events stored before the reopen are still recognised"
+    );
+    check(&*store, &events, "after more batches");
+    drop(store);
+    check(&*harness.open(), &events, "after a second reopen");
+}
+
 fn desktop_at(x: f32, y: f32) -> Position {
     Position {
         x,

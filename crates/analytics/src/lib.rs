@@ -8,6 +8,8 @@
 //!   every engine, so their aggregates agree to the cell).
 //! - `query`: what can be asked ([`Range`], [`Filter`], [`HeatmapQuery`]) and the answers.
 //! - `store`: the [`Store`] boundary every engine implements.
+//! - `pending`: heat counts held in memory between writes of the heat tables, rebuilt
+//!   from raw events after a restart.
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, WAL, one transaction per
 //!   batch covering the events and their aggregates).
 //! - `conformance`: the test suite every engine must pass unchanged.
@@ -21,6 +23,7 @@ mod aggregate;
 pub mod conformance;
 mod error;
 mod event;
+mod pending;
 mod query;
 mod sqlite;
 mod store;
@@ -31,5 +34,5 @@ pub use event::{Event, Position};
 pub use query::{
     Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals, WidthBucket,
 };
-pub use sqlite::{SqliteConfig, SqliteStore};
+pub use sqlite::{SqliteConfig, SqliteStore, DEFAULT_HEAT_FLUSH_EVENTS};
 pub use store::{Ingested, Store};

@@ -9,30 +9,47 @@
 //! - `page_hourly`: events per page, hour, kind and country, for totals and top lists.
 //! - `session_hourly`: one row per session and hour it was active in (first and last event
 //!   of that hour, events, country).
+//! - `heat_daily`, `heat_docs_daily`: the heat counts per day.
+//! - `meta`: `heat_through`, the last event id the heat tables hold.
 //!
 //! A query over a range sums the hourly rows of the whole hours inside it and reads raw
 //! events only for the partial hours at its ends, so its cost follows the range and the
 //! number of cells, not the number of events.
+//!
+//! The heat tables are written in steps of many batches, not per batch: a batch commits
+//! its events with their page and session counts, and its heat counts join a pending set
+//! in memory ([`HeatFold`]) that is written out (with `heat_through`) once it holds
+//! [`SqliteConfig::heat_flush_events`] events. Every heat row of a busy hour or day is then
+//! rewritten once per flush instead of once per batch. Nothing acknowledged depends on the
+//! pending set: it is a function of the committed events after `heat_through`, rebuilt
+//! from them when the file is opened, and heatmap queries add it to what the tables hold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::aggregate::{heat_cell, hour_of, HOUR_MS};
 use crate::error::StoreError;
 use crate::event::{kind_code, kind_of, Event, Position};
+use crate::pending::HeatFold;
 use crate::query::{Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
 use crate::store::{Ingested, Store};
 use protocol::analytics::EventType;
 
 /// The schema's version, stored in `PRAGMA user_version`; a newer file is refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The page cache of each connection, in KiB.
 const CACHE_KIB: u32 = 64 * 1024;
+
+/// The default of [`SqliteConfig::heat_flush_events`]: at most about 30 MiB of pending heat
+/// counts (with the copy a flush takes), re-read in about a second at open, while a busy
+/// hour's heat rows are rewritten once per quarter of a million events instead of once
+/// per batch.
+pub const DEFAULT_HEAT_FLUSH_EVENTS: u64 = 250_000;
 
 /// Rows deleted per statement when pruning, so a large prune never holds the write lock
 /// for long.
@@ -93,6 +110,10 @@ CREATE TABLE IF NOT EXISTS session_hourly (
     country TEXT,
     PRIMARY KEY (hour, session)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Fills the daily heat rollups (new in version 2) from the hourly rows of a version 1 file.
@@ -109,6 +130,16 @@ INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
 COMMIT;
 ";
 
+/// Version 3 writes the heat tables in steps and records in `meta` how far they reach; in
+/// a version 2 file they hold every stored event.
+const MIGRATE_2_TO_3: &str = "
+BEGIN;
+INSERT OR IGNORE INTO meta (key, value)
+    VALUES ('heat_through', COALESCE((SELECT MAX(id) FROM events), 0));
+PRAGMA user_version=3;
+COMMIT;
+";
+
 /// How to open the SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
@@ -120,6 +151,12 @@ pub struct SqliteConfig {
     /// The largest the file may grow, in bytes; a batch that would pass it is refused with
     /// [`StoreError::Full`], exactly like a full disk. `None`: no limit but the disk's.
     pub max_bytes: Option<u64>,
+    /// How many stored events' heat counts are held in memory before they are written to
+    /// the heat tables in one transaction. More means fewer rewrites of the same heat
+    /// rows (faster ingest) but more memory (at most about 120 bytes an event, counting
+    /// the copy a flush takes) and more events to re-read at open after a crash. 0 writes
+    /// them with every batch, as version 2 did.
+    pub heat_flush_events: u64,
 }
 
 impl SqliteConfig {
@@ -129,6 +166,7 @@ impl SqliteConfig {
             path: path.to_owned(),
             fsync: false,
             max_bytes: None,
+            heat_flush_events: DEFAULT_HEAT_FLUSH_EVENTS,
         }
     }
 }
@@ -140,16 +178,27 @@ impl SqliteConfig {
 /// commit).
 #[derive(Debug)]
 pub struct SqliteStore {
+    /// Taken for every write; held across a whole ingest or prune.
     writer: Mutex<Writer>,
+    /// Taken by queries, so they never wait behind an ingest.
     reader: Mutex<Connection>,
+    /// Heat counts of committed events the heat tables do not hold yet. The writer adds
+    /// to it after each commit and empties it after a flush; queries copy the part they
+    /// need and add it only when their snapshot's `heat_through` equals its `base`. Never
+    /// held while SQL runs.
+    pending: Mutex<HeatFold>,
     path: PathBuf,
+    heat_flush_events: u64,
 }
 
-/// The writing connection and the page ids it has seen committed.
+/// The writing connection and what it has seen committed.
 #[derive(Debug)]
 struct Writer {
     conn: Connection,
     page_ids: HashMap<String, i64>,
+    /// The id the next stored event gets. Ids are assigned here, not by SQLite, so they
+    /// keep growing even after a prune empties the table (`heat_through` relies on it).
+    next_id: i64,
 }
 
 impl SqliteStore {
@@ -193,7 +242,14 @@ impl SqliteStore {
             // Version 2 added the daily heat rollups: build them from the hourly rows.
             conn.execute_batch(MIGRATE_1_TO_2)?;
         }
+        if version < 3 {
+            conn.execute_batch(MIGRATE_2_TO_3)?;
+        }
         conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
+        let pending = unflushed_heat(&conn)?;
+        let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
+            row.get(0)
+        })?;
         if let Some(max_bytes) = config.max_bytes {
             let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
             let pages = (max_bytes as i64 / page_size.max(512)).max(1);
@@ -209,9 +265,12 @@ impl SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
                 page_ids: HashMap::new(),
+                next_id: max_id.max(pending.base) + 1,
             }),
             reader: Mutex::new(reader),
+            pending: Mutex::new(pending),
             path: config.path.clone(),
+            heat_flush_events: config.heat_flush_events,
         })
     }
 
@@ -245,21 +304,79 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Writes the pending heat counts to the heat tables now, so the tables alone hold
+    /// every stored event (before a prune, which edits them by hour).
+    ///
+    /// # Errors
+    /// The engine's error; the counts stay pending and nothing is lost.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut writer = lock(&self.writer);
+        let through = writer.next_id - 1;
+        let pending = lock(&self.pending).clone();
+        if pending.base == through {
+            return Ok(());
+        }
+        let tx = writer.conn.transaction()?;
+        write_heat(&tx, &pending, through)?;
+        tx.commit()?;
+        *lock(&self.pending) = HeatFold::on(through);
+        Ok(())
+    }
+}
+
 impl Store for SqliteStore {
     fn ingest(&self, events: &[Event]) -> Result<Ingested, StoreError> {
         let mut writer = lock(&self.writer);
-        let Writer { conn, page_ids } = &mut *writer;
+        let Writer {
+            conn,
+            page_ids,
+            next_id,
+        } = &mut *writer;
         let tx = conn.transaction()?;
         let mut new_pages = HashMap::new();
-        let outcome = ingest_in(&tx, events, page_ids, &mut new_pages)?;
+        let mut heat = HeatFold::default();
+        let mut last_id = *next_id - 1;
+        let outcome = ingest_in(
+            &tx,
+            events,
+            page_ids,
+            &mut new_pages,
+            &mut heat,
+            &mut last_id,
+        )?;
+        // Write the pending heat out with this batch's once there is enough of it. The
+        // pending set stays as it is until the commit succeeds, so a failed flush loses
+        // nothing: the next batch tries again.
+        let flushed = {
+            let pending = lock(&self.pending);
+            if pending.events + heat.events > self.heat_flush_events {
+                let mut all = pending.clone();
+                drop(pending);
+                all.add(&heat);
+                write_heat(&tx, &all, last_id)?;
+                true
+            } else {
+                false
+            }
+        };
         tx.commit()?;
-        // Only committed pages are remembered: a rolled-back page id may be reused.
+        // Only committed pages and ids are remembered: a rolled-back id may be reused.
         page_ids.extend(new_pages);
+        *next_id = last_id + 1;
+        let mut pending = lock(&self.pending);
+        if flushed {
+            *pending = HeatFold::on(last_id);
+        } else {
+            pending.add(&heat);
+        }
         Ok(outcome)
     }
 
     fn heatmap(&self, query: &HeatmapQuery) -> Result<HeatmapCells, StoreError> {
-        let reader = lock(&self.reader);
+        let mut reader = lock(&self.reader);
+        // One snapshot for the tables, the raw edges and `heat_through`.
+        let reader = reader.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let Some(page_id) = page_id_of(&reader, &query.page)? else {
             return Ok(HeatmapCells::default());
         };
@@ -268,6 +385,24 @@ impl Store for SqliteStore {
         let (whole, edges) = split_hours(query.range);
         let mut cells: HashMap<(i64, i64), u64> = HashMap::new();
         let (mut events, mut aspect_sum) = (0u64, 0f64);
+        if let Some(hours) = whole {
+            let series = (page_id, kind, bucket);
+            let (base, unwritten) = {
+                let pending = lock(&self.pending);
+                (pending.base, pending.sum(series, hours))
+            };
+            let through: i64 = reader
+                .prepare_cached("SELECT value FROM meta WHERE key = 'heat_through'")?
+                .query_row([], |row| row.get(0))?;
+            // A flush that committed after the copy was taken is already in the tables.
+            if through == base {
+                for (cell, n) in unwritten.cells {
+                    *cells.entry(cell).or_default() += n.max(0) as u64;
+                }
+                events += unwritten.events.max(0) as u64;
+                aspect_sum += unwritten.aspect_sum;
+            }
+        }
         let rollups = whole.map(split_days).unwrap_or_default();
         for (level, span) in rollups {
             let (cells_sql, docs_sql) = match level {
@@ -525,6 +660,7 @@ impl Store for SqliteStore {
         // Whole hours only, so raw events and their hourly aggregates stay in step.
         let cut_hour = hour_of(before_ms);
         let cut_ms = cut_hour.saturating_mul(HOUR_MS);
+        self.flush()?;
         let mut removed = 0u64;
         loop {
             let writer = lock(&self.writer);
@@ -594,24 +730,27 @@ impl Store for SqliteStore {
 /// One session's first and last event time, events and country within one hour of a batch.
 type SessionHour<'a> = (i64, i64, i64, Option<&'a str>);
 
-/// Inserts a batch and folds it into the aggregates, inside `tx`.
+/// Inserts a batch inside `tx`, numbering its events from `last_id + 1` (and leaving the
+/// last id used there), adds it to the page and session counts, and folds its heat into
+/// `heat` for the caller to keep pending or write out.
 fn ingest_in(
     tx: &Transaction<'_>,
     events: &[Event],
     page_ids: &HashMap<String, i64>,
     new_pages: &mut HashMap<String, i64>,
+    heat: &mut HeatFold,
+    last_id: &mut i64,
 ) -> Result<Ingested, StoreError> {
     let mut outcome = Ingested::default();
-    let mut heat: HashMap<(i64, i64, i64, i64, i64, i64), i64> = HashMap::new();
-    let mut docs: HashMap<(i64, i64, i64, i64), (i64, f64)> = HashMap::new();
-    let mut pages: HashMap<(i64, i64, i64, String), i64> = HashMap::new();
-    let mut sessions: HashMap<(i64, &str), SessionHour<'_>> = HashMap::new();
+    let mut pages: BTreeMap<(i64, i64, i64, &str), i64> = BTreeMap::new();
+    let mut sessions: BTreeMap<(i64, &str), SessionHour<'_>> = BTreeMap::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO events
-                (at_ms, received_ms, kind, page_id, session, seq, country,
+                (id, at_ms, received_ms, kind, page_id, session, seq, country,
                  x, y, vw, dw, dh, element, ox, oy, depth, visible)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                     ?18)",
         )?;
         for event in events {
             let page_id = match page_ids
@@ -628,6 +767,7 @@ fn ingest_in(
             let kind = kind_code(event.kind);
             let position = event.position;
             let inserted = insert.execute(params![
+                *last_id + 1,
                 event.at_ms,
                 event.received_ms,
                 kind,
@@ -650,18 +790,11 @@ fn ingest_in(
                 outcome.duplicates += 1;
                 continue;
             }
+            *last_id += 1;
             outcome.stored += 1;
             let hour = hour_of(event.at_ms);
-            if let Some((bucket, cx, cy)) = heat_cell(event) {
-                let bucket = bucket.code();
-                *heat
-                    .entry((page_id, kind, bucket, hour, cx, cy))
-                    .or_default() += 1;
-                let doc = docs.entry((page_id, kind, bucket, hour)).or_default();
-                doc.0 += 1;
-                doc.1 += aspect(event);
-            }
-            let country = event.country.clone().unwrap_or_default();
+            heat.fold(page_id, kind, hour, event);
+            let country = event.country.as_deref().unwrap_or_default();
             *pages.entry((hour, page_id, kind, country)).or_default() += 1;
             let session = sessions.entry((hour, event.session.as_str())).or_insert((
                 event.at_ms,
@@ -676,53 +809,6 @@ fn ingest_in(
                 session.3 = event.country.as_deref();
             }
         }
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO heat_hourly (page_id, kind, bucket, hour, cx, cy, n)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT DO UPDATE SET n = n + excluded.n",
-    )?;
-    for ((page_id, kind, bucket, hour, cx, cy), n) in &heat {
-        upsert.execute(params![page_id, kind, bucket, hour, cx, cy, n])?;
-    }
-    // The daily rollup gets the same counts, folded by day.
-    let mut daily: HashMap<(i64, i64, i64, i64, i64, i64), i64> = HashMap::new();
-    for ((page_id, kind, bucket, hour, cx, cy), n) in heat {
-        *daily
-            .entry((page_id, kind, bucket, hour.div_euclid(24), cx, cy))
-            .or_default() += n;
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO heat_daily (page_id, kind, bucket, day, cx, cy, n)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT DO UPDATE SET n = n + excluded.n",
-    )?;
-    for ((page_id, kind, bucket, day, cx, cy), n) in daily {
-        upsert.execute(params![page_id, kind, bucket, day, cx, cy, n])?;
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO heat_docs (page_id, kind, bucket, hour, n, aspect_sum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
-    )?;
-    for ((page_id, kind, bucket, hour), (n, aspect_sum)) in &docs {
-        upsert.execute(params![page_id, kind, bucket, hour, n, aspect_sum])?;
-    }
-    let mut daily_docs: HashMap<(i64, i64, i64, i64), (i64, f64)> = HashMap::new();
-    for ((page_id, kind, bucket, hour), (n, aspect_sum)) in docs {
-        let doc = daily_docs
-            .entry((page_id, kind, bucket, hour.div_euclid(24)))
-            .or_default();
-        doc.0 += n;
-        doc.1 += aspect_sum;
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
-    )?;
-    for ((page_id, kind, bucket, day), (n, aspect_sum)) in daily_docs {
-        upsert.execute(params![page_id, kind, bucket, day, n, aspect_sum])?;
     }
     let mut upsert = tx.prepare_cached(
         "INSERT INTO page_hourly (hour, page_id, kind, country, n) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -744,6 +830,96 @@ fn ingest_in(
         upsert.execute(params![session, first_ms, last_ms, n, country, hour])?;
     }
     Ok(outcome)
+}
+
+/// Adds `heat` to the hourly and daily heat tables inside `tx`, and records that they now
+/// hold every event up to id `through`.
+fn write_heat(tx: &Transaction<'_>, heat: &HeatFold, through: i64) -> Result<(), StoreError> {
+    let hours: Vec<_> = heat
+        .sorted_hours()
+        .into_iter()
+        .map(|(key, span)| (*key, span))
+        .collect();
+    let days = heat.days();
+    let days: Vec<_> = days.iter().map(|(key, span)| (*key, span)).collect();
+    let tables = [
+        (
+            hours,
+            "INSERT INTO heat_hourly (page_id, kind, bucket, hour, cx, cy, n)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            "INSERT INTO heat_docs (page_id, kind, bucket, hour, n, aspect_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
+        ),
+        // The daily rollup gets the same counts, folded by day.
+        (
+            days,
+            "INSERT INTO heat_daily (page_id, kind, bucket, day, cx, cy, n)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            "INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
+        ),
+    ];
+    for (spans, cells_sql, docs_sql) in tables {
+        let mut cells = tx.prepare_cached(cells_sql)?;
+        for (((page_id, kind, bucket), unit), span) in &spans {
+            for ((cx, cy), n) in span.sorted_cells() {
+                cells.execute(params![page_id, kind, bucket, unit, cx, cy, n])?;
+            }
+        }
+        let mut docs = tx.prepare_cached(docs_sql)?;
+        for (((page_id, kind, bucket), unit), span) in &spans {
+            if span.events != 0 {
+                docs.execute(params![
+                    page_id,
+                    kind,
+                    bucket,
+                    unit,
+                    span.events,
+                    span.aspect_sum
+                ])?;
+            }
+        }
+    }
+    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'heat_through'")?
+        .execute([through])?;
+    Ok(())
+}
+
+/// The heat of the events the heat tables do not hold yet (those after `heat_through`),
+/// read back from the raw events: what was pending in memory when the store last closed
+/// or crashed.
+fn unflushed_heat(conn: &Connection) -> Result<HeatFold, StoreError> {
+    let base: i64 = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'heat_through'",
+        [],
+        |row| row.get(0),
+    )?;
+    let mut heat = HeatFold::on(base);
+    let mut statement = conn.prepare(
+        "SELECT page_id, kind, at_ms, x, y, vw, dw, dh FROM events WHERE id > ?1 ORDER BY id",
+    )?;
+    let mut rows = statement.query([base])?;
+    while let Some(row) = rows.next()? {
+        let kind: i64 = row.get(1)?;
+        let at_ms: i64 = row.get(2)?;
+        let mut event = Event::new(kind_of(kind), "", "", at_ms);
+        event.position = match row.get::<_, Option<f64>>(3)? {
+            Some(x) => Some(Position {
+                x: x as f32,
+                y: row.get::<_, f64>(4)? as f32,
+                viewport_width: row.get::<_, f64>(5)? as f32,
+                doc_width: row.get::<_, f64>(6)? as f32,
+                doc_height: row.get::<_, f64>(7)? as f32,
+            }),
+            None => None,
+        };
+        heat.fold(row.get(0)?, kind, hour_of(at_ms), &event);
+    }
+    Ok(heat)
 }
 
 /// Adds the `(page_id, kind, country, events)` rows of `sql` over `span` (hours or ms,

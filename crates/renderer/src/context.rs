@@ -87,6 +87,7 @@ impl Context {
                 path: store_path.clone(),
                 fsync: config.fsync,
                 max_bytes: config.max_store_bytes,
+                ..SqliteConfig::at(&store_path)
             })
             .map_err(|source| crate::Error::Store {
                 path: store_path.clone(),
