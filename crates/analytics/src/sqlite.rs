@@ -406,20 +406,8 @@ impl Store for SqliteStore {
         let rollups = whole.map(split_days).unwrap_or_default();
         for (level, span) in rollups {
             let (cells_sql, docs_sql) = match level {
-                Rollup::Day => (
-                    "SELECT cx, cy, SUM(n) FROM heat_daily
-                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5
-                     GROUP BY cx, cy",
-                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs_daily
-                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5",
-                ),
-                Rollup::Hour => (
-                    "SELECT cx, cy, SUM(n) FROM heat_hourly
-                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5
-                     GROUP BY cx, cy",
-                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs
-                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5",
-                ),
+                Rollup::Day => (HEAT_DAILY_SQL, HEAT_DOCS_DAILY_SQL),
+                Rollup::Hour => (HEAT_HOURLY_SQL, HEAT_DOCS_HOURLY_SQL),
             };
             let key = params![page_id, kind, bucket, span.0, span.1];
             let mut statement = reader.prepare_cached(cells_sql)?;
@@ -441,10 +429,7 @@ impl Store for SqliteStore {
             aspect_sum += sum;
         }
         for edge in edges {
-            let mut statement = reader.prepare_cached(
-                "SELECT x, y, vw, dw, dh FROM events
-                 WHERE page_id = ?1 AND kind = ?2 AND at_ms >= ?3 AND at_ms < ?4 AND x IS NOT NULL",
-            )?;
+            let mut statement = reader.prepare_cached(HEAT_EDGE_SQL)?;
             let rows =
                 statement.query_map(params![page_id, kind, edge.from_ms, edge.to_ms], |row| {
                     Ok(Position {
@@ -497,13 +482,9 @@ impl Store for SqliteStore {
         let (whole, edges) = split_hours(range);
         let country = filter.country.as_deref();
         if let Some((first_hour, end_hour)) = whole {
-            let sql = "SELECT page_id, kind, country, SUM(n) FROM page_hourly
-                 WHERE hour >= ?1 AND hour < ?2
-                   AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
-                 GROUP BY page_id, kind, country";
             add_page_counts(
                 &reader,
-                sql,
+                PAGE_HOURLY_SQL,
                 (first_hour, end_hour),
                 page_id,
                 country,
@@ -511,12 +492,8 @@ impl Store for SqliteStore {
             )?;
         }
         for edge in edges {
-            let sql = "SELECT page_id, kind, COALESCE(country, ''), COUNT(*) FROM events
-                 WHERE at_ms >= ?1 AND at_ms < ?2
-                   AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
-                 GROUP BY page_id, kind, country";
             let span = (edge.from_ms, edge.to_ms);
-            add_page_counts(&reader, sql, span, page_id, country, &mut counts)?;
+            add_page_counts(&reader, PAGE_EDGE_SQL, span, page_id, country, &mut counts)?;
         }
         let mut totals = Totals::default();
         let mut pages: HashMap<i64, u64> = HashMap::new();
@@ -727,6 +704,46 @@ impl Store for SqliteStore {
     }
 }
 
+/// A heatmap's cells over whole days.
+const HEAT_DAILY_SQL: &str = "SELECT cx, cy, SUM(n) FROM heat_daily
+    WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5
+    GROUP BY cx, cy";
+
+/// A heatmap's events and aspect sum over whole days.
+const HEAT_DOCS_DAILY_SQL: &str =
+    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs_daily
+    WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5";
+
+/// A heatmap's cells over whole hours.
+const HEAT_HOURLY_SQL: &str = "SELECT cx, cy, SUM(n) FROM heat_hourly
+    WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5
+    GROUP BY cx, cy";
+
+/// A heatmap's events and aspect sum over whole hours.
+const HEAT_DOCS_HOURLY_SQL: &str =
+    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs
+    WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5";
+
+/// The raw positions of a heatmap's partial hours.
+const HEAT_EDGE_SQL: &str = "SELECT x, y, vw, dw, dh FROM events
+    WHERE page_id = ?1 AND kind = ?2 AND at_ms >= ?3 AND at_ms < ?4 AND x IS NOT NULL";
+
+/// Totals over whole hours.
+const PAGE_HOURLY_SQL: &str = "SELECT page_id, kind, country, SUM(n) FROM page_hourly
+    WHERE hour >= ?1 AND hour < ?2
+      AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
+    GROUP BY page_id, kind, country";
+
+/// Totals over the partial hours at a range's ends, from raw events.
+const PAGE_EDGE_SQL: &str = "SELECT page_id, kind, COALESCE(country, ''), COUNT(*) FROM events
+    WHERE at_ms >= ?1 AND at_ms < ?2
+      AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
+    GROUP BY page_id, kind, country";
+
+/// The events whose heat the heat tables do not hold, re-read at open.
+const UNWRITTEN_HEAT_SQL: &str =
+    "SELECT page_id, kind, at_ms, x, y, vw, dw, dh FROM events WHERE id > ?1 ORDER BY id";
+
 /// Inserts one event unless its `(at_ms, session, seq)` is already stored. Its values are
 /// bound one by one ([`bind_event`]): building a slice of `&dyn ToSql` per event cost a
 /// tenth of the ingest's instructions.
@@ -931,9 +948,7 @@ fn unflushed_heat(conn: &Connection) -> Result<HeatFold, StoreError> {
         |row| row.get(0),
     )?;
     let mut heat = HeatFold::on(base);
-    let mut statement = conn.prepare(
-        "SELECT page_id, kind, at_ms, x, y, vw, dw, dh FROM events WHERE id > ?1 ORDER BY id",
-    )?;
+    let mut statement = conn.prepare(UNWRITTEN_HEAT_SQL)?;
     let mut rows = statement.query([base])?;
     while let Some(row) = rows.next()? {
         let kind: i64 = row.get(1)?;
@@ -1114,6 +1129,51 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every query whose cost must not grow with the stored events reads through an index
+    /// (a key prefix and range), never a whole table: a schema or query change that loses
+    /// one fails here rather than at 100 million events.
+    #[test]
+    fn hot_queries_search_an_index() {
+        let dir = std::env::temp_dir().join(format!("analytics-plans-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SqliteStore::open(&SqliteConfig::at(&dir.join("plans.sqlite"))).unwrap();
+        let reader = lock(&store.reader);
+        let queries = [
+            (HEAT_DAILY_SQL, "heat_daily"),
+            (HEAT_DOCS_DAILY_SQL, "heat_docs_daily"),
+            (HEAT_HOURLY_SQL, "heat_hourly"),
+            (HEAT_DOCS_HOURLY_SQL, "heat_docs"),
+            (HEAT_EDGE_SQL, "events_page_kind_time"),
+            (PAGE_HOURLY_SQL, "page_hourly"),
+            (PAGE_EDGE_SQL, "events_time_key"),
+            (UNWRITTEN_HEAT_SQL, "INTEGER PRIMARY KEY"),
+        ];
+        for (sql, access) in queries {
+            let mut plan = reader
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            // Unbound parameters are NULL, which does not change the plan.
+            let mut rows = plan.raw_query();
+            let mut details: Vec<String> = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                details.push(row.get(3).unwrap());
+            }
+            for detail in &details {
+                assert!(!detail.starts_with("SCAN"), "{sql}\nscans: {details:?}");
+            }
+            assert!(
+                details
+                    .iter()
+                    .any(|detail| detail.starts_with("SEARCH") && detail.contains(access))
+                    || access.is_empty(),
+                "{sql}\nshould search {access}: {details:?}"
+            );
+        }
+        drop(reader);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn whole_hours_split_into_days_and_the_hours_around_them() {
