@@ -375,26 +375,29 @@ impl Store for SqliteStore {
 
     fn heatmap(&self, query: &HeatmapQuery) -> Result<HeatmapCells, StoreError> {
         let mut reader = lock(&self.reader);
-        // One snapshot for the tables, the raw edges and `heat_through`.
-        let reader = reader.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        // A page's id never changes once committed, so it may be read outside the snapshot.
         let Some(page_id) = page_id_of(&reader, &query.page)? else {
             return Ok(HeatmapCells::default());
         };
         let kind = kind_code(query.kind);
         let bucket = query.bucket.code();
         let (whole, edges) = split_hours(query.range);
+        // The pending heat is copied before the snapshot starts, so the snapshot is at least
+        // as new as the copy: it either holds the same `heat_through` (add the copy) or a
+        // later one, whose flush already put the copy's counts in the tables (skip it).
+        let unwritten = whole.map(|hours| {
+            let pending = lock(&self.pending);
+            (pending.base, pending.sum((page_id, kind, bucket), hours))
+        });
+        // One snapshot for the tables, the raw edges and `heat_through`; it starts with the
+        // first read below.
+        let reader = reader.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let through: i64 = reader
+            .prepare_cached("SELECT value FROM meta WHERE key = 'heat_through'")?
+            .query_row([], |row| row.get(0))?;
         let mut cells: HashMap<(i64, i64), u64> = HashMap::new();
         let (mut events, mut aspect_sum) = (0u64, 0f64);
-        if let Some(hours) = whole {
-            let series = (page_id, kind, bucket);
-            let (base, unwritten) = {
-                let pending = lock(&self.pending);
-                (pending.base, pending.sum(series, hours))
-            };
-            let through: i64 = reader
-                .prepare_cached("SELECT value FROM meta WHERE key = 'heat_through'")?
-                .query_row([], |row| row.get(0))?;
-            // A flush that committed after the copy was taken is already in the tables.
+        if let Some((base, unwritten)) = unwritten {
             if through == base {
                 for (cell, n) in unwritten.cells {
                     *cells.entry(cell).or_default() += n.max(0) as u64;
