@@ -11,12 +11,15 @@
 //! - `pending`: heat counts held in memory between writes of the heat tables, rebuilt
 //!   from raw events after a restart.
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, WAL, one transaction per
-//!   batch covering the events and their aggregates).
+//!   batch covering the events and their page and session counts; heat counts written
+//!   every [`SqliteConfig::heat_flush_events`] events).
 //! - `conformance`: the test suite every engine must pass unchanged.
 //!
-//! **Invariant:** a batch is stored whole or not at all: events and their aggregates are
-//! committed in one transaction, so what [`Store::ingest`] acknowledged is there after a
-//! crash or a full disk, and what it refused left nothing behind.
+//! **Invariant:** a batch is stored whole or not at all: its events are committed in one
+//! transaction, so what [`Store::ingest`] acknowledged is there after a crash or a full
+//! disk, and what it refused left nothing behind. Every answer counts exactly the
+//! committed events: an aggregate is either committed with them or, if an engine writes it
+//! later, derived from them (held in memory meanwhile and rebuilt from the events at open).
 //! **Invariant:** no serde here; wire shapes live in `protocol`.
 
 mod aggregate;

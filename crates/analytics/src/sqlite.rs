@@ -1,5 +1,6 @@
 //! The embedded engine: one SQLite file in `--data-dir`, WAL mode, one transaction per
-//! batch covering its events and every aggregate they touch.
+//! batch covering its events and their page and session counts (heat counts follow in
+//! steps, see below).
 //!
 //! Tables (see `docs/storage.md`):
 //! - `events`: every accepted event (raw, for sessions, journeys and re-aggregation).
