@@ -41,6 +41,7 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
     filters_apply_to_every_number(&*fresh());
     aggregates_equal_a_recomputation_from_raw_events(&*fresh());
     retention_prunes_whole_hours_older_than_the_cut(&*fresh());
+    heatmaps_never_go_backwards_while_batches_are_stored(&*fresh());
 }
 
 /// A deterministic generator (xorshift64*), so failures reproduce without a seed file.
@@ -510,6 +511,97 @@ pub fn acknowledged_batches_survive_a_full_disk_and_a_reopen(harness: &mut dyn R
         );
     }
     failures
+}
+
+/// A heatmap read while batches are being stored (and an engine writes its aggregates
+/// behind them) never shows fewer events than an earlier read did, and never more than
+/// were sent; once the batches are stored it equals a recomputation.
+pub fn heatmaps_never_go_backwards_while_batches_are_stored(store: &dyn Store) {
+    let mut rng = Rng::new(8);
+    let events = sample_events(&mut rng, 6000, BASE_MS, 2 * DAY_MS);
+    let query = HeatmapQuery {
+        page: "/".into(),
+        kind: EventType::Move,
+        bucket: WidthBucket::Desktop,
+        range: Range::all(),
+    };
+    let expected = heat_of(&events, EventType::Move, WidthBucket::Desktop, Range::all());
+    let expected = expected.get("/").cloned().unwrap_or_default();
+    let total: u64 = expected.iter().map(|cell| cell.count).sum();
+    let stored = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for batch in events.chunks(60) {
+                ingest_ok(store, batch);
+            }
+            stored.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let (mut last, mut reads) = (0, 0);
+        while !stored.load(std::sync::atomic::Ordering::SeqCst) {
+            let seen = heat_ok(store, &query).events;
+            assert!(seen >= last, "a heatmap went from {last} to {seen} events");
+            assert!(seen <= total, "a heatmap shows {seen} of {total} events");
+            last = seen;
+            reads += 1;
+        }
+        reads
+    });
+    assert!(reads > 0, "the heatmap was read while batches were stored");
+    assert_eq!(heat_ok(store, &query).cells, expected, "heat once stored");
+}
+
+/// Heatmaps and totals are exact after a reopen, whatever an engine kept in memory when it
+/// closed (a crash loses the process, not what was acknowledged), and batches stored after
+/// the reopen add to them exactly.
+pub fn aggregates_survive_a_reopen(harness: &mut dyn Reopen) {
+    let mut rng = Rng::new(7);
+    let events = sample_events(&mut rng, 3000, BASE_MS, 3 * DAY_MS);
+    let (first, second) = events.split_at(1700);
+    let check = |store: &dyn Store, stored: &[Event], when: &str| {
+        let range = Range::new(BASE_MS + 1_234_567, BASE_MS + 3 * DAY_MS - 7_654)
+            .expect("ok: a valid range");
+        for range in [Range::all(), range] {
+            for kind in [EventType::Click, EventType::Move] {
+                let expected = heat_of(stored, kind, WidthBucket::Tablet, range);
+                for page in ["/", "/pricing"] {
+                    let query = HeatmapQuery {
+                        page: page.into(),
+                        kind,
+                        bucket: WidthBucket::Tablet,
+                        range,
+                    };
+                    let want = expected.get(page).cloned().unwrap_or_default();
+                    let cells = heat_ok(store, &query);
+                    assert_eq!(cells.cells, want, "heat cells {when} for {query:?}");
+                    let n: u64 = want.iter().map(|cell| cell.count).sum();
+                    assert_eq!(cells.events, n, "heat events {when} for {query:?}");
+                }
+            }
+            let inside = stored.iter().filter(|e| range.contains(e.at_ms)).count();
+            let totals = totals_ok(store, range, &Filter::default());
+            assert_eq!(totals.events, inside as u64, "totals {when} over {range:?}");
+        }
+    };
+    {
+        let store = harness.open();
+        for batch in first.chunks(170) {
+            ingest_ok(&*store, batch);
+        }
+        check(&*store, first, "before the reopen");
+    }
+    let store = harness.open();
+    check(&*store, first, "after the reopen");
+    for batch in second.chunks(130) {
+        ingest_ok(&*store, batch);
+    }
+    assert_eq!(
+        ingest_ok(&*store, first).duplicates,
+        first.len() as u64,
+        "events stored before the reopen are still recognised"
+    );
+    check(&*store, &events, "after more batches");
+    drop(store);
+    check(&*harness.open(), &events, "after a second reopen");
 }
 
 fn desktop_at(x: f32, y: f32) -> Position {

@@ -8,16 +8,21 @@
 //!   every engine, so their aggregates agree to the cell).
 //! - `query`: what can be asked ([`Range`], [`Filter`], [`HeatmapQuery`]) and the answers.
 //! - `store`: the [`Store`] boundary every engine implements.
+//! - `pending`: heat counts held in memory between writes of the heat tables, rebuilt
+//!   from raw events after a restart.
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, WAL, one transaction per
-//!   batch covering the events and their aggregates).
+//!   batch covering the events and their page and session counts; heat counts written
+//!   every [`SqliteConfig::heat_flush_events`] events).
 //! - `conformance`: the test suite every engine must pass unchanged.
 //! - [`live`]: the live view over any store (active users, the last minutes, sessions and
 //!   their journeys, the summary and sessions answers), fed only with what the store
 //!   committed.
 //!
-//! **Invariant:** a batch is stored whole or not at all: events and their aggregates are
-//! committed in one transaction, so what [`Store::ingest`] acknowledged is there after a
-//! crash or a full disk, and what it refused left nothing behind.
+//! **Invariant:** a batch is stored whole or not at all: its events are committed in one
+//! transaction, so what [`Store::ingest`] acknowledged is there after a crash or a full
+//! disk, and what it refused left nothing behind. Every answer counts exactly the
+//! committed events: an aggregate is either committed with them or, if an engine writes it
+//! later, derived from them (held in memory meanwhile and rebuilt from the events at open).
 //! **Invariant:** no serde here; wire shapes live in `protocol`.
 
 mod aggregate;
@@ -25,6 +30,7 @@ pub mod conformance;
 mod error;
 mod event;
 pub mod live;
+mod pending;
 mod query;
 mod sqlite;
 mod store;
@@ -35,5 +41,5 @@ pub use event::{Event, Position};
 pub use query::{
     Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals, WidthBucket,
 };
-pub use sqlite::{SqliteConfig, SqliteStore};
+pub use sqlite::{SqliteConfig, SqliteStore, DEFAULT_HEAT_FLUSH_EVENTS};
 pub use store::{Ingested, Store};

@@ -1,5 +1,6 @@
 //! The embedded engine: one SQLite file in `--data-dir`, WAL mode, one transaction per
-//! batch covering its events and every aggregate they touch.
+//! batch covering its events and their page and session counts (heat counts follow in
+//! steps, see below).
 //!
 //! Tables (see `docs/storage.md`):
 //! - `events`: every accepted event (raw, for sessions, journeys and re-aggregation).
@@ -9,30 +10,47 @@
 //! - `page_hourly`: events per page, hour, kind and country, for totals and top lists.
 //! - `session_hourly`: one row per session and hour it was active in (first and last event
 //!   of that hour, events, country).
+//! - `heat_daily`, `heat_docs_daily`: the heat counts per day.
+//! - `meta`: `heat_through`, the last event id the heat tables hold.
 //!
 //! A query over a range sums the hourly rows of the whole hours inside it and reads raw
 //! events only for the partial hours at its ends, so its cost follows the range and the
 //! number of cells, not the number of events.
+//!
+//! The heat tables are written in steps of many batches, not per batch: a batch commits
+//! its events with their page and session counts, and its heat counts join a pending set
+//! in memory ([`HeatFold`]) that is written out (with `heat_through`) once it holds
+//! [`SqliteConfig::heat_flush_events`] events. Every heat row of a busy hour or day is then
+//! rewritten once per flush instead of once per batch. Nothing acknowledged depends on the
+//! pending set: it is a function of the committed events after `heat_through`, rebuilt
+//! from them when the file is opened, and heatmap queries add it to what the tables hold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::aggregate::{heat_cell, hour_of, HOUR_MS};
 use crate::error::StoreError;
 use crate::event::{kind_code, kind_of, Event, Position};
+use crate::pending::HeatFold;
 use crate::query::{Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
 use crate::store::{Ingested, Store};
 use protocol::analytics::EventType;
 
 /// The schema's version, stored in `PRAGMA user_version`; a newer file is refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The page cache of each connection, in KiB.
 const CACHE_KIB: u32 = 64 * 1024;
+
+/// The default of [`SqliteConfig::heat_flush_events`]: at most about 30 MiB of pending heat
+/// counts (with the copy a flush takes), re-read in about a second at open, while a busy
+/// hour's heat rows are rewritten once per quarter of a million events instead of once
+/// per batch.
+pub const DEFAULT_HEAT_FLUSH_EVENTS: u64 = 250_000;
 
 /// Rows deleted per statement when pruning, so a large prune never holds the write lock
 /// for long.
@@ -93,6 +111,10 @@ CREATE TABLE IF NOT EXISTS session_hourly (
     country TEXT,
     PRIMARY KEY (hour, session)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Fills the daily heat rollups (new in version 2) from the hourly rows of a version 1 file.
@@ -109,6 +131,16 @@ INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
 COMMIT;
 ";
 
+/// Version 3 writes the heat tables in steps and records in `meta` how far they reach; in
+/// a version 2 file they hold every stored event.
+const MIGRATE_2_TO_3: &str = "
+BEGIN;
+INSERT OR IGNORE INTO meta (key, value)
+    VALUES ('heat_through', COALESCE((SELECT MAX(id) FROM events), 0));
+PRAGMA user_version=3;
+COMMIT;
+";
+
 /// How to open the SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
@@ -120,6 +152,12 @@ pub struct SqliteConfig {
     /// The largest the file may grow, in bytes; a batch that would pass it is refused with
     /// [`StoreError::Full`], exactly like a full disk. `None`: no limit but the disk's.
     pub max_bytes: Option<u64>,
+    /// How many stored events' heat counts are held in memory before they are written to
+    /// the heat tables in one transaction. More means fewer rewrites of the same heat
+    /// rows (faster ingest) but more memory (at most about 120 bytes an event, counting
+    /// the copy a flush takes) and more events to re-read at open after a crash. 0 writes
+    /// them with every batch, as version 2 did.
+    pub heat_flush_events: u64,
 }
 
 impl SqliteConfig {
@@ -129,6 +167,7 @@ impl SqliteConfig {
             path: path.to_owned(),
             fsync: false,
             max_bytes: None,
+            heat_flush_events: DEFAULT_HEAT_FLUSH_EVENTS,
         }
     }
 }
@@ -140,16 +179,27 @@ impl SqliteConfig {
 /// commit).
 #[derive(Debug)]
 pub struct SqliteStore {
+    /// Taken for every write; held across a whole ingest or prune.
     writer: Mutex<Writer>,
+    /// Taken by queries, so they never wait behind an ingest.
     reader: Mutex<Connection>,
+    /// Heat counts of committed events the heat tables do not hold yet. The writer adds
+    /// to it after each commit and empties it after a flush; queries copy the part they
+    /// need and add it only when their snapshot's `heat_through` equals its `base`. Never
+    /// held while SQL runs.
+    pending: Mutex<HeatFold>,
     path: PathBuf,
+    heat_flush_events: u64,
 }
 
-/// The writing connection and the page ids it has seen committed.
+/// The writing connection and what it has seen committed.
 #[derive(Debug)]
 struct Writer {
     conn: Connection,
     page_ids: HashMap<String, i64>,
+    /// The id the next stored event gets. Ids are assigned here, not by SQLite, so they
+    /// keep growing even after a prune empties the table (`heat_through` relies on it).
+    next_id: i64,
 }
 
 impl SqliteStore {
@@ -193,7 +243,14 @@ impl SqliteStore {
             // Version 2 added the daily heat rollups: build them from the hourly rows.
             conn.execute_batch(MIGRATE_1_TO_2)?;
         }
+        if version < 3 {
+            conn.execute_batch(MIGRATE_2_TO_3)?;
+        }
         conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
+        let pending = unflushed_heat(&conn)?;
+        let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
+            row.get(0)
+        })?;
         if let Some(max_bytes) = config.max_bytes {
             let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
             let pages = (max_bytes as i64 / page_size.max(512)).max(1);
@@ -209,9 +266,12 @@ impl SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
                 page_ids: HashMap::new(),
+                next_id: max_id.max(pending.base) + 1,
             }),
             reader: Mutex::new(reader),
+            pending: Mutex::new(pending),
             path: config.path.clone(),
+            heat_flush_events: config.heat_flush_events,
         })
     }
 
@@ -245,46 +305,113 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Writes the pending heat counts to the heat tables now, so the tables alone hold
+    /// every stored event (before a prune, which edits them by hour).
+    ///
+    /// # Errors
+    /// The engine's error; the counts stay pending and nothing is lost.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut writer = lock(&self.writer);
+        let through = writer.next_id - 1;
+        let pending = lock(&self.pending).clone();
+        if pending.base == through {
+            return Ok(());
+        }
+        let tx = writer.conn.transaction()?;
+        write_heat(&tx, &pending, through)?;
+        tx.commit()?;
+        *lock(&self.pending) = HeatFold::on(through);
+        Ok(())
+    }
+}
+
 impl Store for SqliteStore {
     fn ingest(&self, events: &[Event]) -> Result<Ingested, StoreError> {
         let mut writer = lock(&self.writer);
-        let Writer { conn, page_ids } = &mut *writer;
+        let Writer {
+            conn,
+            page_ids,
+            next_id,
+        } = &mut *writer;
         let tx = conn.transaction()?;
         let mut new_pages = HashMap::new();
-        let outcome = ingest_in(&tx, events, page_ids, &mut new_pages)?;
+        let mut heat = HeatFold::default();
+        let mut last_id = *next_id - 1;
+        let outcome = ingest_in(
+            &tx,
+            events,
+            page_ids,
+            &mut new_pages,
+            &mut heat,
+            &mut last_id,
+        )?;
+        // Write the pending heat out with this batch's once there is enough of it. The
+        // pending set stays as it is until the commit succeeds, so a failed flush loses
+        // nothing: the next batch tries again.
+        let flushed = {
+            let pending = lock(&self.pending);
+            if pending.events + heat.events > self.heat_flush_events {
+                let mut all = pending.clone();
+                drop(pending);
+                all.add(&heat);
+                write_heat(&tx, &all, last_id)?;
+                true
+            } else {
+                false
+            }
+        };
         tx.commit()?;
-        // Only committed pages are remembered: a rolled-back page id may be reused.
+        // Only committed pages and ids are remembered: a rolled-back id may be reused.
         page_ids.extend(new_pages);
+        *next_id = last_id + 1;
+        let mut pending = lock(&self.pending);
+        if flushed {
+            *pending = HeatFold::on(last_id);
+        } else {
+            pending.add(&heat);
+        }
         Ok(outcome)
     }
 
     fn heatmap(&self, query: &HeatmapQuery) -> Result<HeatmapCells, StoreError> {
-        let reader = lock(&self.reader);
+        let mut reader = lock(&self.reader);
+        // A page's id never changes once committed, so it may be read outside the snapshot.
         let Some(page_id) = page_id_of(&reader, &query.page)? else {
             return Ok(HeatmapCells::default());
         };
         let kind = kind_code(query.kind);
         let bucket = query.bucket.code();
         let (whole, edges) = split_hours(query.range);
+        // The pending heat is copied before the snapshot starts, so the snapshot is at least
+        // as new as the copy: it either holds the same `heat_through` (add the copy) or a
+        // later one, whose flush already put the copy's counts in the tables (skip it).
+        let unwritten = whole.map(|hours| {
+            let pending = lock(&self.pending);
+            (pending.base, pending.sum((page_id, kind, bucket), hours))
+        });
+        // One snapshot for the tables, the raw edges and `heat_through`; it starts with the
+        // first read below.
+        let reader = reader.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let through: i64 = reader
+            .prepare_cached("SELECT value FROM meta WHERE key = 'heat_through'")?
+            .query_row([], |row| row.get(0))?;
         let mut cells: HashMap<(i64, i64), u64> = HashMap::new();
         let (mut events, mut aspect_sum) = (0u64, 0f64);
+        if let Some((base, unwritten)) = unwritten {
+            if through == base {
+                for (cell, n) in unwritten.cells {
+                    *cells.entry(cell).or_default() += n.max(0) as u64;
+                }
+                events += unwritten.events.max(0) as u64;
+                aspect_sum += unwritten.aspect_sum;
+            }
+        }
         let rollups = whole.map(split_days).unwrap_or_default();
         for (level, span) in rollups {
             let (cells_sql, docs_sql) = match level {
-                Rollup::Day => (
-                    "SELECT cx, cy, SUM(n) FROM heat_daily
-                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5
-                     GROUP BY cx, cy",
-                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs_daily
-                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5",
-                ),
-                Rollup::Hour => (
-                    "SELECT cx, cy, SUM(n) FROM heat_hourly
-                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5
-                     GROUP BY cx, cy",
-                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs
-                     WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5",
-                ),
+                Rollup::Day => (HEAT_DAILY_SQL, HEAT_DOCS_DAILY_SQL),
+                Rollup::Hour => (HEAT_HOURLY_SQL, HEAT_DOCS_HOURLY_SQL),
             };
             let key = params![page_id, kind, bucket, span.0, span.1];
             let mut statement = reader.prepare_cached(cells_sql)?;
@@ -306,10 +433,7 @@ impl Store for SqliteStore {
             aspect_sum += sum;
         }
         for edge in edges {
-            let mut statement = reader.prepare_cached(
-                "SELECT x, y, vw, dw, dh FROM events
-                 WHERE page_id = ?1 AND kind = ?2 AND at_ms >= ?3 AND at_ms < ?4 AND x IS NOT NULL",
-            )?;
+            let mut statement = reader.prepare_cached(HEAT_EDGE_SQL)?;
             let rows =
                 statement.query_map(params![page_id, kind, edge.from_ms, edge.to_ms], |row| {
                     Ok(Position {
@@ -362,13 +486,9 @@ impl Store for SqliteStore {
         let (whole, edges) = split_hours(range);
         let country = filter.country.as_deref();
         if let Some((first_hour, end_hour)) = whole {
-            let sql = "SELECT page_id, kind, country, SUM(n) FROM page_hourly
-                 WHERE hour >= ?1 AND hour < ?2
-                   AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
-                 GROUP BY page_id, kind, country";
             add_page_counts(
                 &reader,
-                sql,
+                PAGE_HOURLY_SQL,
                 (first_hour, end_hour),
                 page_id,
                 country,
@@ -376,12 +496,8 @@ impl Store for SqliteStore {
             )?;
         }
         for edge in edges {
-            let sql = "SELECT page_id, kind, COALESCE(country, ''), COUNT(*) FROM events
-                 WHERE at_ms >= ?1 AND at_ms < ?2
-                   AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
-                 GROUP BY page_id, kind, country";
             let span = (edge.from_ms, edge.to_ms);
-            add_page_counts(&reader, sql, span, page_id, country, &mut counts)?;
+            add_page_counts(&reader, PAGE_EDGE_SQL, span, page_id, country, &mut counts)?;
         }
         let mut totals = Totals::default();
         let mut pages: HashMap<i64, u64> = HashMap::new();
@@ -525,6 +641,7 @@ impl Store for SqliteStore {
         // Whole hours only, so raw events and their hourly aggregates stay in step.
         let cut_hour = hour_of(before_ms);
         let cut_ms = cut_hour.saturating_mul(HOUR_MS);
+        self.flush()?;
         let mut removed = 0u64;
         loop {
             let writer = lock(&self.writer);
@@ -591,28 +708,104 @@ impl Store for SqliteStore {
     }
 }
 
+/// A heatmap's cells over whole days.
+const HEAT_DAILY_SQL: &str = "SELECT cx, cy, SUM(n) FROM heat_daily
+    WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5
+    GROUP BY cx, cy";
+
+/// A heatmap's events and aspect sum over whole days.
+const HEAT_DOCS_DAILY_SQL: &str =
+    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs_daily
+    WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND day >= ?4 AND day < ?5";
+
+/// A heatmap's cells over whole hours.
+const HEAT_HOURLY_SQL: &str = "SELECT cx, cy, SUM(n) FROM heat_hourly
+    WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5
+    GROUP BY cx, cy";
+
+/// A heatmap's events and aspect sum over whole hours.
+const HEAT_DOCS_HOURLY_SQL: &str =
+    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(aspect_sum), 0.0) FROM heat_docs
+    WHERE page_id = ?1 AND kind = ?2 AND bucket = ?3 AND hour >= ?4 AND hour < ?5";
+
+/// The raw positions of a heatmap's partial hours.
+const HEAT_EDGE_SQL: &str = "SELECT x, y, vw, dw, dh FROM events
+    WHERE page_id = ?1 AND kind = ?2 AND at_ms >= ?3 AND at_ms < ?4 AND x IS NOT NULL";
+
+/// Totals over whole hours.
+const PAGE_HOURLY_SQL: &str = "SELECT page_id, kind, country, SUM(n) FROM page_hourly
+    WHERE hour >= ?1 AND hour < ?2
+      AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
+    GROUP BY page_id, kind, country";
+
+/// Totals over the partial hours at a range's ends, from raw events.
+const PAGE_EDGE_SQL: &str = "SELECT page_id, kind, COALESCE(country, ''), COUNT(*) FROM events
+    WHERE at_ms >= ?1 AND at_ms < ?2
+      AND (?3 IS NULL OR page_id = ?3) AND (?4 IS NULL OR country = ?4)
+    GROUP BY page_id, kind, country";
+
+/// The events whose heat the heat tables do not hold, re-read at open.
+const UNWRITTEN_HEAT_SQL: &str =
+    "SELECT page_id, kind, at_ms, x, y, vw, dw, dh FROM events WHERE id > ?1 ORDER BY id";
+
+/// Inserts one event unless its `(at_ms, session, seq)` is already stored. Its values are
+/// bound one by one ([`bind_event`]): building a slice of `&dyn ToSql` per event cost a
+/// tenth of the ingest's instructions.
+const INSERT_EVENT_SQL: &str = "INSERT OR IGNORE INTO events
+    (id, at_ms, received_ms, kind, page_id, session, seq, country,
+     x, y, vw, dw, dh, element, ox, oy, depth, visible)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+/// Binds one event's values to [`INSERT_EVENT_SQL`].
+fn bind_event(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    id: i64,
+    page_id: i64,
+    event: &Event,
+) -> Result<(), rusqlite::Error> {
+    let position = event.position;
+    let position_value = |value: fn(&Position) -> f32| position.map(|p| f64::from(value(&p)));
+    statement.raw_bind_parameter(1, id)?;
+    statement.raw_bind_parameter(2, event.at_ms)?;
+    statement.raw_bind_parameter(3, event.received_ms)?;
+    statement.raw_bind_parameter(4, kind_code(event.kind))?;
+    statement.raw_bind_parameter(5, page_id)?;
+    statement.raw_bind_parameter(6, event.session.as_str())?;
+    statement.raw_bind_parameter(7, event.seq.map(|seq| seq as i64))?;
+    statement.raw_bind_parameter(8, event.country.as_deref())?;
+    statement.raw_bind_parameter(9, position_value(|p| p.x))?;
+    statement.raw_bind_parameter(10, position_value(|p| p.y))?;
+    statement.raw_bind_parameter(11, position_value(|p| p.viewport_width))?;
+    statement.raw_bind_parameter(12, position_value(|p| p.doc_width))?;
+    statement.raw_bind_parameter(13, position_value(|p| p.doc_height))?;
+    statement.raw_bind_parameter(14, event.element.as_deref())?;
+    let (ox, oy) = event.element_offset.unzip();
+    statement.raw_bind_parameter(15, ox.map(f64::from))?;
+    statement.raw_bind_parameter(16, oy.map(f64::from))?;
+    statement.raw_bind_parameter(17, event.depth.map(f64::from))?;
+    statement.raw_bind_parameter(18, event.visible.map(i64::from))?;
+    Ok(())
+}
+
 /// One session's first and last event time, events and country within one hour of a batch.
 type SessionHour<'a> = (i64, i64, i64, Option<&'a str>);
 
-/// Inserts a batch and folds it into the aggregates, inside `tx`.
+/// Inserts a batch inside `tx`, numbering its events from `last_id + 1` (and leaving the
+/// last id used there), adds it to the page and session counts, and folds its heat into
+/// `heat` for the caller to keep pending or write out.
 fn ingest_in(
     tx: &Transaction<'_>,
     events: &[Event],
     page_ids: &HashMap<String, i64>,
     new_pages: &mut HashMap<String, i64>,
+    heat: &mut HeatFold,
+    last_id: &mut i64,
 ) -> Result<Ingested, StoreError> {
     let mut outcome = Ingested::default();
-    let mut heat: HashMap<(i64, i64, i64, i64, i64, i64), i64> = HashMap::new();
-    let mut docs: HashMap<(i64, i64, i64, i64), (i64, f64)> = HashMap::new();
-    let mut pages: HashMap<(i64, i64, i64, String), i64> = HashMap::new();
-    let mut sessions: HashMap<(i64, &str), SessionHour<'_>> = HashMap::new();
+    let mut pages: BTreeMap<(i64, i64, i64, &str), i64> = BTreeMap::new();
+    let mut sessions: BTreeMap<(i64, &str), SessionHour<'_>> = BTreeMap::new();
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events
-                (at_ms, received_ms, kind, page_id, session, seq, country,
-                 x, y, vw, dw, dh, element, ox, oy, depth, visible)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        )?;
+        let mut event_pages = Vec::with_capacity(events.len());
         for event in events {
             let page_id = match page_ids
                 .get(&event.page)
@@ -625,43 +818,28 @@ fn ingest_in(
                     id
                 }
             };
-            let kind = kind_code(event.kind);
-            let position = event.position;
-            let inserted = insert.execute(params![
-                event.at_ms,
-                event.received_ms,
-                kind,
-                page_id,
-                event.session,
-                event.seq.map(|seq| seq as i64),
-                event.country,
-                position.map(|p| p.x as f64),
-                position.map(|p| p.y as f64),
-                position.map(|p| p.viewport_width as f64),
-                position.map(|p| p.doc_width as f64),
-                position.map(|p| p.doc_height as f64),
-                event.element,
-                event.element_offset.map(|(ox, _)| ox as f64),
-                event.element_offset.map(|(_, oy)| oy as f64),
-                event.depth.map(f64::from),
-                event.visible.map(i64::from),
-            ])?;
-            if inserted == 0 {
+            event_pages.push(page_id);
+        }
+        // Event `idx` of the batch gets id `first_id + idx`; the ids of duplicates stay
+        // unused.
+        let first_id = *last_id + 1;
+        let mut stored = Vec::with_capacity(events.len());
+        let mut insert = tx.prepare_cached(INSERT_EVENT_SQL)?;
+        for (idx, (event, page_id)) in events.iter().zip(&event_pages).enumerate() {
+            bind_event(&mut insert, first_id + idx as i64, *page_id, event)?;
+            stored.push(insert.raw_execute()? == 1);
+        }
+        *last_id += events.len() as i64;
+        for ((event, page_id), stored) in events.iter().zip(event_pages).zip(stored) {
+            if !stored {
                 outcome.duplicates += 1;
                 continue;
             }
+            let kind = kind_code(event.kind);
             outcome.stored += 1;
             let hour = hour_of(event.at_ms);
-            if let Some((bucket, cx, cy)) = heat_cell(event) {
-                let bucket = bucket.code();
-                *heat
-                    .entry((page_id, kind, bucket, hour, cx, cy))
-                    .or_default() += 1;
-                let doc = docs.entry((page_id, kind, bucket, hour)).or_default();
-                doc.0 += 1;
-                doc.1 += aspect(event);
-            }
-            let country = event.country.clone().unwrap_or_default();
+            heat.fold(page_id, kind, hour, event);
+            let country = event.country.as_deref().unwrap_or_default();
             *pages.entry((hour, page_id, kind, country)).or_default() += 1;
             let session = sessions.entry((hour, event.session.as_str())).or_insert((
                 event.at_ms,
@@ -676,53 +854,6 @@ fn ingest_in(
                 session.3 = event.country.as_deref();
             }
         }
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO heat_hourly (page_id, kind, bucket, hour, cx, cy, n)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT DO UPDATE SET n = n + excluded.n",
-    )?;
-    for ((page_id, kind, bucket, hour, cx, cy), n) in &heat {
-        upsert.execute(params![page_id, kind, bucket, hour, cx, cy, n])?;
-    }
-    // The daily rollup gets the same counts, folded by day.
-    let mut daily: HashMap<(i64, i64, i64, i64, i64, i64), i64> = HashMap::new();
-    for ((page_id, kind, bucket, hour, cx, cy), n) in heat {
-        *daily
-            .entry((page_id, kind, bucket, hour.div_euclid(24), cx, cy))
-            .or_default() += n;
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO heat_daily (page_id, kind, bucket, day, cx, cy, n)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT DO UPDATE SET n = n + excluded.n",
-    )?;
-    for ((page_id, kind, bucket, day, cx, cy), n) in daily {
-        upsert.execute(params![page_id, kind, bucket, day, cx, cy, n])?;
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO heat_docs (page_id, kind, bucket, hour, n, aspect_sum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
-    )?;
-    for ((page_id, kind, bucket, hour), (n, aspect_sum)) in &docs {
-        upsert.execute(params![page_id, kind, bucket, hour, n, aspect_sum])?;
-    }
-    let mut daily_docs: HashMap<(i64, i64, i64, i64), (i64, f64)> = HashMap::new();
-    for ((page_id, kind, bucket, hour), (n, aspect_sum)) in docs {
-        let doc = daily_docs
-            .entry((page_id, kind, bucket, hour.div_euclid(24)))
-            .or_default();
-        doc.0 += n;
-        doc.1 += aspect_sum;
-    }
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
-    )?;
-    for ((page_id, kind, bucket, day), (n, aspect_sum)) in daily_docs {
-        upsert.execute(params![page_id, kind, bucket, day, n, aspect_sum])?;
     }
     let mut upsert = tx.prepare_cached(
         "INSERT INTO page_hourly (hour, page_id, kind, country, n) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -744,6 +875,102 @@ fn ingest_in(
         upsert.execute(params![session, first_ms, last_ms, n, country, hour])?;
     }
     Ok(outcome)
+}
+
+/// Adds `heat` to the hourly and daily heat tables inside `tx`, and records that they now
+/// hold every event up to id `through`.
+fn write_heat(tx: &Transaction<'_>, heat: &HeatFold, through: i64) -> Result<(), StoreError> {
+    let hours: Vec<_> = heat
+        .sorted_hours()
+        .into_iter()
+        .map(|(key, span)| (*key, span))
+        .collect();
+    let days = heat.days();
+    let days: Vec<_> = days.iter().map(|(key, span)| (*key, span)).collect();
+    let tables = [
+        (
+            hours,
+            "INSERT INTO heat_hourly (page_id, kind, bucket, hour, cx, cy, n)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            "INSERT INTO heat_docs (page_id, kind, bucket, hour, n, aspect_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
+        ),
+        // The daily rollup gets the same counts, folded by day.
+        (
+            days,
+            "INSERT INTO heat_daily (page_id, kind, bucket, day, cx, cy, n)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            "INSERT INTO heat_docs_daily (page_id, kind, bucket, day, n, aspect_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO UPDATE SET n = n + excluded.n, aspect_sum = aspect_sum + excluded.aspect_sum",
+        ),
+    ];
+    for (spans, cells_sql, docs_sql) in tables {
+        let mut cells = tx.prepare_cached(cells_sql)?;
+        for (((page_id, kind, bucket), unit), span) in &spans {
+            // The span's key is bound once; only the cell and count change per row.
+            cells.raw_bind_parameter(1, page_id)?;
+            cells.raw_bind_parameter(2, kind)?;
+            cells.raw_bind_parameter(3, bucket)?;
+            cells.raw_bind_parameter(4, unit)?;
+            for ((cx, cy), n) in span.sorted_cells() {
+                cells.raw_bind_parameter(5, cx)?;
+                cells.raw_bind_parameter(6, cy)?;
+                cells.raw_bind_parameter(7, n)?;
+                cells.raw_execute()?;
+            }
+        }
+        let mut docs = tx.prepare_cached(docs_sql)?;
+        for (((page_id, kind, bucket), unit), span) in &spans {
+            if span.events != 0 {
+                docs.execute(params![
+                    page_id,
+                    kind,
+                    bucket,
+                    unit,
+                    span.events,
+                    span.aspect_sum
+                ])?;
+            }
+        }
+    }
+    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'heat_through'")?
+        .execute([through])?;
+    Ok(())
+}
+
+/// The heat of the events the heat tables do not hold yet (those after `heat_through`),
+/// read back from the raw events: what was pending in memory when the store last closed
+/// or crashed.
+fn unflushed_heat(conn: &Connection) -> Result<HeatFold, StoreError> {
+    let base: i64 = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'heat_through'",
+        [],
+        |row| row.get(0),
+    )?;
+    let mut heat = HeatFold::on(base);
+    let mut statement = conn.prepare(UNWRITTEN_HEAT_SQL)?;
+    let mut rows = statement.query([base])?;
+    while let Some(row) = rows.next()? {
+        let kind: i64 = row.get(1)?;
+        let at_ms: i64 = row.get(2)?;
+        let mut event = Event::new(kind_of(kind), "", "", at_ms);
+        event.position = match row.get::<_, Option<f64>>(3)? {
+            Some(x) => Some(Position {
+                x: x as f32,
+                y: row.get::<_, f64>(4)? as f32,
+                viewport_width: row.get::<_, f64>(5)? as f32,
+                doc_width: row.get::<_, f64>(6)? as f32,
+                doc_height: row.get::<_, f64>(7)? as f32,
+            }),
+            None => None,
+        };
+        heat.fold(row.get(0)?, kind, hour_of(at_ms), &event);
+    }
+    Ok(heat)
 }
 
 /// Adds the `(page_id, kind, country, events)` rows of `sql` over `span` (hours or ms,
@@ -906,6 +1133,51 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every query whose cost must not grow with the stored events reads through an index
+    /// (a key prefix and range), never a whole table: a schema or query change that loses
+    /// one fails here rather than at 100 million events.
+    #[test]
+    fn hot_queries_search_an_index() {
+        let dir = std::env::temp_dir().join(format!("analytics-plans-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = SqliteStore::open(&SqliteConfig::at(&dir.join("plans.sqlite"))).unwrap();
+        let reader = lock(&store.reader);
+        let queries = [
+            (HEAT_DAILY_SQL, "heat_daily"),
+            (HEAT_DOCS_DAILY_SQL, "heat_docs_daily"),
+            (HEAT_HOURLY_SQL, "heat_hourly"),
+            (HEAT_DOCS_HOURLY_SQL, "heat_docs"),
+            (HEAT_EDGE_SQL, "events_page_kind_time"),
+            (PAGE_HOURLY_SQL, "page_hourly"),
+            (PAGE_EDGE_SQL, "events_time_key"),
+            (UNWRITTEN_HEAT_SQL, "INTEGER PRIMARY KEY"),
+        ];
+        for (sql, access) in queries {
+            let mut plan = reader
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            // Unbound parameters are NULL, which does not change the plan.
+            let mut rows = plan.raw_query();
+            let mut details: Vec<String> = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                details.push(row.get(3).unwrap());
+            }
+            for detail in &details {
+                assert!(!detail.starts_with("SCAN"), "{sql}\nscans: {details:?}");
+            }
+            assert!(
+                details
+                    .iter()
+                    .any(|detail| detail.starts_with("SEARCH") && detail.contains(access))
+                    || access.is_empty(),
+                "{sql}\nshould search {access}: {details:?}"
+            );
+        }
+        drop(reader);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn whole_hours_split_into_days_and_the_hours_around_them() {

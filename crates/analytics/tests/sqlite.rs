@@ -27,9 +27,15 @@ impl Drop for TempDir {
     }
 }
 
-fn open(path: &std::path::Path, max_bytes: Option<u64>) -> Box<dyn Store> {
+/// How often the heat tables are written: with every batch, every few batches (so a
+/// suite's queries read both tables and pending counts), and the default (the suites'
+/// batches stay pending).
+const HEAT_FLUSHES: [u64; 3] = [0, 450, analytics::DEFAULT_HEAT_FLUSH_EVENTS];
+
+fn open(path: &std::path::Path, max_bytes: Option<u64>, heat_flush_events: u64) -> Box<dyn Store> {
     let config = SqliteConfig {
         max_bytes,
+        heat_flush_events,
         ..SqliteConfig::at(path)
     };
     Box::new(SqliteStore::open(&config).unwrap())
@@ -39,39 +45,65 @@ fn open(path: &std::path::Path, max_bytes: Option<u64>) -> Box<dyn Store> {
 fn sqlite_passes_the_conformance_suite() {
     let dir = TempDir::new("suite");
     let mut n = 0;
-    conformance::run_all(&mut || {
-        n += 1;
-        open(&dir.0.join(format!("store-{n}.sqlite")), None)
-    });
+    for heat_flush_events in HEAT_FLUSHES {
+        conformance::run_all(&mut || {
+            n += 1;
+            open(
+                &dir.0.join(format!("store-{n}.sqlite")),
+                None,
+                heat_flush_events,
+            )
+        });
+    }
 }
 
 struct SqliteFiles {
     path: PathBuf,
+    heat_flush_events: u64,
 }
 
 impl Reopen for SqliteFiles {
     fn open(&mut self) -> Box<dyn Store> {
-        open(&self.path, None)
+        open(&self.path, None, self.heat_flush_events)
     }
 
     fn open_cramped(&mut self, bytes: u64) -> Box<dyn Store> {
         let current = std::fs::metadata(&self.path).map_or(0, |meta| meta.len());
-        open(&self.path, Some(current + bytes))
+        open(&self.path, Some(current + bytes), self.heat_flush_events)
     }
 }
 
 #[test]
 fn sqlite_keeps_exactly_what_it_acknowledged_through_a_full_disk() {
     let dir = TempDir::new("full");
-    let mut files = SqliteFiles {
-        path: dir.0.join("events.sqlite"),
-    };
-    let failures = conformance::acknowledged_batches_survive_a_full_disk_and_a_reopen(&mut files);
-    eprintln!("injected {failures} full-disk failures; acknowledged = recovered after each");
-    assert!(
-        failures >= 10,
-        "the test must hit the limit many times, hit it {failures}"
-    );
+    for heat_flush_events in HEAT_FLUSHES {
+        let mut files = SqliteFiles {
+            path: dir.0.join(format!("events-{heat_flush_events}.sqlite")),
+            heat_flush_events,
+        };
+        let failures =
+            conformance::acknowledged_batches_survive_a_full_disk_and_a_reopen(&mut files);
+        eprintln!(
+            "heat flushed every {heat_flush_events} events: injected {failures} full-disk \
+             failures; acknowledged = recovered after each"
+        );
+        assert!(
+            failures >= 10,
+            "the test must hit the limit many times, hit it {failures}"
+        );
+    }
+}
+
+#[test]
+fn sqlite_rebuilds_pending_heat_from_the_events_after_a_reopen() {
+    let dir = TempDir::new("reopen");
+    for heat_flush_events in HEAT_FLUSHES {
+        let mut files = SqliteFiles {
+            path: dir.0.join(format!("events-{heat_flush_events}.sqlite")),
+            heat_flush_events,
+        };
+        conformance::aggregates_survive_a_reopen(&mut files);
+    }
 }
 
 #[test]
@@ -89,7 +121,8 @@ fn a_version_1_file_gets_its_daily_rollups_built_when_opened() {
         range: Range::all(),
     };
     let before = {
-        let store = open(&path, None);
+        // A version 1 file's heat tables hold every event.
+        let store = open(&path, None, 0);
         let events = sample_events(&mut Rng::new(9), 3000, BASE_MS, 4 * 86_400_000);
         store.ingest(&events).unwrap();
         store.heatmap(&query).unwrap()
@@ -99,10 +132,71 @@ fn a_version_1_file_gets_its_daily_rollups_built_when_opened() {
         // What a version 1 file looks like: no daily rows.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DELETE FROM heat_daily; DELETE FROM heat_docs_daily; PRAGMA user_version=1;",
+            "DELETE FROM heat_daily; DELETE FROM heat_docs_daily; DROP TABLE meta;
+             PRAGMA user_version=1;",
         )
         .unwrap();
     }
-    let store = open(&path, None);
-    assert_eq!(store.heatmap(&query).unwrap(), before);
+    let store = open(&path, None, analytics::DEFAULT_HEAT_FLUSH_EVENTS);
+    assert_same_heat(&store.heatmap(&query).unwrap(), &before);
+}
+
+/// Heatmaps are equal: the same cells and events, and mean aspect ratios equal but for
+/// rounding (sums of floats taken in another order).
+fn assert_same_heat(actual: &analytics::HeatmapCells, expected: &analytics::HeatmapCells) {
+    assert_eq!(
+        (&actual.cells, actual.events),
+        (&expected.cells, expected.events)
+    );
+    assert!((actual.mean_aspect - expected.mean_aspect).abs() < 1e-9);
+}
+
+#[test]
+fn a_version_2_file_keeps_its_heat_and_counts_new_events_once() {
+    use analytics::conformance::{sample_events, Rng, BASE_MS};
+    use analytics::{Filter, HeatmapQuery, Range, WidthBucket};
+    use protocol::analytics::EventType;
+
+    let dir = TempDir::new("migrate2");
+    let path = dir.0.join("events.sqlite");
+    let query = HeatmapQuery {
+        page: "/pricing".into(),
+        kind: EventType::Click,
+        bucket: WidthBucket::Mobile,
+        range: Range::all(),
+    };
+    let events = sample_events(&mut Rng::new(11), 4000, BASE_MS, 3 * 86_400_000);
+    let (old, new) = events.split_at(2500);
+    let (before, all) = {
+        // Version 2 wrote the heat tables with every batch and had no `meta` table.
+        let store = open(&dir.0.join("reference.sqlite"), None, 0);
+        store.ingest(old).unwrap();
+        let before = store.heatmap(&query).unwrap();
+        store.ingest(new).unwrap();
+        (before, store.heatmap(&query).unwrap())
+    };
+    assert!(before.events > 0 && all.events > before.events);
+    {
+        let store = open(&path, None, 0);
+        store.ingest(old).unwrap();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE meta; PRAGMA user_version=2;")
+            .unwrap();
+    }
+    let store = open(&path, None, analytics::DEFAULT_HEAT_FLUSH_EVENTS);
+    // Heat kept, not counted twice.
+    assert_same_heat(&store.heatmap(&query).unwrap(), &before);
+    assert_eq!(store.ingest(old).unwrap().duplicates, old.len() as u64);
+    store.ingest(new).unwrap();
+    assert_same_heat(&store.heatmap(&query).unwrap(), &all);
+    let totals = store.totals(Range::all(), &Filter::default(), 10).unwrap();
+    assert_eq!(totals.events, events.len() as u64);
+    drop(store);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
 }

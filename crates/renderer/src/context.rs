@@ -88,6 +88,7 @@ impl Context {
                 path: store_path.clone(),
                 fsync: config.fsync,
                 max_bytes: config.max_store_bytes,
+                heat_flush_events: config.store_heat_flush_events,
             })
             .map_err(|source| crate::Error::Store {
                 path: store_path.clone(),
