@@ -54,11 +54,18 @@ pub fn fit(colours_by_step: &[[u8; 4]], budget: usize) -> StepPalette {
 }
 
 /// The `[start, end)` step ranges whose colours span at most `2 * tolerance` per channel.
+///
+/// The first run holds only the first step's exact colour: where nothing happened the
+/// image must be exactly white (or exactly transparent), not a tolerance away from it.
 fn runs(colours_by_step: &[[u8; 4]], tolerance: u8) -> Vec<(usize, usize)> {
-    let spread = 2 * u16::from(tolerance);
     let mut runs = Vec::new();
     let mut start = 0;
     while start < colours_by_step.len() {
+        let spread = if start == 0 {
+            0
+        } else {
+            2 * u16::from(tolerance)
+        };
         let (mut min, mut max) = (colours_by_step[start], colours_by_step[start]);
         let mut end = start + 1;
         while let Some(colour) = colours_by_step.get(end) {
@@ -118,6 +125,10 @@ mod tests {
             .collect();
         let palette = fit(&steps, 100);
         assert!(palette.colours.len() <= 100);
+        assert_eq!(
+            palette.colours[0], steps[0],
+            "the first step is kept exactly"
+        );
         assert!(palette.tolerance > 0);
         for (step, colour) in steps.iter().enumerate() {
             let entry = palette.colours[usize::from(palette.index_of_step[step])];

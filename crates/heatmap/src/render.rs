@@ -52,6 +52,9 @@ pub struct RenderSettings {
     pub annotate: bool,
     /// The screenshot for [`OutputMode::Background`], already fitted to the image size.
     pub background: Option<Arc<Background>>,
+    /// How many times the configured size `width`, `height` and `bandwidth` are (a page's
+    /// [`RenderOptions::pixel_scale`]); kept to tell the page what it got.
+    pub pixel_scale: f32,
 }
 
 impl Default for RenderSettings {
@@ -67,15 +70,24 @@ impl Default for RenderSettings {
             click_weight: 20.0,
             annotate: true,
             background: None,
+            pixel_scale: 1.0,
         }
     }
 }
 
 impl RenderSettings {
-    /// These settings with a page's choices applied.
+    /// These settings with a page's choices applied. A pixel scale multiplies the size and
+    /// the bandwidth (the page's bandwidth is in pixels of the unscaled image), so the
+    /// picture is the same, only sharper; the size is not bounded here (the caller holds
+    /// it to its own limit).
     pub fn with_options(&self, options: &RenderOptions) -> RenderSettings {
+        let pixel_scale = options.pixel_scale.unwrap_or(1.0);
+        let scaled = |size: u32| ((size as f32 * pixel_scale).round() as u32).max(1);
         RenderSettings {
-            bandwidth: options.bandwidth.unwrap_or(self.bandwidth),
+            width: scaled(self.width),
+            height: scaled(self.height),
+            pixel_scale,
+            bandwidth: options.bandwidth.unwrap_or(self.bandwidth) * pixel_scale,
             colormap: options.colormap.unwrap_or(self.colormap),
             scale: options.scale.unwrap_or(self.scale),
             kind: options.kind.unwrap_or(self.kind),
@@ -91,7 +103,8 @@ impl RenderSettings {
             colormap: Some(self.colormap),
             scale: Some(self.scale),
             output: Some(self.output),
-            bandwidth: Some(self.bandwidth),
+            bandwidth: Some(self.bandwidth / self.pixel_scale),
+            pixel_scale: Some(self.pixel_scale),
         }
     }
 }
@@ -393,8 +406,16 @@ pub fn colourise(density: &Density, settings: &RenderSettings) -> Pixels {
     let step_of = step_mapper(density);
 
     let width = settings.width as usize;
+    let size = (settings.width, settings.height);
+    // A pixel scale asks for another size than the screenshot was fitted to.
+    let refitted = match (settings.output, settings.background.as_deref()) {
+        (OutputMode::Background, Some(background)) if background.size() != size => {
+            Some(background.fitted(size.0, size.1))
+        }
+        _ => None,
+    };
     let background = match settings.output {
-        OutputMode::Background => settings.background.as_deref(),
+        OutputMode::Background => refitted.as_ref().or(settings.background.as_deref()),
         _ => None,
     };
     let channels = if settings.output == OutputMode::Overlay {
