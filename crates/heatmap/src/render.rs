@@ -305,7 +305,10 @@ pub fn colourise_indexed(density: &Density, settings: &RenderSettings) -> Indexe
         let grey = (level * 255 / (N_GREYS - 1)) as u8;
         [grey, grey, grey, panel_alpha]
     }));
-    let step_index = &fitted.index_of_step[..STEPS];
+    // A fixed-size table lets the compiler drop the bounds check in the per-pixel loop
+    // (`step_of` is below `STEPS` by construction); `fit` gives one index per step.
+    let mut step_index = [0u8; STEPS];
+    step_index.copy_from_slice(&fitted.index_of_step[..STEPS]);
     let step_of = step_mapper(density);
 
     let width = settings.width as usize;
