@@ -344,7 +344,7 @@ async fn page_options_choose_the_look_of_the_image() {
         .await;
     assert_eq!(
         overlay["options"],
-        json!({"kind": "both", "colormap": "viridis", "scale": "log", "output": "overlay", "bandwidth": 10.0})
+        json!({"kind": "both", "colormap": "viridis", "scale": "log", "output": "overlay", "bandwidth": 10.0, "pixel_scale": 1.0})
     );
     let path = renderer
         .out_dir
@@ -397,6 +397,86 @@ async fn page_options_choose_the_look_of_the_image() {
         .wait_for("bad bandwidth", |msg| msg["type"] == "error")
         .await;
     assert_eq!(error["code"], "out_of_range");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pixel_scale_renders_4k_within_the_renderer_bound() {
+    let renderer = start_renderer_with(|config| config.max_image_pixels = 3840 * 2160).await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    let mut page = page(&relay, "connected").await;
+    let first = record_and_generate(&mut page, "r-4k", &cluster(960.0, 540.0, 300)).await;
+    assert_eq!(
+        (first["width"].as_u64(), first["height"].as_u64()),
+        (Some(1920), Some(1080))
+    );
+
+    // Twice the size: 3840x2160, the same picture with the bandwidth doubled.
+    page.send_json(json!({"type": "generate", "recording": "r-4k",
+        "options": {"pixel_scale": 2, "bandwidth": 12}}))
+        .await;
+    let large = page.wait_for("4k", |msg| msg["type"] == "heatmap").await;
+    assert_eq!(
+        (large["width"].as_u64(), large["height"].as_u64()),
+        (Some(3840), Some(2160))
+    );
+    assert_eq!(large["options"]["pixel_scale"], 2.0);
+    assert_eq!(
+        large["options"]["bandwidth"], 12.0,
+        "echoed in unscaled pixels"
+    );
+    let path = renderer
+        .out_dir
+        .path()
+        .join(large["name"].as_str().unwrap());
+    let image = Image::decode(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!((image.width, image.height), (3840, 2160));
+    assert_ne!(
+        image.rgb(1920, 1080),
+        [255, 255, 255],
+        "heat at the cluster"
+    );
+    assert_eq!(image.rgb(200, 200), [255, 255, 255], "white far from it");
+
+    // Three times is over this renderer's --max-image-pixels: refused, named, counted.
+    let n_images = renderer.images().len();
+    page.send_json(json!({"type": "generate", "recording": "r-4k", "options": {"pixel_scale": 3}}))
+        .await;
+    let error = page
+        .wait_for("too large", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "out_of_range");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("pixel_scale")
+            && message.contains("5760x3240")
+            && message.contains("--max-image-pixels"),
+        "{message}"
+    );
+    assert_eq!(
+        renderer.images().len(),
+        n_images,
+        "no file for a refused render"
+    );
+    let metrics = http_get(&renderer.running.addr.to_string(), "/metrics")
+        .await
+        .unwrap();
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    assert_eq!(
+        sample(&text, "renderer_errors_total{code=\"out_of_range\"}"),
+        1.0
+    );
+
+    // Past the protocol's range the relay refuses it before the renderer sees it.
+    page.send_json(json!({"type": "generate", "recording": "r-4k", "options": {"pixel_scale": 8}}))
+        .await;
+    let error = page
+        .wait_for("out of range", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "out_of_range");
+    assert!(
+        error["message"].as_str().unwrap().contains("pixel_scale"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,11 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use heatmap::blur::gaussian_blur;
-use heatmap::encode::encode_png;
+use heatmap::encode::{encode_indexed, encode_png};
 use heatmap::grid::Grid;
-use heatmap::render::{colourise, density, render_png, RenderInput, RenderSettings, StageTimings};
+use heatmap::render::{
+    colourise, colourise_indexed, density, render_png, RenderInput, RenderSettings, StageTimings,
+};
 use heatmap::synthetic::pointer_paths;
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
@@ -59,9 +61,15 @@ fn stages(c: &mut Criterion) {
 
     let points = pointer_paths(1_000_000, 7);
     let grid = density(&input(&points), &settings, &mut StageTimings::default());
-    c.bench_function("colour", |b| b.iter(|| colourise(&grid, &settings)));
+    c.bench_function("colour", |b| b.iter(|| colourise_indexed(&grid, &settings)));
+    let indexed = colourise_indexed(&grid, &settings);
+    c.bench_function("encode", |b| {
+        b.iter(|| encode_indexed(&indexed, 1920, 1080))
+    });
+    // The RGB path, which the background mode still takes.
+    c.bench_function("colour_rgb", |b| b.iter(|| colourise(&grid, &settings)));
     let pixels = colourise(&grid, &settings);
-    c.bench_function("encode", |b| b.iter(|| encode_png(&pixels, 1920, 1080)));
+    c.bench_function("encode_rgb", |b| b.iter(|| encode_png(&pixels, 1920, 1080)));
 
     let mut group = c.benchmark_group("total");
     group.sample_size(20);

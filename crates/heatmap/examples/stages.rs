@@ -1,6 +1,6 @@
-//! Times each render stage at 1920x1080 for 10k, 100k and 1M points and prints a table.
+//! Times each render stage at 1920x1080 (or `--width`/`--height`) for 10k, 100k and 1M points and prints a table.
 //!
-//! `cargo run --release -p heatmap --example stages [-- --points 1000000 --runs 15 --bandwidth 18 --save out.png]`
+//! `cargo run --release -p heatmap --example stages [-- --points 1000000 --runs 15 --bandwidth 18 --width 3840 --height 2160 --save out.png]`
 //! Used by `scripts/bench`; the criterion benches (`cargo bench -p heatmap`) measure the
 //! same stages with statistics.
 
@@ -22,9 +22,12 @@ fn main() {
         None => vec![10_000, 100_000, 1_000_000],
     };
     let runs = flag("--runs").unwrap_or(15.0) as usize;
+    let defaults = RenderSettings::default();
     let settings = RenderSettings {
         bandwidth: flag("--bandwidth").unwrap_or(18.0) as f32,
-        ..RenderSettings::default()
+        width: flag("--width").map_or(defaults.width, |width| width as u32),
+        height: flag("--height").map_or(defaults.height, |height| height as u32),
+        ..defaults
     };
     println!("| points | accumulate ms | smooth ms | colour ms | encode ms | total ms | Mpoints/s accumulate | png KiB |");
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");

@@ -64,6 +64,11 @@ impl Background {
         }
     }
 
+    /// Width and height in pixels.
+    pub(crate) fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
     /// The pixels, row-major RGB.
     pub(crate) fn rgb(&self) -> &[u8] {
         &self.rgb

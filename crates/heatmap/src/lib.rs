@@ -11,7 +11,8 @@
 //! - `density`: points to a smoothed density, at half resolution when the bandwidth allows.
 //! - `blur`: Gaussian smoothing by three box blurs.
 //! - `colormap`: colour tables, scales and the alpha ramp.
-//! - `encode`: PNG encoding with rows filtered in parallel.
+//! - `palette`: the heat's colours fitted into a PNG palette, within a known tolerance.
+//! - `encode`: PNG encoding (indexed or RGB) with rows filtered in parallel.
 //! - `background`: the screenshot drawn under the heat in background mode.
 //! - `scratch`: a bounded pool of reused buffers (first-touch page faults were a third of a render).
 //! - `synthetic`: deterministic pointer-like data for benchmarks.
@@ -24,6 +25,7 @@ pub mod density;
 pub mod encode;
 mod error;
 pub mod grid;
+mod palette;
 pub mod render;
 mod scratch;
 pub mod synthetic;

@@ -3,6 +3,7 @@
 //! The whole pipeline is synchronous CPU work; callers run it on a blocking thread. The
 //! heavy stages use rayon to spread over the machine's cores.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,9 @@ use rayon::prelude::*;
 use crate::background::Background;
 use crate::colormap::{alpha_for, apply_scale, lut};
 pub use crate::density::{density, Density};
-use crate::encode::encode_png;
+use crate::encode::{encode_indexed, encode_png};
 use crate::grid::NormPoint;
+use crate::palette;
 use crate::scratch;
 use crate::Error;
 
@@ -50,6 +52,9 @@ pub struct RenderSettings {
     pub annotate: bool,
     /// The screenshot for [`OutputMode::Background`], already fitted to the image size.
     pub background: Option<Arc<Background>>,
+    /// How many times the configured size `width`, `height` and `bandwidth` are (a page's
+    /// [`RenderOptions::pixel_scale`]); kept to tell the page what it got.
+    pub pixel_scale: f32,
 }
 
 impl Default for RenderSettings {
@@ -65,15 +70,24 @@ impl Default for RenderSettings {
             click_weight: 20.0,
             annotate: true,
             background: None,
+            pixel_scale: 1.0,
         }
     }
 }
 
 impl RenderSettings {
-    /// These settings with a page's choices applied.
+    /// These settings with a page's choices applied. A pixel scale multiplies the size and
+    /// the bandwidth (the page's bandwidth is in pixels of the unscaled image), so the
+    /// picture is the same, only sharper; the size is not bounded here (the caller holds
+    /// it to its own limit).
     pub fn with_options(&self, options: &RenderOptions) -> RenderSettings {
+        let pixel_scale = options.pixel_scale.unwrap_or(1.0);
+        let scaled = |size: u32| ((size as f32 * pixel_scale).round() as u32).max(1);
         RenderSettings {
-            bandwidth: options.bandwidth.unwrap_or(self.bandwidth),
+            width: scaled(self.width),
+            height: scaled(self.height),
+            pixel_scale,
+            bandwidth: options.bandwidth.unwrap_or(self.bandwidth) * pixel_scale,
             colormap: options.colormap.unwrap_or(self.colormap),
             scale: options.scale.unwrap_or(self.scale),
             kind: options.kind.unwrap_or(self.kind),
@@ -89,7 +103,8 @@ impl RenderSettings {
             colormap: Some(self.colormap),
             scale: Some(self.scale),
             output: Some(self.output),
-            bandwidth: Some(self.bandwidth),
+            bandwidth: Some(self.bandwidth / self.pixel_scale),
+            pixel_scale: Some(self.pixel_scale),
         }
     }
 }
@@ -163,19 +178,61 @@ pub fn render_png(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<
     let mut timings = StageTimings::default();
     let grid = density(input, settings, &mut timings);
 
+    let png = if settings.output == OutputMode::Background {
+        render_rgb(&grid, input, settings, &mut timings)
+    } else {
+        render_indexed(&grid, input, settings, &mut timings)
+    }?;
+    Ok(Rendered { png, timings })
+}
+
+/// Heat over a screenshot: every colour of the photo can show, so the PNG is RGB.
+fn render_rgb(
+    grid: &Density,
+    input: &RenderInput<'_>,
+    settings: &RenderSettings,
+    timings: &mut StageTimings,
+) -> Result<Vec<u8>, Error> {
     let started = Instant::now();
-    let mut pixels = colourise(&grid, settings);
-    if settings.annotate {
-        annotate(&mut pixels, input, settings)?;
+    let mut pixels = colourise(grid, settings);
+    if settings.annotate && has_room_for_annotations(settings) {
+        let layout = Layout::new(input, settings);
+        if let Err(err) = draw_annotations(&mut pixels.bytes, 0, &layout, settings, true) {
+            scratch::recycle_bytes(pixels.bytes);
+            return Err(err);
+        }
     }
     timings.colour = started.elapsed();
 
     let started = Instant::now();
     let png = encode_png(&pixels, settings.width, settings.height);
     scratch::recycle_bytes(pixels.bytes);
-    let png = png?;
     timings.encode = started.elapsed();
-    Ok(Rendered { png, timings })
+    png
+}
+
+/// Heat on white or on transparency: a palette image, a byte a pixel.
+fn render_indexed(
+    grid: &Density,
+    input: &RenderInput<'_>,
+    settings: &RenderSettings,
+    timings: &mut StageTimings,
+) -> Result<Vec<u8>, Error> {
+    let started = Instant::now();
+    let mut image = colourise_indexed(grid, settings);
+    if settings.annotate && has_room_for_annotations(settings) {
+        if let Err(err) = annotate_indexed(&mut image, input, settings) {
+            scratch::recycle_bytes(image.indices);
+            return Err(err);
+        }
+    }
+    timings.colour = started.elapsed();
+
+    let started = Instant::now();
+    let png = encode_indexed(&image, settings.width, settings.height);
+    scratch::recycle_bytes(image.indices);
+    timings.encode = started.elapsed();
+    png
 }
 
 /// Image pixels with their channel count.
@@ -187,15 +244,120 @@ pub struct Pixels {
     pub channels: usize,
 }
 
-/// Colours a density: over white, over the background screenshot, or onto transparency,
-/// depending on the output mode. Rows run in parallel; a half-resolution density is
-/// upsampled row by row on the way.
-pub fn colourise(density: &Density, settings: &RenderSettings) -> Pixels {
-    /// Resolution of the precomputed density → colour table.
-    const STEPS: usize = 4096;
+/// An image as palette indices: what [`colourise_indexed`] makes for heat on white or on
+/// transparency, a third (or a quarter) of the bytes of RGB (or RGBA).
+#[derive(Debug, Clone)]
+pub struct Indexed {
+    /// Row-major palette indices, one byte a pixel.
+    pub indices: Vec<u8>,
+    /// RGBA entries, at most 256; alpha is 255 everywhere except in overlays.
+    pub palette: Vec<[u8; 4]>,
+    /// Largest difference in any channel between a heat or colour-bar pixel and the colour
+    /// [`colourise`] gives it (the palette has fewer entries than the colour table has
+    /// colours; see `palette.rs`).
+    pub tolerance: u8,
+    /// Palette index of each colour-map entry as drawn in the colour bar.
+    pub(crate) bar_index: Vec<u8>,
+    /// Palette index of the first of [`N_GREYS`] annotation greys, black to white.
+    pub(crate) grey_base: usize,
+}
+
+/// Colours a density as palette indices, for the image and overlay modes.
+///
+/// The palette holds the density steps' colours (fitted by `palette::fit`, within
+/// [`Indexed::tolerance`] of [`colourise`]'s), the colour bar's colours and a grey ramp
+/// for the annotations' text. Rows run in parallel, as in [`colourise`].
+pub fn colourise_indexed(density: &Density, settings: &RenderSettings) -> Indexed {
+    let table = step_table(settings);
+    let overlay = settings.output == OutputMode::Overlay;
+    let panel_alpha = if overlay { PANEL_ALPHA } else { u8::MAX };
+    let mut curve: Vec<[u8; 4]> = if overlay {
+        translucent_colours(&table)
+    } else {
+        opaque_colours(&table)
+            .into_iter()
+            .map(|[r, g, b]| [r, g, b, u8::MAX])
+            .collect()
+    };
+    // The colour bar shows the map at full strength on the panel. Where the heat reaches
+    // full strength it already has those colours; the others join the curve after the
+    // steps, so that they share the palette and its tolerance.
+    let step_of_colour: HashMap<[u8; 4], usize> = curve
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(step, &colour)| (colour, step))
+        .collect();
+    let bar_steps: Vec<usize> = lut(settings.colormap)
+        .iter()
+        .map(|&[r, g, b]| {
+            let colour = [r, g, b, panel_alpha];
+            step_of_colour.get(&colour).copied().unwrap_or_else(|| {
+                curve.push(colour);
+                curve.len() - 1
+            })
+        })
+        .collect();
+    let fitted = palette::fit(&curve, 256 - N_GREYS);
+    let mut palette = fitted.colours;
+    let grey_base = palette.len();
+    palette.extend((0..N_GREYS).map(|level| {
+        let grey = (level * 255 / (N_GREYS - 1)) as u8;
+        [grey, grey, grey, panel_alpha]
+    }));
+    // A fixed-size table lets the compiler drop the bounds check in the per-pixel loop
+    // (`step_of` is below `STEPS` by construction); `fit` gives one index per step.
+    let mut step_index = [0u8; STEPS];
+    step_index.copy_from_slice(&fitted.index_of_step[..STEPS]);
+    let step_of = step_mapper(density);
+
+    let width = settings.width as usize;
+    let mut indices = scratch::bytes(width * settings.height as usize, 0);
+    indices.par_chunks_mut(width).enumerate().for_each_init(
+        || vec![0.0f32; width],
+        |values, (y, out)| {
+            density.row_into(y, values);
+            for (index, &value) in out.iter_mut().zip(values.iter()) {
+                *index = step_index[step_of(value)];
+            }
+        },
+    );
+    Indexed {
+        indices,
+        palette,
+        tolerance: fitted.tolerance,
+        bar_index: bar_steps
+            .iter()
+            .map(|&step| fitted.index_of_step[step])
+            .collect(),
+        grey_base,
+    }
+}
+
+impl Indexed {
+    /// The image as RGBA pixels, for tests and for callers that need colours.
+    pub fn to_rgba(&self) -> Vec<u8> {
+        self.indices
+            .iter()
+            .flat_map(|&index| self.palette[usize::from(index)])
+            .collect()
+    }
+}
+
+/// Resolution of the precomputed density → colour table.
+const STEPS: usize = 4096;
+
+/// Grey levels the annotations' antialiased black-on-white text is snapped to in an
+/// indexed image; the palette keeps this many entries for them.
+const N_GREYS: usize = 16;
+
+/// Opacity of the annotation panels in an overlay, so the page shows faintly through.
+const PANEL_ALPHA: u8 = 235;
+
+/// Per density step: the colour-map colour and its opacity, scale and alpha ramp applied.
+fn step_table(settings: &RenderSettings) -> Vec<([f32; 3], f32)> {
     let lut = lut(settings.colormap);
-    // Per step: the colour and its opacity, scale and alpha ramp applied once.
-    let table: Vec<([f32; 3], f32)> = (0..STEPS)
+    (0..STEPS)
         .map(|step| {
             let intensity = apply_scale(settings.scale, step as f32 / (STEPS - 1) as f32);
             let [r, g, b] = lut[(intensity * 255.0).round() as usize];
@@ -204,28 +366,59 @@ pub fn colourise(density: &Density, settings: &RenderSettings) -> Pixels {
                 alpha_for(intensity),
             )
         })
-        .collect();
-    let opaque: Vec<[u8; 3]> = table
+        .collect()
+}
+
+/// Each step's colour blended over white.
+fn opaque_colours(table: &[([f32; 3], f32)]) -> Vec<[u8; 3]> {
+    table
         .iter()
         .map(|&(colour, alpha)| {
             colour.map(|value| (255.0 * (1.0 - alpha) + value * alpha).round() as u8)
         })
-        .collect();
-    let translucent: Vec<[u8; 4]> = table
+        .collect()
+}
+
+/// Each step's colour with its opacity, for overlays.
+fn translucent_colours(table: &[([f32; 3], f32)]) -> Vec<[u8; 4]> {
+    table
         .iter()
         .map(|&([r, g, b], alpha)| [r as u8, g as u8, b as u8, (alpha * 255.0).round() as u8])
-        .collect();
+        .collect()
+}
+
+/// Maps a density value to its step in [`step_table`]: the largest value is the last step.
+fn step_mapper(density: &Density) -> impl Fn(f32) -> usize + Sync {
     let max = density.max();
     let to_step = if max > 0.0 {
         (STEPS - 1) as f32 / max
     } else {
         0.0
     };
-    let step_of = |value: f32| ((value * to_step) as usize).min(STEPS - 1);
+    move |value: f32| ((value * to_step) as usize).min(STEPS - 1)
+}
+
+/// Colours a density as RGB or RGBA pixels: over white, over the background screenshot, or
+/// onto transparency, depending on the output mode. Rows run in parallel; a
+/// half-resolution density is upsampled row by row on the way. [`render_png`] uses it for
+/// the background mode only (see [`colourise_indexed`]).
+pub fn colourise(density: &Density, settings: &RenderSettings) -> Pixels {
+    let table = step_table(settings);
+    let opaque = opaque_colours(&table);
+    let translucent = translucent_colours(&table);
+    let step_of = step_mapper(density);
 
     let width = settings.width as usize;
+    let size = (settings.width, settings.height);
+    // A pixel scale asks for another size than the screenshot was fitted to.
+    let refitted = match (settings.output, settings.background.as_deref()) {
+        (OutputMode::Background, Some(background)) if background.size() != size => {
+            Some(background.fitted(size.0, size.1))
+        }
+        _ => None,
+    };
     let background = match settings.output {
-        OutputMode::Background => settings.background.as_deref(),
+        OutputMode::Background => refitted.as_ref().or(settings.background.as_deref()),
         _ => None,
     };
     let channels = if settings.output == OutputMode::Overlay {
@@ -288,132 +481,194 @@ fn ensure_font() -> Result<(), Error> {
 /// A rectangle of the image, `[x0, y0, x1, y1)`.
 type Rect = [i32; 4];
 
-/// Draws the colour bar and the caption.
+/// Whether the image is large enough for the colour bar and caption to fit.
+fn has_room_for_annotations(settings: &RenderSettings) -> bool {
+    settings.width >= 480 && settings.height >= 240
+}
+
+/// Where the colour bar and caption go, and what the caption says.
+struct Layout {
+    font_px: u32,
+    caption: String,
+    caption_at: (i32, i32),
+    caption_panel: Rect,
+    bar_panel: Rect,
+    /// The gradient itself, inside the bar's panel.
+    bar: Rect,
+    low_at: (i32, i32),
+    high: String,
+    high_at: (i32, i32),
+}
+
+impl Layout {
+    fn new(input: &RenderInput<'_>, settings: &RenderSettings) -> Layout {
+        let (width, height) = (settings.width, settings.height);
+        let font_px = (height / 60).clamp(12, 36);
+        let pad = font_px as i32 / 2;
+        let line = font_px as i32 + pad;
+        let text_width = |text: &str| (text.chars().count() as i32 * font_px as i32 * 55) / 100;
+        let bottom = height as i32 - pad;
+
+        // Caption, bottom left: what, how much, how long, when.
+        let shown = match settings.kind {
+            HeatKind::Moves => "moves",
+            HeatKind::Clicks => "clicks",
+            HeatKind::Both => "moves and clicks",
+        };
+        let caption = format!(
+            "{} · {} moves, {} {} · {} · started {}",
+            shown,
+            group_thousands(input.moves.len()),
+            group_thousands(input.clicks.len()),
+            if input.clicks.len() == 1 {
+                "click"
+            } else {
+                "clicks"
+            },
+            format_duration(input.duration_ms),
+            input.started
+        );
+        let caption_panel = [
+            pad,
+            bottom - line - pad,
+            pad * 3 + text_width(&caption),
+            bottom,
+        ];
+
+        // Colour bar, bottom right: the gradient, then "low" and "high (scale)".
+        let bar_width = (width as i32 / 6).max(160);
+        let right = width as i32 - pad;
+        let left = right - bar_width - pad * 2;
+        let bar_top = bottom - line - pad / 2 - font_px as i32;
+        let label_y = bottom - line + pad / 2;
+        let high = format!("high ({} scale)", settings.scale);
+        Layout {
+            font_px,
+            caption_at: (pad * 2, bottom - line),
+            caption,
+            caption_panel,
+            bar_panel: [left, bottom - line * 2 - pad, right, bottom],
+            bar: [
+                left + pad,
+                bar_top,
+                left + pad + bar_width,
+                bar_top + font_px as i32,
+            ],
+            low_at: (left + pad, label_y),
+            high_at: (right - pad - text_width(&high), label_y),
+            high,
+        }
+    }
+
+    /// The image rows the panels cover, `[first, end)`, within an image `height` tall.
+    fn rows(&self, height: u32) -> (usize, usize) {
+        let first = self.caption_panel[1].min(self.bar_panel[1]).max(0) as usize;
+        let end =
+            (self.caption_panel[3].max(self.bar_panel[3]).max(0) as usize).min(height as usize);
+        (first, end.max(first))
+    }
+}
+
+/// Draws the panels, the caption, the labels and (when `with_bar`) the colour bar onto
+/// RGB pixels of the image's full width whose first row is image row `first_row`.
 ///
-/// plotters draws into RGB buffers only, so an overlay's annotations are drawn onto a
-/// white scratch image and their panels copied, opaque, into the RGBA pixels.
-fn annotate(
-    pixels: &mut Pixels,
-    input: &RenderInput<'_>,
+/// In the RGB image the panels are translucent white over the heat; an indexed image draws
+/// them onto white and copies them in opaque (see [`annotate_indexed`]).
+fn draw_annotations(
+    rgb: &mut [u8],
+    first_row: usize,
+    layout: &Layout,
     settings: &RenderSettings,
+    with_bar: bool,
 ) -> Result<(), Error> {
-    if settings.width < 480 || settings.height < 240 {
-        return Ok(());
-    }
-    if pixels.channels == 3 {
-        annotate_rgb(&mut pixels.bytes, input, settings)?;
-        return Ok(());
-    }
-    let mut white = scratch::bytes(settings.width as usize * settings.height as usize * 3, 255);
-    let panels = annotate_rgb(&mut white, input, settings);
-    let panels = match panels {
-        Ok(panels) => panels,
-        Err(err) => {
-            scratch::recycle_bytes(white);
-            return Err(err);
+    ensure_font()?;
+    let width = settings.width;
+    let rows = (rgb.len() / (width as usize * 3)) as u32;
+    let draw_err = |err: DrawingAreaErrorKind<_>| Error::Draw(err.to_string());
+    let text_style = TextStyle::from((FONT_FAMILY, layout.font_px).into_font()).color(&BLACK);
+    let panel = WHITE.mix(0.85).filled();
+    // ok: `rows` is derived from the buffer's length, so the buffer is large enough.
+    let root = BitMapBackend::with_buffer(rgb, (width, rows)).into_drawing_area();
+    let shift = first_row as i32;
+    let at = |(x, y): (i32, i32)| (x, y - shift);
+    let corners = |[x0, y0, x1, y1]: Rect| [at((x0, y0)), at((x1, y1))];
+
+    root.draw(&Rectangle::new(corners(layout.caption_panel), panel))
+        .map_err(draw_err)?;
+    root.draw_text(&layout.caption, &text_style, at(layout.caption_at))
+        .map_err(draw_err)?;
+    root.draw(&Rectangle::new(corners(layout.bar_panel), panel))
+        .map_err(draw_err)?;
+    if with_bar {
+        let lut = lut(settings.colormap);
+        let [left, top, right, bottom] = layout.bar;
+        let bar_width = right - left;
+        for offset in 0..bar_width {
+            let [r, g, b] = lut[(offset * 255 / (bar_width - 1)) as usize];
+            let x = left + offset;
+            root.draw(&Rectangle::new(
+                [at((x, top)), at((x + 1, bottom))],
+                RGBColor(r, g, b).filled(),
+            ))
+            .map_err(draw_err)?;
         }
-    };
-    let width = settings.width as usize;
-    for [x0, y0, x1, y1] in panels {
-        for y in y0.max(0) as usize..(y1.max(0) as usize).min(settings.height as usize) {
-            for x in x0.max(0) as usize..(x1.max(0) as usize).min(width) {
-                let (src, dst) = ((y * width + x) * 3, (y * width + x) * 4);
-                pixels.bytes[dst..dst + 3].copy_from_slice(&white[src..src + 3]);
-                pixels.bytes[dst + 3] = 235;
-            }
-        }
     }
-    scratch::recycle_bytes(white);
+    root.draw_text("low", &text_style, at(layout.low_at))
+        .map_err(draw_err)?;
+    root.draw_text(&layout.high, &text_style, at(layout.high_at))
+        .map_err(draw_err)?;
+    root.present().map_err(draw_err)?;
     Ok(())
 }
 
-/// Draws the annotations onto RGB pixels and returns the panels it covered.
-fn annotate_rgb(
-    rgb: &mut [u8],
+/// Draws the colour bar and caption into an indexed image.
+///
+/// plotters draws into RGB buffers only, so the text is drawn onto a white strip as tall
+/// as the panels and the panels are copied in as palette greys (the text's antialiasing
+/// snapped to [`N_GREYS`] levels, at most 8 off); the bar's pixels are written as palette
+/// indices directly. Panels are opaque (in an overlay, [`PANEL_ALPHA`]).
+fn annotate_indexed(
+    image: &mut Indexed,
     input: &RenderInput<'_>,
     settings: &RenderSettings,
-) -> Result<Vec<Rect>, Error> {
-    ensure_font()?;
-    let (width, height) = (settings.width, settings.height);
-    let draw_err = |err: DrawingAreaErrorKind<_>| Error::Draw(err.to_string());
-    let font_px = (height / 60).clamp(12, 36);
-    let pad = font_px as i32 / 2;
-    let line = font_px as i32 + pad;
-    let text_style = TextStyle::from((FONT_FAMILY, font_px).into_font()).color(&BLACK);
-    let text_width = |text: &str| (text.chars().count() as i32 * font_px as i32 * 55) / 100;
-    let panel = WHITE.mix(0.85).filled();
-    let root = BitMapBackend::with_buffer(rgb, (width, height)).into_drawing_area();
-    let bottom = height as i32 - pad;
-
-    // Caption, bottom left: what, how much, how long, when.
-    let shown = match settings.kind {
-        HeatKind::Moves => "moves",
-        HeatKind::Clicks => "clicks",
-        HeatKind::Both => "moves and clicks",
-    };
-    let caption = format!(
-        "{} · {} moves, {} {} · {} · started {}",
-        shown,
-        group_thousands(input.moves.len()),
-        group_thousands(input.clicks.len()),
-        if input.clicks.len() == 1 {
-            "click"
-        } else {
-            "clicks"
-        },
-        format_duration(input.duration_ms),
-        input.started
-    );
-    let caption_panel = [
-        pad,
-        bottom - line - pad,
-        pad * 3 + text_width(&caption),
-        bottom,
-    ];
-    root.draw(&Rectangle::new(
-        [
-            (caption_panel[0], caption_panel[1]),
-            (caption_panel[2], caption_panel[3]),
-        ],
-        panel,
-    ))
-    .map_err(draw_err)?;
-    root.draw_text(&caption, &text_style, (pad * 2, bottom - line))
-        .map_err(draw_err)?;
-
-    // Colour bar, bottom right: the gradient, then "low" and "high (scale)".
-    let bar_width = (width as i32 / 6).max(160);
-    let right = width as i32 - pad;
-    let left = right - bar_width - pad * 2;
-    let bar_panel = [left, bottom - line * 2 - pad, right, bottom];
-    root.draw(&Rectangle::new(
-        [(bar_panel[0], bar_panel[1]), (bar_panel[2], bar_panel[3])],
-        panel,
-    ))
-    .map_err(draw_err)?;
-    let lut = lut(settings.colormap);
-    let bar_top = bottom - line - pad / 2 - font_px as i32;
-    for offset in 0..bar_width {
-        let [r, g, b] = lut[(offset * 255 / (bar_width - 1)) as usize];
-        let x = left + pad + offset;
-        root.draw(&Rectangle::new(
-            [(x, bar_top), (x + 1, bar_top + font_px as i32)],
-            RGBColor(r, g, b).filled(),
-        ))
-        .map_err(draw_err)?;
+) -> Result<(), Error> {
+    let layout = Layout::new(input, settings);
+    let width = settings.width as usize;
+    let (first, end) = layout.rows(settings.height);
+    let mut strip = scratch::bytes(width * (end - first) * 3, u8::MAX);
+    let drawn = draw_annotations(&mut strip, first, &layout, settings, false);
+    if let Err(err) = drawn {
+        scratch::recycle_bytes(strip);
+        return Err(err);
     }
-    let label_y = bottom - line + pad / 2;
-    root.draw_text("low", &text_style, (left + pad, label_y))
-        .map_err(draw_err)?;
-    let high = format!("high ({} scale)", settings.scale);
-    root.draw_text(
-        &high,
-        &text_style,
-        (right - pad - text_width(&high), label_y),
-    )
-    .map_err(draw_err)?;
-    root.present().map_err(draw_err)?;
-    Ok(vec![caption_panel, bar_panel])
+    let clip = |[x0, y0, x1, y1]: Rect| {
+        let xs = x0.max(0) as usize..(x1.max(0) as usize).min(width);
+        let ys = (y0.max(0) as usize).max(first)..(y1.max(0) as usize).min(end);
+        (xs, ys)
+    };
+    let step = 255 / (N_GREYS - 1);
+    for panel in [layout.caption_panel, layout.bar_panel] {
+        let (xs, ys) = clip(panel);
+        for y in ys {
+            for x in xs.clone() {
+                // Black text on white: the three channels are equal, a grey.
+                let grey = usize::from(strip[((y - first) * width + x) * 3]);
+                image.indices[y * width + x] = (image.grey_base + (grey + step / 2) / step) as u8;
+            }
+        }
+    }
+    scratch::recycle_bytes(strip);
+    let [left, _, right, _] = layout.bar;
+    let bar_width = right - left;
+    let (xs, ys) = clip(layout.bar);
+    for y in ys {
+        for x in xs.clone() {
+            let offset = x as i32 - left;
+            image.indices[y * width + x] =
+                image.bar_index[(offset * 255 / (bar_width - 1)) as usize];
+        }
+    }
+    Ok(())
 }
 
 /// A small density frame for the live preview: `width` x `height` intensities, 0 to 255,
@@ -473,13 +728,16 @@ fn format_duration(ms: u32) -> String {
 mod tests {
     use super::*;
 
+    /// Width, height, the colour type stored in the file, and the pixels as RGB or RGBA
+    /// (a palette expanded).
     fn decode(png: &[u8]) -> (u32, u32, png::ColorType, Vec<u8>) {
-        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
-            .read_info()
-            .unwrap();
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(png));
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let mut reader = decoder.read_info().unwrap();
+        let stored = reader.info().color_type;
         let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut pixels).unwrap();
-        (info.width, info.height, info.color_type, pixels)
+        (info.width, info.height, stored, pixels)
     }
 
     fn sample_input<'a>(moves: &'a [NormPoint], clicks: &'a [NormPoint]) -> RenderInput<'a> {
@@ -488,6 +746,150 @@ mod tests {
             clicks,
             duration_ms: 4200,
             started: "2026-11-29 12:00:00",
+        }
+    }
+
+    /// The largest tolerance the palette fit may need for any map and scale: past it the
+    /// indexed image would visibly band.
+    const MAX_TOLERANCE: u8 = 4;
+
+    #[test]
+    fn indexed_heat_is_within_the_stated_tolerance_of_the_rgb_colours() {
+        let moves = crate::synthetic::pointer_paths(100_000, 7);
+        let input = sample_input(&moves, &[]);
+        let mut worst = 0;
+        for colormap in Colormap::ALL {
+            for scale in Scale::ALL {
+                for output in [OutputMode::Image, OutputMode::Overlay] {
+                    let settings = RenderSettings {
+                        width: 640,
+                        height: 360,
+                        colormap: *colormap,
+                        scale: *scale,
+                        output,
+                        ..RenderSettings::default()
+                    };
+                    let grid = density(&input, &settings, &mut StageTimings::default());
+                    let rgb = colourise(&grid, &settings);
+                    let indexed = colourise_indexed(&grid, &settings);
+                    assert!(indexed.palette.len() <= 256);
+                    let rgba = indexed.to_rgba();
+                    let mut largest = 0;
+                    for (want, got) in rgb
+                        .bytes
+                        .chunks_exact(rgb.channels)
+                        .zip(rgba.chunks_exact(4))
+                    {
+                        for channel in 0..rgb.channels {
+                            largest = largest.max(want[channel].abs_diff(got[channel]));
+                        }
+                        if rgb.channels == 3 {
+                            assert_eq!(got[3], 255, "image mode is opaque");
+                        }
+                    }
+                    assert!(
+                        largest <= indexed.tolerance,
+                        "{colormap} {scale} {output}: {largest} > {}",
+                        indexed.tolerance
+                    );
+                    worst = worst.max(indexed.tolerance);
+                }
+            }
+        }
+        assert!(
+            worst <= MAX_TOLERANCE,
+            "the palette needs a tolerance of {worst}"
+        );
+    }
+
+    #[test]
+    fn image_and_overlay_modes_write_indexed_pngs_that_decode_to_the_palette_colours() {
+        let moves = crate::synthetic::pointer_paths(100_000, 7);
+        let input = sample_input(&moves, &[]);
+        for output in [OutputMode::Image, OutputMode::Overlay] {
+            let settings = RenderSettings {
+                output,
+                ..RenderSettings::default()
+            };
+            let grid = density(&input, &settings, &mut StageTimings::default());
+            let mut indexed = colourise_indexed(&grid, &settings);
+            annotate_indexed(&mut indexed, &input, &settings).unwrap();
+            let png = render_png(&input, &settings).unwrap().png;
+
+            let reader = png::Decoder::new(std::io::Cursor::new(&png[..]))
+                .read_info()
+                .unwrap();
+            let info = reader.info();
+            assert_eq!(info.color_type, png::ColorType::Indexed);
+            let palette = info.palette.as_deref().unwrap();
+            assert_eq!(palette.len(), indexed.palette.len() * 3);
+            assert_eq!(
+                info.trns.is_some(),
+                output == OutputMode::Overlay,
+                "{output}: tRNS only where there is transparency"
+            );
+
+            let mut decoder = png::Decoder::new(std::io::Cursor::new(&png[..]));
+            decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::ALPHA);
+            let mut reader = decoder.read_info().unwrap();
+            let mut rgba = vec![0; reader.output_buffer_size().unwrap()];
+            let frame = reader.next_frame(&mut rgba).unwrap();
+            assert_eq!(frame.color_type, png::ColorType::Rgba);
+            assert!(
+                rgba[..frame.buffer_size()] == indexed.to_rgba()[..],
+                "{output}: decoded pixels differ from the palette colours"
+            );
+        }
+    }
+
+    #[test]
+    fn indexed_pngs_are_smaller_than_rgb_ones() {
+        let moves = crate::synthetic::pointer_paths(1_000_000, 7);
+        let input = sample_input(&moves, &[]);
+        let settings = RenderSettings::default();
+        let indexed = render_png(&input, &settings).unwrap().png;
+        let grid = density(&input, &settings, &mut StageTimings::default());
+        let rgb = encode_png(&colourise(&grid, &settings), 1920, 1080).unwrap();
+        assert!(
+            indexed.len() * 2 < rgb.len(),
+            "indexed {} bytes, rgb {} bytes",
+            indexed.len(),
+            rgb.len()
+        );
+    }
+
+    #[test]
+    fn annotations_change_only_the_panels() {
+        let moves = crate::synthetic::pointer_paths(100_000, 7);
+        let input = sample_input(&moves, &[]);
+        for output in [OutputMode::Image, OutputMode::Overlay] {
+            let settings = RenderSettings {
+                output,
+                ..RenderSettings::default()
+            };
+            let grid = density(&input, &settings, &mut StageTimings::default());
+            let plain = colourise_indexed(&grid, &settings);
+            let mut annotated = plain.clone();
+            annotate_indexed(&mut annotated, &input, &settings).unwrap();
+            let layout = Layout::new(&input, &settings);
+            let inside = |x: i32, y: i32, [x0, y0, x1, y1]: Rect| {
+                (x0..x1).contains(&x) && (y0..y1).contains(&y)
+            };
+            let mut n_changed = 0;
+            for (idx, (before, after)) in plain.indices.iter().zip(&annotated.indices).enumerate() {
+                let (x, y) = ((idx % 1920) as i32, (idx / 1920) as i32);
+                if before != after {
+                    n_changed += 1;
+                    assert!(
+                        inside(x, y, layout.caption_panel) || inside(x, y, layout.bar_panel),
+                        "{output}: pixel {x},{y} changed outside the panels"
+                    );
+                }
+            }
+            assert!(
+                n_changed > 10_000,
+                "{output}: only {n_changed} pixels annotated"
+            );
         }
     }
 
@@ -543,10 +945,10 @@ mod tests {
                             (640, 360),
                             "{kind} {colormap} {scale} {output}"
                         );
-                        let want = if *output == OutputMode::Overlay {
-                            png::ColorType::Rgba
-                        } else {
+                        let want = if *output == OutputMode::Background {
                             png::ColorType::Rgb
+                        } else {
+                            png::ColorType::Indexed
                         };
                         assert_eq!(colour, want);
                     }

@@ -61,6 +61,7 @@ fn page_messages() -> Vec<PageMessage> {
                 scale: Some(Scale::Log),
                 output: Some(OutputMode::Overlay),
                 bandwidth: Some(12.5),
+                pixel_scale: Some(2.0),
             },
             request: Some(7),
         }),

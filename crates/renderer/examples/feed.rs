@@ -2,7 +2,10 @@
 //! prints how long each took. `scripts/bench` runs it against the real binary and reads
 //! the renderer's peak memory from `/proc`.
 //!
-//! `cargo run --release -p renderer --example feed -- ws://127.0.0.1:5000 1000000`
+//! `cargo run --release -p renderer --example feed -- ws://127.0.0.1:5000 1000000 [GENERATES [PIXEL_SCALE]]`
+//!
+//! With GENERATES above 1 it asks for that many heatmaps one after another and prints the
+//! median round trip too; PIXEL_SCALE (for example 2, for 3840x2160) is sent as the option.
 
 use std::time::Instant;
 
@@ -25,6 +28,8 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(1_000_000);
+    let n_generates: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1);
+    let pixel_scale: Option<f32> = args.next().map(|n| n.parse()).transpose()?;
     let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     socket
         .send(Message::text(encode(&RelayMessage::Hello {
@@ -82,31 +87,46 @@ async fn main() -> anyhow::Result<()> {
     let ingest = started.elapsed();
     let mut sink = sender.await??;
 
-    let started = Instant::now();
-    let generate = RelayMessage::Page {
-        conn: 1,
-        msg: PageMessage::Generate(Generate {
-            recording,
-            options: RenderOptions::default(),
-            request: None,
-        }),
-    };
-    sink.send(Message::text(encode(&generate))).await?;
-    let heatmap = loop {
-        match next_reply(&mut stream).await? {
-            ServerMessage::Heatmap(heatmap) => break heatmap,
-            ServerMessage::Error { code, message, .. } => anyhow::bail!("{code}: {message}"),
-            _ => {}
-        }
-    };
-    let generate_time = started.elapsed();
+    let mut round_trips = Vec::with_capacity(n_generates);
+    for _ in 0..n_generates.max(1) {
+        let started = Instant::now();
+        let generate = RelayMessage::Page {
+            conn: 1,
+            msg: PageMessage::Generate(Generate {
+                recording: recording.clone(),
+                options: RenderOptions {
+                    pixel_scale,
+                    ..RenderOptions::default()
+                },
+                request: None,
+            }),
+        };
+        sink.send(Message::text(encode(&generate))).await?;
+        let heatmap = loop {
+            match next_reply(&mut stream).await? {
+                ServerMessage::Heatmap(heatmap) => break heatmap,
+                ServerMessage::Error { code, message, .. } => anyhow::bail!("{code}: {message}"),
+                _ => {}
+            }
+        };
+        let generate_time = started.elapsed();
+        round_trips.push(generate_time.as_secs_f64() * 1000.0);
+        println!(
+            "feed points={n_points} ingest_s={:.3} ingest_points_per_s={:.0} size={}x{} render_ms={:.1} round_trip_ms={:.1} name={}",
+            ingest.as_secs_f64(),
+            n_points as f64 / ingest.as_secs_f64(),
+            heatmap.width,
+            heatmap.height,
+            heatmap.render_ms,
+            generate_time.as_secs_f64() * 1000.0,
+            heatmap.name
+        );
+    }
+    round_trips.sort_by(f64::total_cmp);
     println!(
-        "feed points={n_points} ingest_s={:.3} ingest_points_per_s={:.0} render_ms={:.1} round_trip_ms={:.1} name={}",
-        ingest.as_secs_f64(),
-        n_points as f64 / ingest.as_secs_f64(),
-        heatmap.render_ms,
-        generate_time.as_secs_f64() * 1000.0,
-        heatmap.name
+        "generate round trip median_ms={:.1} of {}",
+        round_trips[round_trips.len() / 2],
+        round_trips.len()
     );
     Ok(())
 }

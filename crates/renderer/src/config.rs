@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, default_value_t = limits::DEFAULT_IMAGE_HEIGHT, value_parser = clap::value_parser!(u32).range(16..=8192))]
     pub height: u32,
 
+    /// Most pixels (width times height) of an image a page enlarges with the `pixel_scale`
+    /// option; a larger one is refused as out_of_range. The default allows 3840x2160 and
+    /// twice that; a render needs about 8 bytes a pixel while it runs.
+    #[arg(long, default_value_t = 2 * 3840 * 2160, value_parser = clap::value_parser!(u64).range(256..=8192 * 8192))]
+    pub max_image_pixels: u64,
+
     /// Smoothing bandwidth: the Gaussian's standard deviation, in pixels of the output image.
     #[arg(long, default_value_t = 18.0, value_parser = parse_bandwidth)]
     pub bandwidth: f32,

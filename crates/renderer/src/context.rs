@@ -153,6 +153,7 @@ impl Context {
                 click_weight: config.click_weight,
                 annotate: true,
                 background,
+                pixel_scale: 1.0,
             },
             store,
             metrics,

@@ -577,6 +577,16 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
     let request = generate.request;
     let id = generate.recording;
     let settings = ctx.render_settings.with_options(&generate.options);
+    let n_pixels = u64::from(settings.width) * u64::from(settings.height);
+    if settings.pixel_scale > 1.0 && n_pixels > ctx.config.max_image_pixels {
+        return Err(Error::new(
+            ErrorCode::OutOfRange,
+            format!(
+                "options.pixel_scale {} makes a {}x{} image, over the renderer's --max-image-pixels {}",
+                settings.pixel_scale, settings.width, settings.height, ctx.config.max_image_pixels
+            ),
+        ));
+    }
     let recording = ctx.store.get(&id).ok_or_else(|| unknown(&id))?;
     let (moves, clicks, duration_ms, created) = {
         let recording = lock(&recording);

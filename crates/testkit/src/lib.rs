@@ -270,12 +270,15 @@ pub struct Image {
 }
 
 impl Image {
-    /// Decodes PNG bytes.
+    /// Decodes PNG bytes; a palette image (the renderer writes heat on white or on
+    /// transparency as one) is expanded to RGB, or RGBA when it has transparency.
     pub fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
         if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
             bail!("not a png: starts with {:?}", &bytes[..bytes.len().min(8)]);
         }
-        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info()?;
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let mut reader = decoder.read_info()?;
         let mut pixels = vec![
             0;
             reader
