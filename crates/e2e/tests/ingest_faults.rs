@@ -77,14 +77,15 @@ async fn a_million_events_with_the_renderer_killed_midway_are_stored_exactly_onc
                 }
                 let body = body(index, base_ms);
                 // As the snippet does: keep the events until a 202, resend after anything
-                // else (a 503 while the renderer is away, a lost answer), after a pause.
+                // else (a 503 while the renderer is away, a lost answer), once the relay's
+                // link is up again.
                 loop {
                     let reply = http_request(&addr, "POST", "/api/events", &[], &body).await;
                     match reply.status {
                         202 => break,
                         503 => {
                             refused.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            wait_linked_at(&addr).await;
                         }
                         other => panic!("request {index}: unexpected {other}: {}", reply.body),
                     }

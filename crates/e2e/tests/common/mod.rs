@@ -374,7 +374,12 @@ pub mod process;
 /// Waits until the relay's renderer link is up (its `/healthz` says `connected`): tracked
 /// events are stored over the link only, and until it is up the relay answers them 503.
 pub async fn wait_linked(relay: &Running) {
-    let addr = relay.addr.to_string();
+    wait_linked_at(&relay.addr.to_string()).await
+}
+
+/// [`wait_linked`] for the relay at `addr`.
+pub async fn wait_linked_at(addr: &str) {
+    let addr = addr.to_owned();
     testkit::eventually("the relay's renderer link to be up", || {
         let addr = addr.clone();
         async move {
