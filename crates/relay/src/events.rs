@@ -50,6 +50,13 @@ pub(crate) enum EventsAnswer {
 }
 
 impl EventsAnswer {
+    /// The answer for events that arrive while no renderer link is up.
+    pub fn not_connected() -> Self {
+        Self::unavailable(
+            "the renderer is not connected; nothing was stored, send these events again after Retry-After",
+        )
+    }
+
     /// The answer for events that cannot reach a renderer now.
     pub fn unavailable(message: impl Into<String>) -> Self {
         EventsAnswer::Refused {
@@ -136,9 +143,7 @@ pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Re
 /// Sends one request's events over the link and waits for the renderer's answer.
 async fn send(ctx: &Context, events: Vec<protocol::analytics::TrackedEvent>) -> EventsAnswer {
     if ctx.hub.link_state() != LinkState::Connected {
-        return EventsAnswer::unavailable(
-            "the renderer is not connected; nothing was stored, send these events again after Retry-After",
-        );
+        return EventsAnswer::not_connected();
     }
     let sender = &ctx.events;
     let request = sender

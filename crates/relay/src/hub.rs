@@ -172,13 +172,11 @@ impl Hub {
 
     /// Sends the renderer's analytics update to every watcher of the feed.
     pub fn deliver_analytics(&self, update: AnalyticsUpdate) {
+        *lock(&self.latest_analytics) = Some(update.clone());
         let msg = ServerMessage::Analytics(update);
         let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
         for conn in watchers {
             self.deliver(conn, &msg);
-        }
-        if let ServerMessage::Analytics(update) = msg {
-            *lock(&self.latest_analytics) = Some(update);
         }
     }
 

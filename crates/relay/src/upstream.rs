@@ -548,9 +548,7 @@ impl PendingEvents {
 
 /// Answers an event request that arrived while no renderer link is up.
 fn refuse_events(outbound: EventsOutbound) {
-    let _ = outbound.reply.send(EventsAnswer::unavailable(
-        "the renderer is not connected; nothing was stored, send these events again after Retry-After",
-    ));
+    let _ = outbound.reply.send(EventsAnswer::not_connected());
 }
 
 /// Answers a message that cannot reach the renderer now, and counts it.
