@@ -13,6 +13,9 @@
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, WAL, one transaction per
 //!   batch covering the events and their page and session counts; heat counts written
 //!   every [`SqliteConfig::heat_flush_events`] events).
+//! - `postgres` (feature `postgres`): [`PostgresStore`], the shared engine for cluster
+//!   mode (every aggregate written in the batch's own transaction, so any number of
+//!   renderers can share it).
 //! - `conformance`: the test suite every engine must pass unchanged.
 //! - [`live`]: the live view over any store (active users, the last minutes, sessions and
 //!   their journeys, the summary and sessions answers), fed only with what the store
@@ -31,10 +34,14 @@ mod error;
 mod event;
 pub mod live;
 mod pending;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod query;
 mod sqlite;
 mod store;
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresConfig, PostgresStore};
 pub use aggregate::{hour_of, HEAT_COLUMNS, MAX_HEAT_ROWS};
 pub use error::StoreError;
 pub use event::{Event, Position};
