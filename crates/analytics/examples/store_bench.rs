@@ -1,9 +1,11 @@
-//! Measures the SQLite store: ingest rate (wall clock and the ingesting thread's CPU time,
+//! Measures a store (SQLite, or PostgreSQL with the `postgres` feature): ingest rate (wall clock and the ingesting thread's CPU time,
 //! which other work on the machine does not inflate), 1-day and 30-day click and move
 //! heatmaps for one page, file size and peak memory, at a chosen number of stored events.
 //!
 //! `cargo run --release -p analytics --example store_bench -- [events] [folder]`
-//! (default 1,000,000 events in a temporary folder). `BATCH` sets the events per ingest
+//! (default 1,000,000 events in a temporary folder). With `--features postgres`, the
+//! second argument may instead be a `postgres://…` URL (an empty database), or just
+//! `postgres` to start a server of its own (Debian's, `fsync` on, in a temporary folder). `BATCH` sets the events per ingest
 //! call (default 500) and `HEAT_FLUSH` the store's `heat_flush_events`. `LIVE=1` sends
 //! what a live site sends instead of 30 days of history: events as they arrive at
 //! 300,000 a second, from 1,000 sessions.
@@ -34,13 +36,16 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => std::path::PathBuf::from(dir),
         None => std::env::temp_dir().join(format!("heatmap-store-bench-{}", std::process::id())),
     };
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let on_postgres = dir.to_string_lossy().starts_with("postgres");
+    if !on_postgres {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let mut config = SqliteConfig::at(&dir.join("events.sqlite"));
     if let Some(text) = std::env::var_os("HEAT_FLUSH") {
         config.heat_flush_events = text.to_string_lossy().replace('_', "").parse()?;
     }
-    let store = SqliteStore::open(&config)?;
+    let engine = Engine::open(&dir, &config)?;
+    let store = engine.store();
     let end_ms = 1_781_481_600_000i64;
     let live = std::env::var_os("LIVE").is_some_and(|value| value != "0");
     let (n_sessions, span_ms) = if live {
@@ -90,22 +95,21 @@ fn main() -> anyhow::Result<()> {
         stored += batch.len();
     }
     println!(
-        "ingest: {n_events} events in {ingest_seconds:.1} s = {:.0} events/s (batches of {batch_size}, one transaction each, heat written every {} events)",
+        "ingest: {n_events} events in {ingest_seconds:.1} s = {:.0} events/s (batches of {batch_size}, one transaction each, {})",
         n_events as f64 / ingest_seconds,
-        config.heat_flush_events
+        engine.describe(&config)
     );
     println!(
         "ingest CPU: {ingest_cpu_seconds:.1} s = {:.2} µs per event ({:.0} events/s of CPU)",
         ingest_cpu_seconds * 1e6 / n_events as f64,
         n_events as f64 / ingest_cpu_seconds
     );
-    // What a restart after a crash costs: the heat of the events not yet written to the
-    // heat tables (up to `heat_flush_events` of them) is re-read from the raw events.
+    // What a restart after a crash costs: SQLite re-reads the heat of the events not yet
+    // written to the heat tables (up to `heat_flush_events` of them) from the raw events.
     let started = Instant::now();
-    drop(SqliteStore::open(&config)?);
+    engine.reopen(&config)?;
     println!(
-        "open with the heat of up to {} events pending: {:.0} ms",
-        config.heat_flush_events,
+        "open again: {:.0} ms",
         started.elapsed().as_secs_f64() * 1000.0
     );
     // Live events reach the end of the span: include them.
@@ -136,7 +140,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let bytes = store.size_bytes()?;
+    let bytes = engine.size_bytes()?;
     println!(
         "store: {:.1} MiB, {:.1} MiB per million events",
         bytes as f64 / 1048576.0,
@@ -147,9 +151,99 @@ fn main() -> anyhow::Result<()> {
             println!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
         }
     }
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(engine);
+    if !on_postgres {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
+}
+
+/// The store measured: SQLite in a folder, or PostgreSQL at a URL.
+enum Engine {
+    Sqlite(Box<SqliteStore>),
+    #[cfg(feature = "postgres")]
+    Postgres {
+        store: Box<analytics::PostgresStore>,
+        url: String,
+        /// The server the bench started, stopped when it ends.
+        _server: Option<testkit::postgres::Postgres>,
+    },
+}
+
+impl Engine {
+    fn open(target: &std::path::Path, config: &SqliteConfig) -> anyhow::Result<Self> {
+        let text = target.to_string_lossy();
+        if text == "postgres" || text.starts_with("postgres://") {
+            return Self::open_postgres(&text);
+        }
+        std::fs::create_dir_all(target)?;
+        Ok(Engine::Sqlite(Box::new(SqliteStore::open(config)?)))
+    }
+
+    #[cfg(feature = "postgres")]
+    fn open_postgres(target: &str) -> anyhow::Result<Self> {
+        use testkit::postgres::{Postgres, PostgresOptions};
+        let (server, url) = if target == "postgres" {
+            let server = Postgres::start_with(PostgresOptions { fsync: true })?;
+            let url = server.url();
+            (Some(server), url)
+        } else {
+            (None, target.to_owned())
+        };
+        let store = Box::new(analytics::PostgresStore::open(
+            &analytics::PostgresConfig::at(&url),
+        )?);
+        Ok(Engine::Postgres {
+            store,
+            url,
+            _server: server,
+        })
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn open_postgres(_target: &str) -> anyhow::Result<Self> {
+        anyhow::bail!("this example was built without the postgres feature (--features postgres)")
+    }
+
+    fn store(&self) -> &dyn Store {
+        match self {
+            Engine::Sqlite(store) => &**store,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres { store, .. } => &**store,
+        }
+    }
+
+    fn describe(&self, config: &SqliteConfig) -> String {
+        match self {
+            Engine::Sqlite(_) => format!(
+                "sqlite, heat written every {} events",
+                config.heat_flush_events
+            ),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres { .. } => {
+                "postgresql, every aggregate in the batch's transaction".into()
+            }
+        }
+    }
+
+    fn reopen(&self, config: &SqliteConfig) -> anyhow::Result<()> {
+        match self {
+            Engine::Sqlite(_) => drop(SqliteStore::open(config)?),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres { url, .. } => drop(analytics::PostgresStore::open(
+                &analytics::PostgresConfig::at(url),
+            )?),
+        }
+        Ok(())
+    }
+
+    fn size_bytes(&self) -> anyhow::Result<u64> {
+        Ok(match self {
+            Engine::Sqlite(store) => store.size_bytes()?,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres { store, .. } => store.size_bytes()?,
+        })
+    }
 }
 
 /// CPU time this thread has run, in seconds (0 where `/proc` does not say).

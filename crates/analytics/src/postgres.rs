@@ -164,10 +164,29 @@ struct Writer {
     page_ids: HashMap<String, i32>,
 }
 
-/// A writing connection with its statements, prepared once per connection.
+/// A writing connection with its statements, prepared once per connection (a statement
+/// sent as text is parsed and planned again each time: a round trip and most of the
+/// server's time for a small batch).
 struct WriterConn {
     client: Client,
-    insert_events: Statement,
+    statements: Statements,
+}
+
+/// Prepared statements by their SQL.
+type Statements = HashMap<String, Statement>;
+
+/// The prepared statement for `sql`, preparing it on first use.
+fn prepared(
+    tx: &mut Transaction<'_>,
+    statements: &mut Statements,
+    sql: &str,
+) -> Result<Statement, StoreError> {
+    if let Some(statement) = statements.get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = tx.prepare(sql)?;
+    statements.insert(sql.to_owned(), statement.clone());
+    Ok(statement)
 }
 
 impl PostgresStore {
@@ -239,11 +258,10 @@ impl PostgresStore {
 }
 
 impl WriterConn {
-    fn prepare(mut client: Client) -> Result<Self, StoreError> {
-        let insert_events = client.prepare(INSERT_EVENTS_SQL)?;
+    fn prepare(client: Client) -> Result<Self, StoreError> {
         Ok(WriterConn {
             client,
-            insert_events,
+            statements: Statements::new(),
         })
     }
 }
@@ -406,7 +424,7 @@ impl Store for PostgresStore {
         let mut tx = conn.client.transaction()?;
         let stored = ingest_in(
             &mut tx,
-            &conn.insert_events,
+            &mut conn.statements,
             &batch,
             page_ids,
             &mut new_pages,
@@ -759,7 +777,7 @@ type PageSessionDay<'a> = (i64, i64, Option<&'a str>);
 /// touches; `new_pages` gets the ids of pages this batch added, to remember once committed.
 fn ingest_in(
     tx: &mut Transaction<'_>,
-    insert_events: &Statement,
+    statements: &mut Statements,
     batch: &[&Event],
     page_ids: &HashMap<String, i32>,
     new_pages: &mut HashMap<String, i32>,
@@ -772,11 +790,13 @@ fn ingest_in(
     unknown.sort_unstable();
     unknown.dedup();
     if !unknown.is_empty() {
-        tx.execute(
+        let insert_pages = prepared(
+            tx,
+            statements,
             "INSERT INTO pages (path) SELECT path FROM unnest($1::text[]) AS batch (path)
              ORDER BY path ON CONFLICT (path) DO NOTHING",
-            &[&unknown],
         )?;
+        tx.execute(&insert_pages, &[&unknown])?;
         for row in tx.query(
             "SELECT id, path FROM pages WHERE path = ANY($1)",
             &[&unknown],
@@ -817,7 +837,8 @@ fn ingest_in(
         &columns.depth,
         &columns.visible,
     ];
-    let inserted = tx.query(insert_events, &params)?;
+    let insert_events = prepared(tx, statements, INSERT_EVENTS_SQL)?;
+    let inserted = tx.query(&insert_events, &params)?;
     // Unnumbered events are never duplicates; numbered ones were stored if their key came
     // back.
     let mut stored_keys: HashSet<(i64, String, i64)> = HashSet::new();
@@ -866,14 +887,18 @@ fn ingest_in(
         visit.1 = visit.1.max(event.at_ms);
         visit.2 = visit.2.or(country);
     }
-    write_heat(tx, &heat)?;
-    write_counts(tx, &pages, &sessions, &page_sessions)?;
+    write_heat(tx, statements, &heat)?;
+    write_counts(tx, statements, &pages, &sessions, &page_sessions)?;
     Ok(outcome)
 }
 
 /// Adds a batch's heat to the hourly and daily heat tables: one statement per table, rows
 /// in key order.
-fn write_heat(tx: &mut Transaction<'_>, heat: &HeatFold) -> Result<(), StoreError> {
+fn write_heat(
+    tx: &mut Transaction<'_>,
+    statements: &mut Statements,
+    heat: &HeatFold,
+) -> Result<(), StoreError> {
     let hours: Vec<_> = heat
         .sorted_hours()
         .into_iter()
@@ -899,7 +924,9 @@ fn write_heat(tx: &mut Transaction<'_>, heat: &HeatFold) -> Result<(), StoreErro
             _ => ("heat_daily", "heat_docs_daily"),
         };
         if !cells.n.is_empty() {
-            tx.execute(
+            let upsert = prepared(
+                tx,
+                statements,
                 &format!(
                     "INSERT INTO {cells_table} (page_id, kind, bucket, {unit}, cx, cy, n)
                      SELECT * FROM unnest($1::int4[], $2::int2[], $3::int2[], $4::int8[],
@@ -907,6 +934,9 @@ fn write_heat(tx: &mut Transaction<'_>, heat: &HeatFold) -> Result<(), StoreErro
                      ON CONFLICT (page_id, kind, bucket, {unit}, cx, cy)
                      DO UPDATE SET n = {cells_table}.n + EXCLUDED.n"
                 ),
+            )?;
+            tx.execute(
+                &upsert,
                 &[
                     &cells.page_id,
                     &cells.kind,
@@ -919,7 +949,9 @@ fn write_heat(tx: &mut Transaction<'_>, heat: &HeatFold) -> Result<(), StoreErro
             )?;
         }
         if !docs.n.is_empty() {
-            tx.execute(
+            let upsert = prepared(
+                tx,
+                statements,
                 &format!(
                     "INSERT INTO {docs_table} (page_id, kind, bucket, {unit}, n, aspect_sum)
                      SELECT * FROM unnest($1::int4[], $2::int2[], $3::int2[], $4::int8[],
@@ -928,6 +960,9 @@ fn write_heat(tx: &mut Transaction<'_>, heat: &HeatFold) -> Result<(), StoreErro
                         n = {docs_table}.n + EXCLUDED.n,
                         aspect_sum = {docs_table}.aspect_sum + EXCLUDED.aspect_sum"
                 ),
+            )?;
+            tx.execute(
+                &upsert,
                 &[
                     &docs.page_id,
                     &docs.kind,
@@ -968,6 +1003,7 @@ impl HeatRows {
 /// Adds a batch's page, session and page-session counts, one statement per table.
 fn write_counts(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     pages: &BTreeMap<(i64, i32, i16, &str), i64>,
     sessions: &BTreeMap<(i64, &str), SessionHour<'_>>,
     page_sessions: &BTreeMap<(i32, i64, &str), PageSessionDay<'_>>,
@@ -980,19 +1016,23 @@ fn write_counts(
     let kind: Vec<i16> = pages.keys().map(|key| key.2).collect();
     let country: Vec<&str> = pages.keys().map(|key| key.3).collect();
     let n: Vec<i64> = pages.values().copied().collect();
-    tx.execute(
+    let upsert = prepared(
+        tx,
+        statements,
         "INSERT INTO page_hourly (hour, page_id, kind, country, n)
          SELECT * FROM unnest($1::int8[], $2::int4[], $3::int2[], $4::text[], $5::int8[])
          ON CONFLICT (hour, page_id, kind, country) DO UPDATE SET n = page_hourly.n + EXCLUDED.n",
-        &[&hour, &page_id, &kind, &country, &n],
     )?;
+    tx.execute(&upsert, &[&hour, &page_id, &kind, &country, &n])?;
     let hour: Vec<i64> = sessions.keys().map(|key| key.0).collect();
     let session: Vec<&str> = sessions.keys().map(|key| key.1).collect();
     let first: Vec<i64> = sessions.values().map(|value| value.0).collect();
     let last: Vec<i64> = sessions.values().map(|value| value.1).collect();
     let events: Vec<i64> = sessions.values().map(|value| value.2).collect();
     let country: Vec<Option<&str>> = sessions.values().map(|value| value.3).collect();
-    tx.execute(
+    let upsert = prepared(
+        tx,
+        statements,
         "INSERT INTO session_hourly (hour, session, first_ms, last_ms, events, country)
          SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::int8[],
                               $6::text[])
@@ -1001,6 +1041,9 @@ fn write_counts(
             last_ms = GREATEST(session_hourly.last_ms, EXCLUDED.last_ms),
             events = session_hourly.events + EXCLUDED.events,
             country = COALESCE(session_hourly.country, EXCLUDED.country)",
+    )?;
+    tx.execute(
+        &upsert,
         &[&hour, &session, &first, &last, &events, &country],
     )?;
     let page_id: Vec<i32> = page_sessions.keys().map(|key| key.0).collect();
@@ -1009,7 +1052,9 @@ fn write_counts(
     let first: Vec<i64> = page_sessions.values().map(|value| value.0).collect();
     let last: Vec<i64> = page_sessions.values().map(|value| value.1).collect();
     let country: Vec<Option<&str>> = page_sessions.values().map(|value| value.2).collect();
-    tx.execute(
+    let upsert = prepared(
+        tx,
+        statements,
         "INSERT INTO page_sessions_daily (page_id, day, session, first_ms, last_ms, country)
          SELECT * FROM unnest($1::int4[], $2::int8[], $3::text[], $4::int8[], $5::int8[],
                               $6::text[])
@@ -1017,6 +1062,9 @@ fn write_counts(
             first_ms = LEAST(page_sessions_daily.first_ms, EXCLUDED.first_ms),
             last_ms = GREATEST(page_sessions_daily.last_ms, EXCLUDED.last_ms),
             country = COALESCE(page_sessions_daily.country, EXCLUDED.country)",
+    )?;
+    tx.execute(
+        &upsert,
         &[&page_id, &day, &session, &first, &last, &country],
     )?;
     Ok(())
