@@ -38,6 +38,13 @@ pub struct Config {
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub retention_days: u64,
 
+    /// Where tracked-site events are stored: unset, the embedded SQLite file in --data-dir;
+    /// postgres://user@host:port/database, a PostgreSQL database several renderers can share
+    /// (needs a renderer built with the cluster feature). URL parameters such as
+    /// connect_timeout (default 10 s) apply.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+
     /// Largest the event store (analytics.sqlite) may grow, in bytes; past it event requests are
     /// answered 503 until the retention frees space. Unset: only the disk limits it.
     #[arg(long)]

@@ -6,11 +6,11 @@ use std::time::Duration;
 use protocol::Limits;
 use tokio::sync::Semaphore;
 
-use ::analytics::{SqliteConfig, SqliteStore};
 use heatmap::background::Background;
 use heatmap::render::RenderSettings;
 
 use crate::config::Config;
+use crate::event_store::EventStore;
 use crate::ingest::{Ingest, IngestLimits};
 use crate::journal::Journal;
 use crate::metrics::RendererMetrics;
@@ -18,9 +18,6 @@ use crate::requests::GenerateRequests;
 use crate::retention::PruneGuard;
 use crate::store::{RecordingStore, StoreLimits};
 use ::analytics::live::{Analytics, SystemClock};
-
-/// The event store's file in `--data-dir`.
-const ANALYTICS_FILE: &str = "analytics.sqlite";
 
 /// Previews computing at once (each takes a few milliseconds on a small grid).
 const PREVIEW_SLOTS: usize = 2;
@@ -82,22 +79,10 @@ impl Context {
             Some(journal),
         );
         store.restore(replayed);
-        let store_path = config.data_dir.join(ANALYTICS_FILE);
-        let event_store = Arc::new(
-            SqliteStore::open(&SqliteConfig {
-                path: store_path.clone(),
-                fsync: config.fsync,
-                max_bytes: config.max_store_bytes,
-                heat_flush_events: config.store_heat_flush_events,
-            })
-            .map_err(|source| crate::Error::Store {
-                path: store_path.clone(),
-                source,
-            })?,
-        );
+        let event_store = EventStore::open(&config)?;
         let analytics = Arc::new(Analytics::new(
             Arc::new(SystemClock),
-            event_store.clone(),
+            event_store.store(),
             config.max_events,
             config.session_timeout_secs.saturating_mul(1000) as i64,
         ));
@@ -108,7 +93,6 @@ impl Context {
                 "live analytics rebuilt from the event store"
             ),
             Err(err) => tracing::error!(
-                path = %store_path.display(),
                 cause = %err,
                 "cannot read recent events from the store; live numbers start empty"
             ),
@@ -135,7 +119,7 @@ impl Context {
             },
         )
         .map_err(|source| crate::Error::Write {
-            path: store_path.clone(),
+            path: config.data_dir.clone(),
             source,
         })?;
         Ok(Context {

@@ -16,12 +16,22 @@ pub enum Error {
         /// The IO error.
         source: std::io::Error,
     },
-    /// The event store could not be opened (a damaged file, a newer schema, no space).
+    /// The event store could not be opened (a damaged file, a newer schema, no space, a
+    /// database server that cannot be reached).
     #[error("cannot open the event store {path}: {source}")]
     Store {
-        /// The database file.
-        path: PathBuf,
+        /// The database file, or the database's URL without its password.
+        path: String,
         /// The store's error.
         source: ::analytics::StoreError,
+    },
+    /// `--store` names a store this renderer cannot open (an unknown scheme, or PostgreSQL
+    /// in a build without the `cluster` feature).
+    #[error("--store {url}: {why}")]
+    StoreUrl {
+        /// The URL without its password.
+        url: String,
+        /// What is wrong and what to do.
+        why: String,
     },
 }

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ::analytics::{SqliteStore, StoreError};
+use ::analytics::StoreError;
+
+use crate::event_store::EventStore;
 use protocol::analytics::TrackedEvent;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -77,7 +79,7 @@ impl Ingest {
     /// The thread cannot be spawned.
     pub fn start(
         analytics: Arc<Analytics>,
-        event_store: Arc<SqliteStore>,
+        event_store: EventStore,
         metrics: Arc<RendererMetrics>,
         limits: IngestLimits,
     ) -> std::io::Result<Self> {
@@ -135,7 +137,7 @@ impl Ingest {
 fn write_until_closed(
     mut queue: mpsc::Receiver<Job>,
     analytics: &Analytics,
-    event_store: &SqliteStore,
+    event_store: &EventStore,
     metrics: &RendererMetrics,
     limits: IngestLimits,
     changed: &watch::Sender<u64>,
@@ -163,7 +165,10 @@ fn write_until_closed(
         metrics
             .store_commit
             .observe(started.elapsed().as_secs_f64());
-        if let Ok(bytes) = event_store.size_bytes() {
+        if let Some(Ok(bytes)) = event_store
+            .sized_per_commit()
+            .then(|| event_store.size_bytes())
+        {
             metrics
                 .store_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));

@@ -10,6 +10,8 @@
 //! - `config`: the flags ([`Config`]).
 //! - `api`: the event API of tracked sites and page heatmaps; the live view of their
 //!   sessions and the history are the `analytics` crate's (`live`, the store).
+//! - `event_store`: which engine keeps the events (`--store`): SQLite in `--data-dir`, or
+//!   PostgreSQL with the `cluster` feature.
 //! - `ingest`: the event store's one writer, committing waiting requests together.
 //! - `push`: live analytics pushed to a relay while its dashboards watch.
 //! - `retention`: the background task that prunes events past `--retention-days`.
@@ -27,6 +29,7 @@ pub mod append_log;
 mod config;
 mod context;
 mod error;
+mod event_store;
 mod ingest;
 pub mod journal;
 mod link;
@@ -113,7 +116,13 @@ pub async fn run(
         tls: tls.clone(),
         ..ServeConfig::default()
     };
-    let ctx = Arc::new(context::Context::new(config).context("start the renderer")?);
+    // Opening the stores blocks (and PostgreSQL's client runs a runtime of its own, which
+    // must not start on an async worker).
+    let ctx = tokio::task::spawn_blocking(move || context::Context::new(config))
+        .await
+        .context("start the renderer")?
+        .context("start the renderer")?;
+    let ctx = Arc::new(ctx);
     let controller = ShutdownController::default();
     if let Some(tls) = tls {
         netkit::tls::reload_on_sighup(tls, controller.subscribe())?;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::analytics::{SqliteStore, Store};
+use crate::event_store::EventStore;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
@@ -34,7 +34,7 @@ impl PruneGuard {
     /// Starts pruning `store` of events older than `retention` (measured on the system
     /// clock), updating `store_bytes` after each pass. Must be called inside a Tokio
     /// runtime.
-    pub(crate) fn spawn(store: Arc<SqliteStore>, retention: Duration, store_bytes: Gauge) -> Self {
+    pub(crate) fn spawn(store: EventStore, retention: Duration, store_bytes: Gauge) -> Self {
         let shared = Arc::new(Shared::default());
         let task_shared = shared.clone();
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
@@ -43,7 +43,7 @@ impl PruneGuard {
                 let cut_ms = SystemClock.now_ms().saturating_sub(retention_ms);
                 let job_store = store.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
-                    let pruned = job_store.prune(cut_ms);
+                    let pruned = job_store.store().prune(cut_ms);
                     (pruned, job_store.size_bytes())
                 })
                 .await;
