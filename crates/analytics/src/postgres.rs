@@ -1229,7 +1229,7 @@ impl From<postgres::Error> for StoreError {
             Some(db) => format!("postgresql: {} ({})", db.message(), code.code()),
             None => format!("postgresql: {err}"),
         };
-        if *code == SqlState::DISK_FULL || *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+        if *code == SqlState::DISK_FULL {
             StoreError::Full(text)
         } else if *code == SqlState::DATA_CORRUPTED || *code == SqlState::INDEX_CORRUPTED {
             StoreError::Corrupt(text)
