@@ -755,8 +755,12 @@ async fn the_seed_requests_are_accepted_and_summary_and_sessions_carry_its_field
         ("pageview", "/products"),
         ("click", "/products"),
     ] {
-        let body =
+        let mut body =
             json!({"type": kind, "page": page, "sessionId": "visitor-002", "country": "India"});
+        if page == "/home" {
+            body["metadata"] =
+                json!({"device": "Mobile", "referrer": "https://www.google.com/search?q=x"});
+        }
         let (status, _, reply) =
             request(&addr, "POST", "/api/events", &[], &body.to_string()).await;
         assert_eq!(status, 202, "{reply}");
@@ -795,6 +799,8 @@ async fn the_seed_requests_are_accepted_and_summary_and_sessions_carry_its_field
     let session = &sessions[0];
     assert_eq!(session["sessionId"], "visitor-002", "{sessions}");
     assert_eq!(session["currentPage"], "/products", "{sessions}");
+    assert_eq!(session["device"], "mobile", "{sessions}");
+    assert_eq!(session["referrer"], "www.google.com", "{sessions}");
     assert_eq!(
         session["journey"],
         json!(["/home", "/products"]),

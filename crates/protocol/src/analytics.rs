@@ -17,6 +17,12 @@ use crate::timestamp::parse_iso8601_ms;
 pub const MAX_PAGE_LEN: usize = 512;
 /// Longest CSS path of a clicked element, in bytes.
 pub const MAX_ELEMENT_PATH_LEN: usize = 256;
+
+/// Longest device label (`metadata.device`, e.g. `mobile`), in bytes.
+pub const MAX_DEVICE_LEN: usize = 32;
+
+/// Longest referrer host (`metadata.referrer`), in bytes: a DNS name's limit.
+pub const MAX_REFERRER_LEN: usize = 253;
 /// Most events in one `POST /api/events`.
 pub const MAX_EVENTS_PER_POST: usize = 500;
 /// The latest timestamp accepted (the end of the year 2999), to refuse nonsense early.
@@ -121,6 +127,14 @@ pub struct EventMetadata {
     /// For visibility events: whether the page is now visible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible: Option<bool>,
+    /// The kind of device as the sender names it (`mobile`, `tablet`, `desktop`), lower
+    /// case, for the session details and the device filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The host the visitor came from (`google.com`). A whole URL is cut to its host when
+    /// decoded: the path and query of a referring page may carry personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
 }
 
 impl TrackedEvent {
@@ -187,6 +201,25 @@ impl TrackedEvent {
         {
             return Err(format!(
                 "metadata.path: longer than {MAX_ELEMENT_PATH_LEN} bytes"
+            ));
+        }
+        let printable = |text: &str| !text.chars().any(char::is_control);
+        if meta
+            .device
+            .as_ref()
+            .is_some_and(|device| device.len() > MAX_DEVICE_LEN || !printable(device))
+        {
+            return Err(format!(
+                "metadata.device: must be at most {MAX_DEVICE_LEN} bytes of printable text"
+            ));
+        }
+        if meta
+            .referrer
+            .as_ref()
+            .is_some_and(|host| host.len() > MAX_REFERRER_LEN || !printable(host))
+        {
+            return Err(format!(
+                "metadata.referrer: must be a host name of at most {MAX_REFERRER_LEN} bytes"
             ));
         }
         Ok(())
@@ -323,6 +356,12 @@ pub struct SessionInfo {
     /// Its country, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    /// The kind of device it is on (`mobile`), if the sender said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The host the visitor came from, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
     /// First event, ms since the epoch (server clock).
     pub first_seen: i64,
     /// Last event, ms since the epoch (server clock).
@@ -528,6 +567,8 @@ const FIELDS: &[&str] = &[
     "metadata.oy",
     "metadata.depth",
     "metadata.path",
+    "metadata.device",
+    "metadata.referrer",
 ];
 
 fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProblem> {
@@ -568,6 +609,12 @@ fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProb
         oy: number("oy", "metadata.oy")?,
         depth: number("depth", "metadata.depth")?,
         visible,
+        device: text("device", "metadata.device")?
+            .map(|device| device.trim().to_lowercase())
+            .filter(|device| !device.is_empty()),
+        referrer: text("referrer", "metadata.referrer")?
+            .as_deref()
+            .and_then(referrer_host),
     })
 }
 
@@ -592,6 +639,25 @@ fn page_path(page: &str) -> String {
     };
     let end = path.find(['?', '#']).unwrap_or(path.len());
     path[..end].to_owned()
+}
+
+/// The host of a referrer given as a host (`google.com`) or a whole URL
+/// (`https://www.google.com/search?q=…` → `www.google.com`), lower case, without a port;
+/// `None` when nothing is left.
+fn referrer_host(referrer: &str) -> Option<String> {
+    let rest = referrer
+        .trim()
+        .split_once("://")
+        .map_or(referrer.trim(), |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|byte| byte.is_ascii_digit()) => name,
+        _ => host,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// Epoch ms from a number (ms) or a string (ISO-8601, or digits meaning ms).

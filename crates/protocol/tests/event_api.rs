@@ -56,6 +56,35 @@ fn the_seed_shapes_are_accepted() {
 }
 
 #[test]
+fn device_and_referrer_are_kept_and_a_referrer_url_is_cut_to_its_host() {
+    let body = r#"[
+      {"type":"pageview","page":"/","sessionId":"s1","metadata":{"device":"Mobile","referrer":"google.com"}},
+      {"type":"pageview","page":"/","sessionId":"s1","metadata":{"referrer":"https://user@News.Example:8443/item?id=7#c"}},
+      {"type":"pageview","page":"/","sessionId":"s1","metadata":{"device":"  ","referrer":""}}
+    ]"#;
+    let events = decode_events(body.as_bytes()).unwrap();
+    assert_eq!(events[0].metadata.device.as_deref(), Some("mobile"));
+    assert_eq!(events[0].metadata.referrer.as_deref(), Some("google.com"));
+    assert_eq!(events[1].metadata.referrer.as_deref(), Some("news.example"));
+    assert_eq!(
+        events[2].metadata.device, None,
+        "a blank device is no device"
+    );
+    assert_eq!(events[2].metadata.referrer, None);
+    let too_long = format!(
+        r#"{{"type":"pageview","page":"/","sessionId":"s1","metadata":{{"device":"{}"}}}}"#,
+        "x".repeat(33)
+    );
+    let err = decode_events(too_long.as_bytes()).unwrap_err().to_string();
+    assert!(err.starts_with("event 0: metadata.device: "), "{err}");
+    let wrong_type = r#"{"type":"pageview","page":"/","sessionId":"s1","metadata":{"referrer":7}}"#;
+    let err = decode_events(wrong_type.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "event 0: metadata.referrer: expected a string");
+}
+
+#[test]
 fn whole_urls_give_their_path_without_query() {
     let body =
         r#"{"type":"pageview","page":"https://shop.example/cart?id=7#top","sessionId":"s1"}"#;

@@ -525,7 +525,15 @@ fn filter_of(query: &HashMap<String, String>, now_ms: i64) -> Result<Filter, Str
         }
         let span = range_ms(range)
             .ok_or_else(|| format!("range: {range:?} is not a span such as 30m, 24h, 7d or 30d"))?;
-        from = Some(to.unwrap_or(now_ms) - span);
+        let start = to.unwrap_or(now_ms) - span;
+        // A span of hours or more starts on the hour, so the store answers it from hourly
+        // and daily counts alone, with no raw events at its start (what dashboards show as
+        // "last 24 hours" is by the hour anyway).
+        from = Some(if span >= HOUR_MS {
+            start.div_euclid(HOUR_MS) * HOUR_MS
+        } else {
+            start
+        });
     }
     if let (Some(from), Some(to)) = (from, to) {
         if to < from {
@@ -551,6 +559,8 @@ fn filter_of(query: &HashMap<String, String>, now_ms: i64) -> Result<Filter, Str
         country,
     })
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 /// Milliseconds in a span such as `30m`, `24h` or `7d` (at most 10 years).
 fn range_ms(text: &str) -> Option<i64> {
@@ -656,9 +666,16 @@ mod tests {
     fn filters_take_ranges_iso_times_and_country_names() {
         let now = 1_752_921_000_000;
         let filter = filter_of(&query_of(&[("range", "30d"), ("country", "India")]), now).unwrap();
-        assert_eq!(filter.from, Some(now - 30 * 86_400_000));
+        // 30 days before 10:30 starts at 10:00 that day.
+        assert_eq!(filter.from, Some(now - 30 * 86_400_000 - 1_800_000));
         assert_eq!(filter.to, None);
         assert_eq!(filter.country.as_deref(), Some("IN"));
+        let filter = filter_of(&query_of(&[("range", "30m")]), now).unwrap();
+        assert_eq!(
+            filter.from,
+            Some(now - 1_800_000),
+            "minutes are not rounded"
+        );
         let filter = filter_of(
             &query_of(&[("from", "2025-07-18T00:00:00Z"), ("to", "1752921000000")]),
             now,
