@@ -45,8 +45,8 @@ use protocol::analytics::EventType;
 /// The schema's version, stored in `PRAGMA user_version`; a newer file is refused.
 const SCHEMA_VERSION: i64 = 4;
 
-/// The page cache of each connection, in KiB.
-const CACHE_KIB: u32 = 64 * 1024;
+/// The default page cache of each connection, in MiB (see [`SqliteConfig::cache_mib`]).
+pub const DEFAULT_CACHE_MIB: u32 = 16;
 
 /// The default of [`SqliteConfig::heat_flush_events`]: at most about 30 MiB of pending heat
 /// counts (with the copy a flush takes), re-read in about a second at open, while a busy
@@ -184,6 +184,13 @@ pub struct SqliteConfig {
     /// the copy a flush takes) and more events to re-read at open after a crash. 0 writes
     /// them with every batch, as version 2 did.
     pub heat_flush_events: u64,
+    /// The page cache of each of the two connections, in MiB. Every key the writer adds to
+    /// grows at the end of its index (keys start with the time), so the hot pages are few
+    /// and 16 MiB holds them; SQLite's own default of 2 MiB made every insert a read.
+    pub cache_mib: u32,
+    /// How much of the file the writer maps into memory, in MiB (0: none, reads go through
+    /// the page cache). Mapped pages count in the process's resident memory.
+    pub mmap_mib: u32,
 }
 
 impl SqliteConfig {
@@ -194,6 +201,8 @@ impl SqliteConfig {
             fsync: false,
             max_bytes: None,
             heat_flush_events: DEFAULT_HEAT_FLUSH_EVENTS,
+            cache_mib: DEFAULT_CACHE_MIB,
+            mmap_mib: 0,
         }
     }
 }
@@ -250,12 +259,13 @@ impl SqliteStore {
             )));
         }
         let sync = if config.fsync { "FULL" } else { "NORMAL" };
-        // A 64 MiB page cache keeps the indexes' hot pages (the newest hours) in memory;
-        // SQLite's default of 2 MiB made every insert a read syscall. Checkpointing the WAL
-        // every 64 MiB instead of every 4 MiB writes each hot page back once per many
-        // batches (1.7x the ingest rate at batches of 500).
+        // The page cache keeps the indexes' hot pages (the newest hours) in memory.
+        // Checkpointing the WAL every 64 MiB instead of every 4 MiB writes each hot page
+        // back once per many batches (1.7x the ingest rate at batches of 500).
+        let cache_kib = u64::from(config.cache_mib.max(1)) * 1024;
+        let mmap_bytes = u64::from(config.mmap_mib) * 1024 * 1024;
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-{CACHE_KIB}; PRAGMA temp_store=MEMORY; PRAGMA mmap_size=268435456; PRAGMA wal_autocheckpoint=16384;"
+            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-{cache_kib}; PRAGMA temp_store=MEMORY; PRAGMA mmap_size={mmap_bytes}; PRAGMA wal_autocheckpoint=16384;"
         ))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version > SCHEMA_VERSION {
@@ -290,7 +300,7 @@ impl SqliteStore {
         }
         let reader = Connection::open(&config.path)?;
         reader.busy_timeout(Duration::from_secs(5))?;
-        reader.execute_batch(&format!("PRAGMA cache_size=-{CACHE_KIB};"))?;
+        reader.execute_batch(&format!("PRAGMA cache_size=-{cache_kib};"))?;
         Ok(SqliteStore {
             writer: Mutex::new(Writer {
                 conn,

@@ -47,6 +47,10 @@ pub struct Config {
     #[arg(long, default_value_t = analytics::DEFAULT_HEAT_FLUSH_EVENTS)]
     pub store_heat_flush_events: u64,
 
+    /// The store's page cache, in MiB, for each of its two connections (writer and reader). The hot pages are the newest hours' ends of the indexes, so a small cache holds them; more helps queries over long ranges.
+    #[arg(long, default_value_t = analytics::DEFAULT_CACHE_MIB)]
+    pub store_cache_mib: u32,
+
     /// Most stored events one scroll map, pixel-width heatmap or click list reads (the oldest of
     /// the range first); other heatmaps and totals read pre-counted hours and have no such bound.
     #[arg(long, default_value_t = 1_000_000)]

@@ -89,6 +89,8 @@ impl Context {
                 fsync: config.fsync,
                 max_bytes: config.max_store_bytes,
                 heat_flush_events: config.store_heat_flush_events,
+                cache_mib: config.store_cache_mib,
+                mmap_mib: 0,
             })
             .map_err(|source| crate::Error::Store {
                 path: store_path.clone(),
