@@ -144,7 +144,10 @@ fn store_error(err: &StoreError) -> Response<Body> {
 enum Format {
     Png,
     Json,
+    /// The events themselves under `clicks` (the first name, kept for old dashboards).
     Clicks,
+    /// The events themselves under `points`, for any kind.
+    Points,
 }
 
 /// One event as a heatmap draws it: a point in the document (fractions of its width and
@@ -190,8 +193,11 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         None | Some("png") => Format::Png,
         Some("json") => Format::Json,
         Some("clicks") => Format::Clicks,
+        Some("points") => Format::Points,
         Some(other) => {
-            return bad_request(format!("format {other:?} is not one of: png, json, clicks"))
+            return bad_request(format!(
+                "format {other:?} is not one of: png, json, points, clicks"
+            ))
         }
     };
     let output = match query.get("output").map(String::as_str) {
@@ -281,7 +287,8 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     match format {
         Format::Png => {}
         Format::Json => return grid_json(&points, n_sessions, kind, width, height),
-        Format::Clicks => return clicks_json(&events),
+        Format::Clicks => return points_json(&events, n_sessions, kind, "clicks"),
+        Format::Points => return points_json(&events, n_sessions, kind, "points"),
     }
     let settings = RenderSettings {
         width,
@@ -402,14 +409,16 @@ fn grid_json(
     }))
 }
 
-/// Most clicks listed by `format=clicks` (the most recent).
-const MAX_LISTED_CLICKS: usize = 5000;
+/// Most events listed by `format=points` or `format=clicks` (the most recent): enough for
+/// a dense map in the browser, small enough to send and place in a moment.
+const MAX_LISTED_POINTS: usize = 5000;
 
-/// The clicks themselves, with their elements, so a dashboard can place each one on its
-/// element in the live page (where it can be found) rather than at its old coordinates.
-fn clicks_json(events: &[Placed]) -> Response<Body> {
-    let skip = events.len().saturating_sub(MAX_LISTED_CLICKS);
-    let clicks: Vec<serde_json::Value> = events[skip..]
+/// The events themselves, with their elements, so a dashboard can place each one on its
+/// element in the live page (where it can be found) rather than at its old coordinates;
+/// with the totals behind them (`events`, `sessions`), since the list is capped.
+fn points_json(events: &[Placed], n_sessions: usize, kind: EventType, key: &str) -> Response<Body> {
+    let skip = events.len().saturating_sub(MAX_LISTED_POINTS);
+    let points: Vec<serde_json::Value> = events[skip..]
         .iter()
         .map(|event| {
             serde_json::json!({
@@ -418,7 +427,13 @@ fn clicks_json(events: &[Placed]) -> Response<Body> {
             })
         })
         .collect();
-    json_ok(&serde_json::json!({ "clicks": clicks }))
+    let mut answer = serde_json::json!({
+        "kind": kind.as_str(),
+        "events": events.len(),
+        "sessions": n_sessions,
+    });
+    answer[key] = serde_json::Value::Array(points);
+    json_ok(&answer)
 }
 
 fn sessions_of(events: &[Placed]) -> usize {
