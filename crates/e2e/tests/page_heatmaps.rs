@@ -1,6 +1,7 @@
 //! The dashboard's page heatmaps in a real headless Chromium: every change of the view
 //! draws its own map over the page at the page's size, a late answer to an earlier choice
-//! never replaces a newer one, and a screenshot lies under its heat.
+//! never replaces a newer one, a screenshot lies under its heat, and the scroll map veils
+//! the page rather than hiding it.
 
 mod common;
 
@@ -246,6 +247,30 @@ async fn every_view_change_draws_its_own_map_over_the_page_at_its_size() {
         &scroll["overlay"],
         &scroll["frame"],
         "the scroll map covers the page",
+    );
+
+    // The scroll map is a veil: clear where every session reached, darker where most did
+    // not (one in four reached the bottom), the page visible through it everywhere.
+    let alphas = browser
+        .execute(
+            "const img = document.getElementById('hm-overlay');
+             const canvas = document.createElement('canvas');
+             canvas.width = img.naturalWidth;
+             canvas.height = img.naturalHeight;
+             const context = canvas.getContext('2d');
+             context.drawImage(img, 0, 0);
+             const at = (fy) => context.getImageData(canvas.width >> 1, Math.floor(fy * (canvas.height - 1)), 1, 1).data[3];
+             return [at(0.02), at(0.3), at(0.98)];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let alpha = |idx: usize| alphas[idx].as_u64().unwrap();
+    assert_eq!(alpha(0), 0, "everyone saw the top: {alphas}");
+    assert!(alpha(1) > alpha(0) && alpha(2) > alpha(1), "{alphas}");
+    assert!(
+        (130..=200).contains(&alpha(2)),
+        "three in four missed the bottom, and the page still shows: {alphas}"
     );
 
     // A width with no data says so and shows no map.

@@ -360,20 +360,48 @@ fn cell_points(cells: &HeatmapCells, ratio: f32) -> Vec<Placed> {
     placed
 }
 
-/// The scroll map: each row's colour is the share of sessions that scrolled at least that far.
+/// The veil's colour over the page in a scroll overlay (slate, dark enough to read as
+/// "not seen" over light and dark pages alike).
+const SCROLL_VEIL_RGB: [u8; 3] = [15, 23, 42];
+
+/// The veil's opacity where no session scrolled: the page stays faintly readable even there.
+const SCROLL_VEIL_MAX_ALPHA: f32 = 0.75;
+
+/// The scroll map: for each row, the share of sessions that scrolled at least that far.
+///
+/// As an overlay it is a veil over the page: clear where every session reached, and
+/// darker the more sessions did not (opacity [`SCROLL_VEIL_MAX_ALPHA`] times the share that
+/// did not reach the row), so the page itself stays visible under it. As an image it is
+/// opaque, each row coloured by the number of sessions that reached it.
 fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, heatmap::Error> {
     let mut deepest: HashMap<&str, f32> = HashMap::new();
     for event in events {
         let depth = deepest.entry(&event.session).or_default();
         *depth = depth.max(event.depth);
     }
-    let mut grid = Grid::new(settings.width, settings.height);
     let width = settings.width as usize;
     let height = settings.height as usize;
-    for (row, cells) in grid.cells_mut().chunks_exact_mut(width).enumerate() {
+    let reached_at = |row: usize| {
         let fraction = (row as f32 + 0.5) / height as f32;
-        let reached = deepest.values().filter(|&&depth| depth >= fraction).count() as f32;
-        cells.fill(reached);
+        deepest.values().filter(|&&depth| depth >= fraction).count()
+    };
+    if settings.output == OutputMode::Overlay {
+        let n_sessions = deepest.len().max(1) as f32;
+        let mut bytes = Vec::with_capacity(width * height * 4);
+        for row in 0..height {
+            let missed = 1.0 - reached_at(row) as f32 / n_sessions;
+            let alpha = (missed * SCROLL_VEIL_MAX_ALPHA * 255.0).round() as u8;
+            let [r, g, b] = SCROLL_VEIL_RGB;
+            for _ in 0..width {
+                bytes.extend_from_slice(&[r, g, b, alpha]);
+            }
+        }
+        let pixels = heatmap::render::Pixels { bytes, channels: 4 };
+        return encode_png(&pixels, settings.width, settings.height);
+    }
+    let mut grid = Grid::new(settings.width, settings.height);
+    for (row, cells) in grid.cells_mut().chunks_exact_mut(width).enumerate() {
+        cells.fill(reached_at(row) as f32);
     }
     let density = Density::full(grid);
     let linear = RenderSettings {
