@@ -1,12 +1,14 @@
 //! The dashboard's page heatmaps in a real headless Chromium: every change of the view
 //! draws its own map over the page at the page's size, a late answer to an earlier choice
-//! never replaces a newer one, a screenshot lies under its heat, and the scroll map veils
-//! the page rather than hiding it.
+//! never replaces a newer one, a screenshot lies under its heat, the scroll map veils the
+//! page rather than hiding it, and moves recorded at one width land on their elements at
+//! another.
 
 mod common;
 
 use common::browser::*;
 use common::*;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 use testkit::{eventually, http_get, http_request, TempDir};
@@ -385,5 +387,83 @@ async fn a_screenshot_lies_under_its_heat() {
         &state["shot"],
         "the heat lies on the screenshot",
     );
+    browser.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_recorded_at_one_width_land_on_their_element_at_another() {
+    if !browser_available() {
+        return;
+    }
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let addr = relay.addr.to_string();
+    let driver = start_chromedriver().await;
+    let profile = TempDir::new("chromium-moves");
+    let browser = open_browser(&driver, &profile).await;
+
+    // A desktop visitor rests the pointer on the Pro button (the plans side by side).
+    browser.set_window_size(1400, 900).await.unwrap();
+    browser.goto(&format!("http://{addr}{PAGE}")).await.unwrap();
+    eventually("the snippet to load", || async {
+        let loaded = browser
+            .execute("return !!window.heatmapTracker;", vec![])
+            .await
+            .ok()?;
+        (loaded == json!(true)).then_some(())
+    })
+    .await;
+    let button = browser.find(Locator::Css("#buy-pro")).await.unwrap();
+    let n_events = || async {
+        let stats = browser
+            .execute("return window.heatmapTracker.stats;", vec![])
+            .await
+            .ok()?;
+        Some(stats["queued"].as_u64()? + stats["sent"].as_u64()? + stats["dropped"].as_u64()?)
+    };
+    for (x, y) in [(-20.0, -4.0), (0.0, 0.0), (20.0, 4.0)] {
+        let before = n_events().await.unwrap();
+        let actions = MouseActions::new("pointer".into()).then(PointerAction::MoveToElement {
+            element: button.clone(),
+            duration: None,
+            x,
+            y,
+        });
+        browser.perform_actions(actions).await.unwrap();
+        // The snippet samples the pointer every 100 ms: each position is taken before the next.
+        eventually("the move to be sampled", || async {
+            (n_events().await? > before).then_some(())
+        })
+        .await;
+    }
+    eventually("the moves to be stored", || async {
+        let response = http_get(
+            &addr,
+            &format!("/api/heatmaps?page={PAGE}&kind=move&width=desktop&format=points"),
+        )
+        .await
+        .ok()?;
+        let listed: Value = serde_json::from_slice(&response.body).ok()?;
+        (listed["points"].as_array()?.len() >= 3).then_some(())
+    })
+    .await;
+
+    // The dashboard at a phone-like width: the plans stack, and the Pro button is now
+    // below the Basic one at the left, far from where the desktop fraction would put it.
+    browser.set_window_size(480, 900).await.unwrap();
+    open_dashboard(&browser, &addr).await;
+    choose(&browser, "hm-page", PAGE).await;
+    choose(&browser, "hm-kind", "move").await;
+    click(&browser, "hm-show").await;
+    let moves = shown(&browser, "move").await;
+    assert_eq!(moves["source"], "elements", "{moves}");
+    let message = moves["message"].as_str().unwrap();
+    assert!(
+        message.contains("moves placed on their elements"),
+        "{message}"
+    );
+    assert!(heat_at(&browser, "#buy-pro").await > 200, "{message}");
+    assert_eq!(heat_at(&browser, "#buy-basic").await, 0, "{message}");
     browser.close().await.unwrap();
 }
