@@ -12,7 +12,7 @@ use ::analytics::{
 use heatmap::density::Density;
 use heatmap::encode::encode_png;
 use heatmap::grid::Grid;
-use heatmap::render::{colourise, render_png, RenderInput, RenderSettings};
+use heatmap::render::{colourise, render_png_captioned, RenderInput, RenderSettings};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, RETRY_AFTER};
@@ -312,19 +312,91 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         } else {
             (&points, &[])
         };
-        let started = format!("{n_sessions} visitors' {}", kind.as_str());
         let input = RenderInput {
             moves,
             clicks,
             duration_ms: 0,
-            started: &started,
+            started: "",
         };
-        render_png(&input, &settings).map(|rendered| rendered.png)
+        let caption = page_caption(
+            kind,
+            n_events,
+            n_sessions,
+            &bucket.name(),
+            &range_text(query, &filter),
+        );
+        render_png_captioned(&input, &settings, &caption).map(|rendered| rendered.png)
     };
     match png {
         Ok(png) => http::with_body(StatusCode::OK, "image/png", png),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+}
+
+/// What a page map shows, as its caption says it: the kind, the events and sessions behind
+/// it, the widths and the time range (`clicks · 1,234 events · 56 sessions · desktop ·
+/// last 7 days`).
+fn page_caption(
+    kind: EventType,
+    n_events: u64,
+    n_sessions: usize,
+    widths: &str,
+    range: &str,
+) -> String {
+    let kind = match kind {
+        EventType::Click => "clicks",
+        EventType::Move => "moves",
+        EventType::Scroll => "scroll depth",
+        other => other.as_str(),
+    };
+    let plural = |n: u64, one: &str, many: &str| {
+        format!("{} {}", thousands(n), if n == 1 { one } else { many })
+    };
+    format!(
+        "{kind} · {} · {} · {widths} · {range}",
+        plural(n_events, "event", "events"),
+        plural(n_sessions as u64, "session", "sessions"),
+    )
+}
+
+/// The time range a query asked for, in words: `last 7 days`, `from … to …` (UTC) or
+/// `all time`.
+fn range_text(query: &HashMap<String, String>, filter: &Filter) -> String {
+    if let Some(range) = query.get("range") {
+        let (count, unit) = range.split_at(range.len().saturating_sub(1));
+        let unit = match (unit, count) {
+            ("m", _) => "min",
+            ("h", _) => "h",
+            ("d", "1") => "day",
+            ("d", _) => "days",
+            _ => "",
+        };
+        return format!("last {count} {unit}");
+    }
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|time| time.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|| ms.to_string())
+    };
+    match (filter.from, filter.to) {
+        (Some(from), Some(to)) => format!("from {} to {}", when(from), when(to)),
+        (Some(from), None) => format!("since {}", when(from)),
+        (None, Some(to)) => format!("until {}", when(to)),
+        (None, None) => "all time".to_owned(),
+    }
+}
+
+/// `1234567` → `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (idx, digit) in digits.chars().enumerate() {
+        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// A fraction of the document (0 to 1) in 16-bit fixed point, as the renderer's points are.
@@ -675,6 +747,52 @@ mod tests {
         assert_eq!(query["a b"], "c d");
         assert_eq!(query["bad"], "%zz");
         assert_eq!(query["end"], "%4");
+    }
+
+    #[test]
+    fn captions_say_what_the_map_shows() {
+        let now = 1_752_921_000_000;
+        let caption = |pairs: &[(&str, &str)], kind, n_events, n_sessions| {
+            let query = query_of(pairs);
+            let filter = filter_of(&query, now).unwrap();
+            page_caption(
+                kind,
+                n_events,
+                n_sessions,
+                "desktop",
+                &range_text(&query, &filter),
+            )
+        };
+        assert_eq!(
+            caption(&[("range", "7d")], EventType::Click, 1234, 56),
+            "clicks · 1,234 events · 56 sessions · desktop · last 7 days"
+        );
+        assert_eq!(
+            caption(&[], EventType::Move, 1, 1),
+            "moves · 1 event · 1 session · desktop · all time"
+        );
+        assert_eq!(
+            caption(&[("range", "24h")], EventType::Move, 0, 0),
+            "moves · 0 events · 0 sessions · desktop · last 24 h"
+        );
+        assert_eq!(
+            caption(
+                &[("from", "2025-07-18T00:00:00Z"), ("to", "2025-07-19T10:30:00Z")],
+                EventType::Click,
+                12,
+                3
+            ),
+            "clicks · 12 events · 3 sessions · desktop · from 2025-07-18 00:00 UTC to 2025-07-19 10:30 UTC"
+        );
+        assert_eq!(
+            caption(
+                &[("from", "2025-07-18T00:00:00Z")],
+                EventType::Scroll,
+                12,
+                3
+            ),
+            "scroll depth · 12 events · 3 sessions · desktop · since 2025-07-18 00:00 UTC"
+        );
     }
 
     #[test]
