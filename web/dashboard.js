@@ -126,12 +126,21 @@
   const view = { generation: 0, ignored: 0, frameUrl: null, frameLoaded: null, shot: null, shotUrl: null, overlayUrl: null };
   /** How long a framed page may take to load before the map is drawn without it. */
   const FRAME_LOAD_TIMEOUT_MS = 10000;
+  /** A window being resized settles this long before the map is placed again. */
+  const RESIZE_SETTLE_MS = 250;
   const KIND_NAMES = { click: 'clicks', move: 'moves', scroll: 'scroll depth' };
 
   for (const id of ['hm-page', 'hm-kind', 'hm-width', 'hm-range', 'hm-site', 'hm-shot']) {
     $(id).addEventListener('change', () => { showHeatmap(); });
   }
   $('hm-show').addEventListener('click', () => { showHeatmap(); });
+  // A new width reflows the framed page: its elements move, so the map is placed again.
+  let resizeTimer = null;
+  window.addEventListener('resize', () => {
+    if ($('hm-stage').hidden) return;
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { showHeatmap(); }, RESIZE_SETTLE_MS);
+  });
 
   /** Counts an answer that arrived after a newer choice, and drops it (the stage shows how many, for tests). */
   function superseded() {
@@ -211,6 +220,8 @@
     const url = `${state.site}${state.page}`;
     if (view.frameUrl !== url) {
       view.frameUrl = url;
+      // Measured afresh: a frame kept as tall as the last page would never fit a shorter one.
+      frame.style.height = '';
       view.frameLoaded = new Promise((resolve) => {
         const timer = setTimeout(resolve, FRAME_LOAD_TIMEOUT_MS);
         frame.addEventListener('load', () => { clearTimeout(timer); resolve(); }, { once: true });
