@@ -750,6 +750,45 @@ mod tests {
     }
 
     #[test]
+    fn scroll_overlays_veil_only_what_visitors_missed() {
+        // Four sessions: all past a fifth of the page, three past a third, one to the end.
+        let events: Vec<Placed> = [1.0, 0.4, 0.4, 0.25]
+            .into_iter()
+            .enumerate()
+            .map(|(idx, depth)| Placed {
+                point: [0, 0],
+                dw: 1.0,
+                dh: 1.0,
+                x: 0.0,
+                y: 0.0,
+                session: format!("s{idx}"),
+                path: None,
+                offset: (0.5, 0.5),
+                depth,
+            })
+            .collect();
+        let settings = RenderSettings {
+            width: 40,
+            height: 100,
+            output: OutputMode::Overlay,
+            ..RenderSettings::default()
+        };
+        let image = testkit::Image::decode(&scroll_map(&events, &settings).unwrap()).unwrap();
+        assert_eq!(image.channels, 4);
+        let alpha = |row: u32| image.pixels[(row * image.width * 4 + 3) as usize];
+        let veil = |missed: f32| (missed * SCROLL_VEIL_MAX_ALPHA * 255.0).round() as u8;
+        assert_eq!(alpha(10), 0, "everyone saw the top");
+        assert_eq!(alpha(30), veil(0.25));
+        assert_eq!(alpha(50), veil(0.75));
+        assert_eq!(
+            alpha(99),
+            veil(0.75),
+            "the page still shows where most missed it"
+        );
+        assert_eq!(image.rgb(20, 50), SCROLL_VEIL_RGB);
+    }
+
+    #[test]
     fn captions_say_what_the_map_shows() {
         let now = 1_752_921_000_000;
         let caption = |pairs: &[(&str, &str)], kind, n_events, n_sessions| {
