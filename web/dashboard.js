@@ -148,6 +148,7 @@
     $('hm-stage').dataset.ignored = String(view.ignored);
   }
 
+  /** Draws the map the controls ask for now, over the page it belongs to. */
   async function showHeatmap() {
     const page = $('hm-page').value;
     if (!page) {
