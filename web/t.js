@@ -6,9 +6,9 @@
 // Privacy: no text, no input values, no cookies. Do Not Track and Global Privacy Control
 // turn it off, and so does `heatmapTracker.optOut()` (remembered in localStorage).
 // What is sent: the page's path (no query string), a random per-tab session id, times,
-// and positions with the viewport and document sizes they are relative to; for clicks
-// also a short CSS path of the element (tag names, ids, positions among siblings) and
-// where inside it the click fell.
+// and positions with the viewport and document sizes they are relative to; for clicks and
+// sampled moves also a short CSS path of the element under the pointer (tag names, ids,
+// positions among siblings) and where inside it the pointer was.
 //
 // Delivery: every event gets its session's next number (`seq`) and its own time once, when
 // it happens, and waits in an outbox kept in sessionStorage until the relay has answered
@@ -306,28 +306,36 @@
     }
   }
 
+  /**
+   * The element under the pointer and where in it the pointer is (document position
+   * `pageX`, `pageY`), so a heatmap can put the event back on that element wherever
+   * another layout moves it; nothing when the target is not an element.
+   */
+  function anchorOf(target, pageX, pageY) {
+    if (!(target instanceof Element)) return {};
+    const anchor = { path: cssPath(target) };
+    const box = target.getBoundingClientRect();
+    if (box.width > 0 && box.height > 0) {
+      anchor.ox = Math.min(1, Math.max(0, (pageX - window.scrollX - box.left) / box.width));
+      anchor.oy = Math.min(1, Math.max(0, (pageY - window.scrollY - box.top) / box.height));
+    }
+    return anchor;
+  }
+
   let lastMove = null;
   let lastSentMove = null;
   document.addEventListener('pointermove', (event) => { lastMove = event; }, { passive: true });
   setInterval(() => {
     if (lastMove && lastMove !== lastSentMove) {
       lastSentMove = lastMove;
-      track('move', { x: lastMove.pageX, y: lastMove.pageY, ...sizes() });
+      // Anchored when sampled, from the document position, so a scroll since the pointer
+      // last moved does not shift it within its element.
+      track('move', { x: lastMove.pageX, y: lastMove.pageY, ...sizes(), ...anchorOf(lastMove.target, lastMove.pageX, lastMove.pageY) });
     }
   }, MOVE_SAMPLE_MS);
 
   document.addEventListener('click', (event) => {
-    const target = event.target instanceof Element ? event.target : null;
-    const metadata = { x: event.pageX, y: event.pageY, ...sizes() };
-    if (target) {
-      const box = target.getBoundingClientRect();
-      metadata.path = cssPath(target);
-      if (box.width > 0 && box.height > 0) {
-        metadata.ox = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
-        metadata.oy = Math.min(1, Math.max(0, (event.clientY - box.top) / box.height));
-      }
-    }
-    track('click', metadata);
+    track('click', { x: event.pageX, y: event.pageY, ...sizes(), ...anchorOf(event.target, event.pageX, event.pageY) });
     flush();
   }, { passive: true, capture: true });
 

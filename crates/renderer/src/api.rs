@@ -12,7 +12,7 @@ use ::analytics::{
 use heatmap::density::Density;
 use heatmap::encode::encode_png;
 use heatmap::grid::Grid;
-use heatmap::render::{colourise, render_png, RenderInput, RenderSettings};
+use heatmap::render::{colourise, render_png_captioned, RenderInput, RenderSettings};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, RETRY_AFTER};
@@ -144,7 +144,10 @@ fn store_error(err: &StoreError) -> Response<Body> {
 enum Format {
     Png,
     Json,
+    /// The events themselves under `clicks` (the first name, kept for old dashboards).
     Clicks,
+    /// The events themselves under `points`, for any kind.
+    Points,
 }
 
 /// One event as a heatmap draws it: a point in the document (fractions of its width and
@@ -190,8 +193,11 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         None | Some("png") => Format::Png,
         Some("json") => Format::Json,
         Some("clicks") => Format::Clicks,
+        Some("points") => Format::Points,
         Some(other) => {
-            return bad_request(format!("format {other:?} is not one of: png, json, clicks"))
+            return bad_request(format!(
+                "format {other:?} is not one of: png, json, points, clicks"
+            ))
         }
     };
     let output = match query.get("output").map(String::as_str) {
@@ -281,7 +287,8 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     match format {
         Format::Png => {}
         Format::Json => return grid_json(&points, n_sessions, kind, width, height),
-        Format::Clicks => return clicks_json(&events),
+        Format::Clicks => return points_json(&events, n_sessions, kind, "clicks"),
+        Format::Points => return points_json(&events, n_sessions, kind, "points"),
     }
     let settings = RenderSettings {
         width,
@@ -305,19 +312,91 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         } else {
             (&points, &[])
         };
-        let started = format!("{n_sessions} visitors' {}", kind.as_str());
         let input = RenderInput {
             moves,
             clicks,
             duration_ms: 0,
-            started: &started,
+            started: "",
         };
-        render_png(&input, &settings).map(|rendered| rendered.png)
+        let caption = page_caption(
+            kind,
+            n_events,
+            n_sessions,
+            &bucket.name(),
+            &range_text(query, &filter),
+        );
+        render_png_captioned(&input, &settings, &caption).map(|rendered| rendered.png)
     };
     match png {
         Ok(png) => http::with_body(StatusCode::OK, "image/png", png),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+}
+
+/// What a page map shows, as its caption says it: the kind, the events and sessions behind
+/// it, the widths and the time range (`clicks · 1,234 events · 56 sessions · desktop ·
+/// last 7 days`).
+fn page_caption(
+    kind: EventType,
+    n_events: u64,
+    n_sessions: usize,
+    widths: &str,
+    range: &str,
+) -> String {
+    let kind = match kind {
+        EventType::Click => "clicks",
+        EventType::Move => "moves",
+        EventType::Scroll => "scroll depth",
+        other => other.as_str(),
+    };
+    let plural = |n: u64, one: &str, many: &str| {
+        format!("{} {}", thousands(n), if n == 1 { one } else { many })
+    };
+    format!(
+        "{kind} · {} · {} · {widths} · {range}",
+        plural(n_events, "event", "events"),
+        plural(n_sessions as u64, "session", "sessions"),
+    )
+}
+
+/// The time range a query asked for, in words: `last 7 days`, `from … to …` (UTC) or
+/// `all time`.
+fn range_text(query: &HashMap<String, String>, filter: &Filter) -> String {
+    if let Some(range) = query.get("range") {
+        let (count, unit) = range.split_at(range.len().saturating_sub(1));
+        let unit = match (unit, count) {
+            ("m", _) => "min",
+            ("h", _) => "h",
+            ("d", "1") => "day",
+            ("d", _) => "days",
+            _ => "",
+        };
+        return format!("last {count} {unit}");
+    }
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|time| time.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|| ms.to_string())
+    };
+    match (filter.from, filter.to) {
+        (Some(from), Some(to)) => format!("from {} to {}", when(from), when(to)),
+        (Some(from), None) => format!("since {}", when(from)),
+        (None, Some(to)) => format!("until {}", when(to)),
+        (None, None) => "all time".to_owned(),
+    }
+}
+
+/// `1234567` → `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (idx, digit) in digits.chars().enumerate() {
+        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// A fraction of the document (0 to 1) in 16-bit fixed point, as the renderer's points are.
@@ -353,20 +432,48 @@ fn cell_points(cells: &HeatmapCells, ratio: f32) -> Vec<Placed> {
     placed
 }
 
-/// The scroll map: each row's colour is the share of sessions that scrolled at least that far.
+/// The veil's colour over the page in a scroll overlay (slate, dark enough to read as
+/// "not seen" over light and dark pages alike).
+const SCROLL_VEIL_RGB: [u8; 3] = [15, 23, 42];
+
+/// The veil's opacity where no session scrolled: the page stays faintly readable even there.
+const SCROLL_VEIL_MAX_ALPHA: f32 = 0.75;
+
+/// The scroll map: for each row, the share of sessions that scrolled at least that far.
+///
+/// As an overlay it is a veil over the page: clear where every session reached, and
+/// darker the more sessions did not (opacity [`SCROLL_VEIL_MAX_ALPHA`] times the share that
+/// did not reach the row), so the page itself stays visible under it. As an image it is
+/// opaque, each row coloured by the number of sessions that reached it.
 fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, heatmap::Error> {
     let mut deepest: HashMap<&str, f32> = HashMap::new();
     for event in events {
         let depth = deepest.entry(&event.session).or_default();
         *depth = depth.max(event.depth);
     }
-    let mut grid = Grid::new(settings.width, settings.height);
     let width = settings.width as usize;
     let height = settings.height as usize;
-    for (row, cells) in grid.cells_mut().chunks_exact_mut(width).enumerate() {
+    let reached_at = |row: usize| {
         let fraction = (row as f32 + 0.5) / height as f32;
-        let reached = deepest.values().filter(|&&depth| depth >= fraction).count() as f32;
-        cells.fill(reached);
+        deepest.values().filter(|&&depth| depth >= fraction).count()
+    };
+    if settings.output == OutputMode::Overlay {
+        let n_sessions = deepest.len().max(1) as f32;
+        let mut bytes = Vec::with_capacity(width * height * 4);
+        for row in 0..height {
+            let missed = 1.0 - reached_at(row) as f32 / n_sessions;
+            let alpha = (missed * SCROLL_VEIL_MAX_ALPHA * 255.0).round() as u8;
+            let [r, g, b] = SCROLL_VEIL_RGB;
+            for _ in 0..width {
+                bytes.extend_from_slice(&[r, g, b, alpha]);
+            }
+        }
+        let pixels = heatmap::render::Pixels { bytes, channels: 4 };
+        return encode_png(&pixels, settings.width, settings.height);
+    }
+    let mut grid = Grid::new(settings.width, settings.height);
+    for (row, cells) in grid.cells_mut().chunks_exact_mut(width).enumerate() {
+        cells.fill(reached_at(row) as f32);
     }
     let density = Density::full(grid);
     let linear = RenderSettings {
@@ -402,14 +509,16 @@ fn grid_json(
     }))
 }
 
-/// Most clicks listed by `format=clicks` (the most recent).
-const MAX_LISTED_CLICKS: usize = 5000;
+/// Most events listed by `format=points` or `format=clicks` (the most recent): enough for
+/// a dense map in the browser, small enough to send and place in a moment.
+const MAX_LISTED_POINTS: usize = 5000;
 
-/// The clicks themselves, with their elements, so a dashboard can place each one on its
-/// element in the live page (where it can be found) rather than at its old coordinates.
-fn clicks_json(events: &[Placed]) -> Response<Body> {
-    let skip = events.len().saturating_sub(MAX_LISTED_CLICKS);
-    let clicks: Vec<serde_json::Value> = events[skip..]
+/// The events themselves, with their elements, so a dashboard can place each one on its
+/// element in the live page (where it can be found) rather than at its old coordinates;
+/// with the totals behind them (`events`, `sessions`), since the list is capped.
+fn points_json(events: &[Placed], n_sessions: usize, kind: EventType, key: &str) -> Response<Body> {
+    let skip = events.len().saturating_sub(MAX_LISTED_POINTS);
+    let points: Vec<serde_json::Value> = events[skip..]
         .iter()
         .map(|event| {
             serde_json::json!({
@@ -418,7 +527,13 @@ fn clicks_json(events: &[Placed]) -> Response<Body> {
             })
         })
         .collect();
-    json_ok(&serde_json::json!({ "clicks": clicks }))
+    let mut answer = serde_json::json!({
+        "kind": kind.as_str(),
+        "events": events.len(),
+        "sessions": n_sessions,
+    });
+    answer[key] = serde_json::Value::Array(points);
+    json_ok(&answer)
 }
 
 fn sessions_of(events: &[Placed]) -> usize {
@@ -642,6 +757,91 @@ mod tests {
         assert_eq!(query["a b"], "c d");
         assert_eq!(query["bad"], "%zz");
         assert_eq!(query["end"], "%4");
+    }
+
+    #[test]
+    fn scroll_overlays_veil_only_what_visitors_missed() {
+        // Four sessions: all past a fifth of the page, three past a third, one to the end.
+        let events: Vec<Placed> = [1.0, 0.4, 0.4, 0.25]
+            .into_iter()
+            .enumerate()
+            .map(|(idx, depth)| Placed {
+                point: [0, 0],
+                dw: 1.0,
+                dh: 1.0,
+                x: 0.0,
+                y: 0.0,
+                session: format!("s{idx}"),
+                path: None,
+                offset: (0.5, 0.5),
+                depth,
+            })
+            .collect();
+        let settings = RenderSettings {
+            width: 40,
+            height: 100,
+            output: OutputMode::Overlay,
+            ..RenderSettings::default()
+        };
+        let image = testkit::Image::decode(&scroll_map(&events, &settings).unwrap()).unwrap();
+        assert_eq!(image.channels, 4);
+        let alpha = |row: u32| image.pixels[(row * image.width * 4 + 3) as usize];
+        let veil = |missed: f32| (missed * SCROLL_VEIL_MAX_ALPHA * 255.0).round() as u8;
+        assert_eq!(alpha(10), 0, "everyone saw the top");
+        assert_eq!(alpha(30), veil(0.25));
+        assert_eq!(alpha(50), veil(0.75));
+        assert_eq!(
+            alpha(99),
+            veil(0.75),
+            "the page still shows where most missed it"
+        );
+        assert_eq!(image.rgb(20, 50), SCROLL_VEIL_RGB);
+    }
+
+    #[test]
+    fn captions_say_what_the_map_shows() {
+        let now = 1_752_921_000_000;
+        let caption = |pairs: &[(&str, &str)], kind, n_events, n_sessions| {
+            let query = query_of(pairs);
+            let filter = filter_of(&query, now).unwrap();
+            page_caption(
+                kind,
+                n_events,
+                n_sessions,
+                "desktop",
+                &range_text(&query, &filter),
+            )
+        };
+        assert_eq!(
+            caption(&[("range", "7d")], EventType::Click, 1234, 56),
+            "clicks · 1,234 events · 56 sessions · desktop · last 7 days"
+        );
+        assert_eq!(
+            caption(&[], EventType::Move, 1, 1),
+            "moves · 1 event · 1 session · desktop · all time"
+        );
+        assert_eq!(
+            caption(&[("range", "24h")], EventType::Move, 0, 0),
+            "moves · 0 events · 0 sessions · desktop · last 24 h"
+        );
+        assert_eq!(
+            caption(
+                &[("from", "2025-07-18T00:00:00Z"), ("to", "2025-07-19T10:30:00Z")],
+                EventType::Click,
+                12,
+                3
+            ),
+            "clicks · 12 events · 3 sessions · desktop · from 2025-07-18 00:00 UTC to 2025-07-19 10:30 UTC"
+        );
+        assert_eq!(
+            caption(
+                &[("from", "2025-07-18T00:00:00Z")],
+                EventType::Scroll,
+                12,
+                3
+            ),
+            "scroll depth · 12 events · 3 sessions · desktop · since 2025-07-18 00:00 UTC"
+        );
     }
 
     #[test]
