@@ -23,6 +23,9 @@ pub const MAX_DEVICE_LEN: usize = 32;
 
 /// Longest referrer host (`metadata.referrer`), in bytes: a DNS name's limit.
 pub const MAX_REFERRER_LEN: usize = 253;
+
+/// Longest language tag (`metadata.locale`), in bytes (BCP 47 allows 35 for common tags).
+pub const MAX_LOCALE_LEN: usize = 35;
 /// Most events in one `POST /api/events`.
 pub const MAX_EVENTS_PER_POST: usize = 500;
 /// The latest timestamp accepted (the end of the year 2999), to refuse nonsense early.
@@ -135,6 +138,11 @@ pub struct EventMetadata {
     /// decoded: the path and query of a referring page may carry personal data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referrer: Option<String>,
+    /// The browser's language tag (`en-IN`), which the snippet sends with a page view.
+    /// Its region is the visitor's country when neither the event nor a proxy's header
+    /// says one; it is not stored itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
 }
 
 impl TrackedEvent {
@@ -222,8 +230,27 @@ impl TrackedEvent {
                 "metadata.referrer: must be a host name of at most {MAX_REFERRER_LEN} bytes"
             ));
         }
+        if meta.locale.as_ref().is_some_and(|tag| {
+            tag.len() > MAX_LOCALE_LEN
+                || !tag
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+        }) {
+            return Err(format!(
+                "metadata.locale: must be a language tag such as en-IN of at most {MAX_LOCALE_LEN} bytes"
+            ));
+        }
         Ok(())
     }
+}
+
+/// The region of a language tag as a country code: `en-IN` → `IN`, `zh-Hant-TW` → `TW`;
+/// `None` for a tag without one (`en`) or with a numeric region (`es-419`).
+pub fn locale_region(tag: &str) -> Option<String> {
+    tag.split(['-', '_'])
+        .skip(1)
+        .find(|part| part.len() == 2 && part.bytes().all(|byte| byte.is_ascii_alphabetic()))
+        .map(str::to_ascii_uppercase)
 }
 
 /// One event or a batch, as a sender writes the body of `POST /api/events` (the server
@@ -569,6 +596,7 @@ const FIELDS: &[&str] = &[
     "metadata.path",
     "metadata.device",
     "metadata.referrer",
+    "metadata.locale",
 ];
 
 fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProblem> {
@@ -615,6 +643,7 @@ fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProb
         referrer: text("referrer", "metadata.referrer")?
             .as_deref()
             .and_then(referrer_host),
+        locale: text("locale", "metadata.locale")?.filter(|tag| !tag.is_empty()),
     })
 }
 

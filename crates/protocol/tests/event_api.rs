@@ -132,3 +132,16 @@ fn more_than_the_limit_in_one_request_is_refused() {
     let body = format!("[{}]", vec![one; 500].join(","));
     assert_eq!(decode_events(body.as_bytes()).unwrap().len(), 500);
 }
+
+#[test]
+fn a_locale_gives_its_region_and_a_bad_one_is_refused_by_name() {
+    use protocol::analytics::locale_region;
+    assert_eq!(locale_region("en-IN").as_deref(), Some("IN"));
+    assert_eq!(locale_region("zh-Hant-TW").as_deref(), Some("TW"));
+    assert_eq!(locale_region("pt_br").as_deref(), Some("BR"));
+    assert_eq!(locale_region("en"), None);
+    assert_eq!(locale_region("es-419"), None);
+    let body = r#"{"type":"pageview","page":"/","sessionId":"s1","metadata":{"locale":"en IN"}}"#;
+    let err = decode_events(body.as_bytes()).unwrap_err().to_string();
+    assert!(err.starts_with("event 0: metadata.locale: "), "{err}");
+}

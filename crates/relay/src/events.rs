@@ -113,10 +113,23 @@ pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Re
             return http::json_error(StatusCode::BAD_REQUEST, err.to_string());
         }
     };
-    if let Some(country) = country {
-        for event in events.iter_mut().filter(|event| event.country.is_none()) {
-            event.country = Some(country.clone());
-        }
+    // The event's own country, else the proxy's header, else the region of the browser's
+    // language (`en-IN`), the weakest sign. The snippet sends its language with the first
+    // event of each request, so it stands for the session's other events in the request.
+    let regions: std::collections::HashMap<String, String> = events
+        .iter()
+        .filter_map(|event| {
+            let tag = event.metadata.locale.as_deref()?;
+            Some((
+                event.session_id.clone(),
+                protocol::analytics::locale_region(tag)?,
+            ))
+        })
+        .collect();
+    for event in events.iter_mut().filter(|event| event.country.is_none()) {
+        event.country = country
+            .clone()
+            .or_else(|| regions.get(&event.session_id).cloned());
     }
     let n_events = events.len();
     if n_events == 0 {

@@ -287,8 +287,8 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     match format {
         Format::Png => {}
         Format::Json => return grid_json(&points, n_sessions, kind, width, height),
-        Format::Clicks => return points_json(&events, n_sessions, kind, "clicks"),
-        Format::Points => return points_json(&events, n_sessions, kind, "points"),
+        Format::Clicks => return points_json(&events, n_sessions, kind, "clicks", ctx),
+        Format::Points => return points_json(&events, n_sessions, kind, "points", ctx),
     }
     let settings = RenderSettings {
         width,
@@ -509,15 +509,18 @@ fn grid_json(
     }))
 }
 
-/// Most events listed by `format=points` or `format=clicks` (the most recent): enough for
-/// a dense map in the browser, small enough to send and place in a moment.
-const MAX_LISTED_POINTS: usize = 5000;
-
 /// The events themselves, with their elements, so a dashboard can place each one on its
 /// element in the live page (where it can be found) rather than at its old coordinates;
-/// with the totals behind them (`events`, `sessions`), since the list is capped.
-fn points_json(events: &[Placed], n_sessions: usize, kind: EventType, key: &str) -> Response<Body> {
-    let skip = events.len().saturating_sub(MAX_LISTED_POINTS);
+/// with the totals behind them (`events`, `sessions`), since the list is capped at
+/// `--max-listed-points` (the most recent).
+fn points_json(
+    events: &[Placed],
+    n_sessions: usize,
+    kind: EventType,
+    key: &str,
+    ctx: &Context,
+) -> Response<Body> {
+    let skip = events.len().saturating_sub(ctx.config.max_listed_points);
     let points: Vec<serde_json::Value> = events[skip..]
         .iter()
         .map(|event| {

@@ -56,6 +56,10 @@ pub struct Config {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_raw_events: usize,
 
+    /// Most events one page-heatmap event list (`format=points` or `clicks`) sends, the latest of the range: enough for a dense map in the browser, small enough to place in a moment. The answer still gives the totals behind it.
+    #[arg(long, default_value_t = 5_000)]
+    pub max_listed_points: usize,
+
     /// Delete stored recordings not changed for this many hours, at start (0 keeps them until --max-recordings evicts them).
     #[arg(long, default_value_t = 24 * 30)]
     pub retention_hours: u64,
