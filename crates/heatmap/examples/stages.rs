@@ -36,6 +36,8 @@ fn main() {
         let input = RenderInput {
             moves: &moves,
             clicks: &[],
+            move_counts: &[],
+            click_counts: &[],
             duration_ms: 60_000,
             started: "2026-01-01 00:00:00",
         };

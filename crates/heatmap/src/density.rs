@@ -134,7 +134,7 @@ pub fn density(
     let show_clicks = settings.kind != HeatKind::Moves && !input.clicks.is_empty();
     if show_moves {
         let started = Instant::now();
-        grid.accumulate(input.moves, 1.0);
+        grid.accumulate_counted(input.moves, input.move_counts, 1.0);
         timings.accumulate += started.elapsed();
         let started = Instant::now();
         gaussian_blur(&mut grid, bandwidth);
@@ -152,11 +152,11 @@ pub fn density(
         let blur_cost = 8.0 * f64::from(grid_width) * f64::from(grid_height);
         let started = Instant::now();
         if splat_cost < blur_cost {
-            grid.splat_gaussian(input.clicks, weight, sigma);
+            grid.splat_gaussian(input.clicks, input.click_counts, weight, sigma);
             timings.smooth += started.elapsed();
         } else {
             let mut clicks = Grid::new(grid_width, grid_height);
-            clicks.accumulate(input.clicks, 1.0);
+            clicks.accumulate_counted(input.clicks, input.click_counts, 1.0);
             timings.accumulate += started.elapsed();
             let started = Instant::now();
             gaussian_blur(&mut clicks, sigma);
@@ -184,6 +184,8 @@ mod tests {
         let input = RenderInput {
             moves: &moves,
             clicks: &clicks,
+            move_counts: &[],
+            click_counts: &[],
             duration_ms: 0,
             started: "",
         };
@@ -200,7 +202,7 @@ mod tests {
         full.accumulate(&moves, 1.0);
         gaussian_blur(&mut full, 12.0);
         let mut full_clicks = Grid::new(640, 360);
-        full_clicks.splat_gaussian(&clicks, settings.click_weight, 12.0 * CLICK_SHARPNESS);
+        full_clicks.splat_gaussian(&clicks, &[], settings.click_weight, 12.0 * CLICK_SHARPNESS);
         full.add_scaled(&full_clicks, 1.0);
         let peak = full.max();
         let mut row = vec![0.0; 640];
@@ -218,11 +220,69 @@ mod tests {
     }
 
     #[test]
+    fn a_counted_point_weighs_as_much_as_that_many_copies() {
+        // Few distinct points with large counts, as a stored heatmap's cells are.
+        let cells = pointer_paths(300, 5);
+        let counts: Vec<u32> = (0..cells.len() as u32).map(|idx| 1 + idx % 7).collect();
+        let copies: Vec<crate::grid::NormPoint> = cells
+            .iter()
+            .zip(&counts)
+            .flat_map(|(point, &n)| std::iter::repeat_n(*point, n as usize))
+            .collect();
+        for kind in [HeatKind::Moves, HeatKind::Clicks] {
+            let settings = RenderSettings {
+                width: 640,
+                height: 360,
+                bandwidth: 12.0,
+                kind,
+                ..RenderSettings::default()
+            };
+            let counted_input = RenderInput {
+                moves: &cells,
+                clicks: &cells,
+                move_counts: &counts,
+                click_counts: &counts,
+                duration_ms: 0,
+                started: "",
+            };
+            let repeated_input = RenderInput {
+                moves: &copies,
+                clicks: &copies,
+                move_counts: &[],
+                click_counts: &[],
+                duration_ms: 0,
+                started: "",
+            };
+            let counted = density(&counted_input, &settings, &mut StageTimings::default());
+            let repeated = density(&repeated_input, &settings, &mut StageTimings::default());
+            assert_eq!(counted_input.n_shown(kind), copies.len());
+            let (mut a, mut b) = (vec![0.0; 640], vec![0.0; 640]);
+            let mut worst = 0.0f32;
+            let mut peak = 0.0f32;
+            for y in 0..360 {
+                counted.row_into(y, &mut a);
+                repeated.row_into(y, &mut b);
+                for (x, y) in a.iter().zip(&b) {
+                    worst = worst.max((x - y).abs());
+                    peak = peak.max(*y);
+                }
+            }
+            assert!(peak > 0.0);
+            assert!(
+                worst <= peak * 1e-5,
+                "{kind:?}: counted differs by {worst} of a {peak} peak"
+            );
+        }
+    }
+
+    #[test]
     fn small_bandwidths_stay_at_full_resolution() {
         let moves = [[100u16, 100u16]];
         let input = RenderInput {
             moves: &moves,
             clicks: &[],
+            move_counts: &[],
+            click_counts: &[],
             duration_ms: 0,
             started: "",
         };

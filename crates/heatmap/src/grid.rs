@@ -60,13 +60,20 @@ impl Grid {
     /// sequential scan, cheap) and writes only the rows of its band, so no two threads
     /// touch the same cell and no per-thread grid has to be merged.
     pub fn accumulate(&mut self, points: &[NormPoint], weight: f32) {
+        self.accumulate_counted(points, &[], weight);
+    }
+
+    /// Adds `weight` times `counts[i]` at point `i` (once each where `counts` is empty):
+    /// a point standing for many events, such as a stored heat cell's centre, costs the
+    /// same as one.
+    pub fn accumulate_counted(&mut self, points: &[NormPoint], counts: &[u32], weight: f32) {
         /// Below this many points one thread is faster than coordinating two.
         const PARALLEL_FROM: usize = 100_000;
         let width = self.width();
         let height = self.height();
         let n_bands = rayon::current_num_threads().clamp(1, height.max(1));
         if points.len() < PARALLEL_FROM || n_bands == 1 {
-            accumulate_band(self.cells_mut(), points, weight, width, height, 0);
+            accumulate_band(self.cells_mut(), points, counts, weight, width, height, 0);
             return;
         }
         let band_rows = height.div_ceil(n_bands);
@@ -74,7 +81,15 @@ impl Grid {
             .par_chunks_mut(band_rows * width)
             .enumerate()
             .for_each(|(band, cells)| {
-                accumulate_band(cells, points, weight, width, height, band * band_rows)
+                accumulate_band(
+                    cells,
+                    points,
+                    counts,
+                    weight,
+                    width,
+                    height,
+                    band * band_rows,
+                )
             });
     }
 
@@ -82,7 +97,13 @@ impl Grid {
     ///
     /// Exact, and cheaper than accumulating and blurring a whole grid when the points are
     /// few (clicks): the cost is the points times the kernel's area.
-    pub(crate) fn splat_gaussian(&mut self, points: &[NormPoint], weight: f32, sigma: f32) {
+    pub(crate) fn splat_gaussian(
+        &mut self,
+        points: &[NormPoint],
+        counts: &[u32],
+        weight: f32,
+        sigma: f32,
+    ) {
         let reach = (3.0 * sigma).ceil().max(1.0) as i64;
         let kernel: Vec<f32> = (-reach..=reach)
             .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
@@ -90,15 +111,16 @@ impl Grid {
         let norm: f32 = kernel.iter().sum::<f32>().powi(2);
         let (width, height) = (self.width() as i64, self.height() as i64);
         let cells = self.cells_mut();
-        for &point in points {
+        for (idx, &point) in points.iter().enumerate() {
             let (col, row) = cell_of(point, width as u64, height as u64);
             let (col, row) = (col as i64, row as i64);
+            let point_weight = weight * counts.get(idx).map_or(1.0, |&n| n as f32);
             for (dy, ky) in (-reach..=reach).zip(&kernel) {
                 let y = row + dy;
                 if !(0..height).contains(&y) {
                     continue;
                 }
-                let row_weight = weight * ky / norm;
+                let row_weight = point_weight * ky / norm;
                 for (dx, kx) in (-reach..=reach).zip(&kernel) {
                     let x = col + dx;
                     if (0..width).contains(&x) {
@@ -183,6 +205,7 @@ fn cell_of([u, v]: NormPoint, width: u64, height: u64) -> (u64, u64) {
 fn accumulate_band(
     cells: &mut [f32],
     points: &[NormPoint],
+    counts: &[u32],
     weight: f32,
     width: usize,
     height: usize,
@@ -190,14 +213,15 @@ fn accumulate_band(
 ) {
     let band_rows = cells.len() / width.max(1);
     let (width64, height64) = (width as u64, height as u64);
-    for &point in points {
+    for (idx, &point) in points.iter().enumerate() {
         let (col, row) = cell_of(point, width64, height64);
         // `wrapping_sub` turns rows above the band into huge values, so one comparison
         // keeps both ends; col < width holds by construction (u < 65536).
         let band_row = (row as usize).wrapping_sub(first_row);
         if band_row < band_rows {
             if let Some(cell) = cells.get_mut(band_row * width + col as usize) {
-                *cell += weight;
+                // An empty `counts` (the usual case) costs one predictable branch.
+                *cell += counts.get(idx).map_or(weight, |&n| weight * n as f32);
             }
         }
     }
@@ -243,7 +267,7 @@ mod tests {
         let mut banded = Grid::new(320, 181);
         banded.accumulate(&points, 1.0);
         let mut serial = Grid::new(320, 181);
-        accumulate_band(serial.cells_mut(), &points, 1.0, 320, 181, 0);
+        accumulate_band(serial.cells_mut(), &points, &[], 1.0, 320, 181, 0);
         assert_eq!(banded.cells(), serial.cells());
         assert_eq!(banded.total(), 300_000.0);
     }
@@ -251,7 +275,7 @@ mod tests {
     #[test]
     fn splatted_gaussians_keep_their_mass_and_centre() {
         let mut grid = Grid::new(200, 100);
-        grid.splat_gaussian(&[[32768, 32768]], 10.0, 4.0);
+        grid.splat_gaussian(&[[32768, 32768]], &[], 10.0, 4.0);
         assert!((grid.total() - 10.0).abs() < 1e-3, "{}", grid.total());
         assert_eq!(grid.argmax(), (100, 50));
     }

@@ -116,6 +116,12 @@ pub struct RenderInput<'a> {
     pub moves: &'a [NormPoint],
     /// Click positions.
     pub clicks: &'a [NormPoint],
+    /// How many events each move point stands for (empty: one each). A map drawn from
+    /// stored heat cells passes each cell's centre once with its count, so its cost
+    /// follows the cells, not the events.
+    pub move_counts: &'a [u32],
+    /// The same for the click points.
+    pub click_counts: &'a [u32],
     /// How long the recording lasted, in milliseconds.
     pub duration_ms: u32,
     /// When it started, as local time text for the caption.
@@ -126,10 +132,29 @@ impl RenderInput<'_> {
     /// The points the settings' kind selects.
     pub fn n_shown(&self, kind: HeatKind) -> usize {
         match kind {
-            HeatKind::Moves => self.moves.len(),
-            HeatKind::Clicks => self.clicks.len(),
-            HeatKind::Both => self.moves.len() + self.clicks.len(),
+            HeatKind::Moves => self.n_moves(),
+            HeatKind::Clicks => self.n_clicks(),
+            HeatKind::Both => self.n_moves() + self.n_clicks(),
         }
+    }
+
+    /// The move events the points stand for.
+    pub fn n_moves(&self) -> usize {
+        events_of(self.moves, self.move_counts)
+    }
+
+    /// The click events the points stand for.
+    pub fn n_clicks(&self) -> usize {
+        events_of(self.clicks, self.click_counts)
+    }
+}
+
+/// Events behind `points`: one each, or their counts.
+fn events_of(points: &[NormPoint], counts: &[u32]) -> usize {
+    if counts.is_empty() {
+        points.len()
+    } else {
+        counts.iter().map(|&n| n as usize).sum()
     }
 }
 
@@ -515,9 +540,9 @@ fn recording_caption(input: &RenderInput<'_>, settings: &RenderSettings) -> Stri
     format!(
         "{} · {} moves, {} {} · {} · started {}",
         shown,
-        group_thousands(input.moves.len()),
-        group_thousands(input.clicks.len()),
-        if input.clicks.len() == 1 {
+        group_thousands(input.n_moves()),
+        group_thousands(input.n_clicks()),
+        if input.n_clicks() == 1 {
             "click"
         } else {
             "clicks"
@@ -954,6 +979,8 @@ mod tests {
         RenderInput {
             moves,
             clicks,
+            move_counts: &[],
+            click_counts: &[],
             duration_ms: 4200,
             started: "2026-11-29 12:00:00",
         }

@@ -216,7 +216,9 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         }
         _ => None,
     };
-    let (events, n_events, ratio) = if let Some(stored) = pre_counted {
+    // Pre-counted maps pass each stored cell's centre once with its count (`counts`), so
+    // their cost follows the cells, not the events; raw reads have one point per event.
+    let (events, counts, n_events, ratio) = if let Some(stored) = pre_counted {
         let cells = match store.heatmap(&HeatmapQuery {
             page: page.clone(),
             kind,
@@ -227,7 +229,8 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
             Err(err) => return store_error(&err),
         };
         let ratio = cells.mean_aspect as f32;
-        (cell_points(&cells, ratio), cells.events, ratio)
+        let (placed, counts) = cell_points(&cells, ratio);
+        (placed, counts, cells.events, ratio)
     } else {
         let raw = match store.events(range, &filter.store_filter(), ctx.config.max_raw_events) {
             Ok(raw) => raw,
@@ -261,7 +264,7 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         ratios.sort_by(f32::total_cmp);
         let ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
         let n_events = placed.len() as u64;
-        (placed, n_events, ratio)
+        (placed, Vec::new(), n_events, ratio)
     };
     if n_events == 0 {
         return error(
@@ -286,7 +289,7 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     let points: Vec<[u16; 2]> = events.iter().map(|event| event.point).collect();
     match format {
         Format::Png => {}
-        Format::Json => return grid_json(&points, n_sessions, kind, width, height),
+        Format::Json => return grid_json(&points, &counts, n_sessions, kind, width, height),
         Format::Clicks => return points_json(&events, n_sessions, kind, "clicks", ctx),
         Format::Points => return points_json(&events, n_sessions, kind, "points", ctx),
     }
@@ -307,14 +310,18 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     let png = if kind == EventType::Scroll {
         scroll_map(&events, &settings)
     } else {
-        let (moves, clicks): (&[[u16; 2]], &[[u16; 2]]) = if kind == EventType::Click {
-            (&[], &points)
+        type Points<'a> = (&'a [[u16; 2]], &'a [u32]);
+        let none: Points<'_> = (&[], &[]);
+        let ((moves, move_counts), (clicks, click_counts)) = if kind == EventType::Click {
+            (none, (&points[..], &counts[..]))
         } else {
-            (&points, &[])
+            ((&points[..], &counts[..]), none)
         };
         let input = RenderInput {
             moves,
             clicks,
+            move_counts,
+            click_counts,
             duration_ms: 0,
             started: "",
         };
@@ -404,17 +411,19 @@ fn fraction(value: f32) -> u16 {
     (value * 65536.0).clamp(0.0, 65535.0) as u16
 }
 
-/// One point per event at the centre of its cell: cells are 1/[`HEAT_COLUMNS`] of the
+/// One point per stored cell, at its centre, with the cell's count of events beside it:
+/// cells are 1/[`HEAT_COLUMNS`] of the
 /// document's width, so a row's height in the document is that width over `ratio`
 /// (the documents' mean height over width).
-fn cell_points(cells: &HeatmapCells, ratio: f32) -> Vec<Placed> {
+fn cell_points(cells: &HeatmapCells, ratio: f32) -> (Vec<Placed>, Vec<u32>) {
     let columns = HEAT_COLUMNS as f32;
     let ratio = if ratio > 0.0 { ratio } else { 1.0 };
-    let mut placed = Vec::with_capacity(usize::try_from(cells.events).unwrap_or(0));
+    let mut placed = Vec::with_capacity(cells.cells.len());
+    let mut counts = Vec::with_capacity(cells.cells.len());
     for cell in &cells.cells {
         let u = (cell.cx as f32 + 0.5) / columns;
         let v = (cell.cy as f32 + 0.5) / columns / ratio;
-        let template = Placed {
+        placed.push(Placed {
             point: [fraction(u), fraction(v)],
             dw: 1.0,
             dh: ratio,
@@ -424,12 +433,10 @@ fn cell_points(cells: &HeatmapCells, ratio: f32) -> Vec<Placed> {
             path: None,
             offset: (0.5, 0.5),
             depth: 0.0,
-        };
-        for _ in 0..cell.count {
-            placed.push(template.clone());
-        }
+        });
+        counts.push(u32::try_from(cell.count).unwrap_or(u32::MAX));
     }
-    placed
+    (placed, counts)
 }
 
 /// The veil's colour over the page in a scroll overlay (slate, dark enough to read as
@@ -487,6 +494,7 @@ fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, h
 /// Counts on a coarse grid (64 columns), for programs that draw their own.
 fn grid_json(
     points: &[[u16; 2]],
+    counts: &[u32],
     n_sessions: usize,
     kind: EventType,
     width: u32,
@@ -495,15 +503,20 @@ fn grid_json(
     const COLUMNS: u32 = 64;
     let rows = (COLUMNS * height / width).max(1);
     let mut grid = Grid::new(COLUMNS, rows);
-    grid.accumulate(points, 1.0);
+    grid.accumulate_counted(points, counts, 1.0);
     let cells: Vec<u32> = grid.cells().iter().map(|&count| count as u32).collect();
+    let n_points: u64 = if counts.is_empty() {
+        points.len() as u64
+    } else {
+        counts.iter().map(|&n| u64::from(n)).sum()
+    };
     json_ok(&serde_json::json!({
         "kind": kind.as_str(),
         "width": COLUMNS,
         "height": rows,
         "image_width": width,
         "image_height": height,
-        "n_points": points.len(),
+        "n_points": n_points,
         "n_sessions": n_sessions,
         "cells": cells,
     }))
