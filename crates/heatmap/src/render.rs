@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::background::Background;
 use crate::colormap::{alpha_for, apply_scale, lut};
 pub use crate::density::{density, Density};
+use crate::density::{RowScratch, COLOUR_STEPS};
 use crate::encode::{encode_indexed, encode_png};
 use crate::grid::NormPoint;
 use crate::palette;
@@ -309,17 +310,14 @@ pub fn colourise_indexed(density: &Density, settings: &RenderSettings) -> Indexe
     // (`step_of` is below `STEPS` by construction); `fit` gives one index per step.
     let mut step_index = [0u8; STEPS];
     step_index.copy_from_slice(&fitted.index_of_step[..STEPS]);
-    let step_of = step_mapper(density);
+    let to_step = step_scale(density);
 
     let width = settings.width as usize;
     let mut indices = scratch::bytes(width * settings.height as usize, 0);
     indices.par_chunks_mut(width).enumerate().for_each_init(
-        || vec![0.0f32; width],
-        |values, (y, out)| {
-            density.row_into(y, values);
-            for (index, &value) in out.iter_mut().zip(values.iter()) {
-                *index = step_index[step_of(value)];
-            }
+        RowScratch::default,
+        |row_scratch, (y, out)| {
+            density.colour_row_into(y, to_step, &step_index, row_scratch, out);
         },
     );
     Indexed {
@@ -345,7 +343,7 @@ impl Indexed {
 }
 
 /// Resolution of the precomputed density → colour table.
-const STEPS: usize = 4096;
+const STEPS: usize = COLOUR_STEPS;
 
 /// Grey levels the annotations' antialiased black-on-white text is snapped to in an
 /// indexed image; the palette keeps this many entries for them.
@@ -389,13 +387,19 @@ fn translucent_colours(table: &[([f32; 3], f32)]) -> Vec<[u8; 4]> {
 
 /// Maps a density value to its step in [`step_table`]: the largest value is the last step.
 fn step_mapper(density: &Density) -> impl Fn(f32) -> usize + Sync {
+    let to_step = step_scale(density);
+    move |value: f32| ((value * to_step) as usize).min(STEPS - 1)
+}
+
+/// The factor from a density value to a (fractional) step: the largest value is the last
+/// step.
+fn step_scale(density: &Density) -> f32 {
     let max = density.max();
-    let to_step = if max > 0.0 {
+    if max > 0.0 {
         (STEPS - 1) as f32 / max
     } else {
         0.0
-    };
-    move |value: f32| ((value * to_step) as usize).min(STEPS - 1)
+    }
 }
 
 /// Colours a density as RGB or RGBA pixels: over white, over the background screenshot, or
