@@ -64,8 +64,9 @@ pub(crate) enum Band {
 /// Compresses `data` as one band of a raw DEFLATE stream and appends it to `out`; returns
 /// the Adler-32 of `data`, for [`adler32_combine`].
 pub(crate) fn deflate_band(data: &[u8], band: Band, out: &mut Vec<u8>) -> u32 {
+    // The writer owns the vector while it works (one indirection less per write).
     let mut writer = BitWriter {
-        out,
+        out: std::mem::take(out),
         buffer: 0,
         n_bits: 0,
     };
@@ -88,6 +89,7 @@ pub(crate) fn deflate_band(data: &[u8], band: Band, out: &mut Vec<u8>) -> u32 {
     } else {
         writer.align();
     }
+    *out = writer.out;
     let mut adler = simd_adler32::Adler32::new();
     adler.write(data);
     adler.finish()
@@ -108,7 +110,7 @@ pub(crate) fn adler32_combine(first: u32, second: u32, second_len: usize) -> u32
 
 /// Codes `data`: literals, and runs of zero bytes as matches at distance 1 after a literal
 /// zero. Eight bytes are looked at together, so long zero runs cost one test per eight.
-fn write_symbols(writer: &mut BitWriter<'_>, data: &[u8]) {
+fn write_symbols(writer: &mut BitWriter, data: &[u8]) {
     let mut run = 0u32;
     let mut chunks = data.chunks_exact(8);
     for chunk in &mut chunks {
@@ -142,15 +144,8 @@ fn write_symbols(writer: &mut BitWriter<'_>, data: &[u8]) {
             continue;
         }
         // Eight literals, in two writes of four codes of at most 12 bits each.
-        for half in chunk.chunks_exact(4) {
-            let mut bits = 0u64;
-            let mut n_bits = 0u8;
-            for &byte in half {
-                bits |= u64::from(CODES[usize::from(byte)]) << n_bits;
-                n_bits += CODE_LENGTHS[usize::from(byte)];
-            }
-            writer.write_bits(bits, n_bits);
-        }
+        writer.write_four(chunk[0], chunk[1], chunk[2], chunk[3]);
+        writer.write_four(chunk[4], chunk[5], chunk[6], chunk[7]);
     }
     if run > 0 {
         writer.write_run(run);
@@ -161,13 +156,13 @@ fn write_symbols(writer: &mut BitWriter<'_>, data: &[u8]) {
 }
 
 /// Bits collected least significant first and written out 64 at a time.
-struct BitWriter<'a> {
-    out: &'a mut Vec<u8>,
+struct BitWriter {
+    out: Vec<u8>,
     buffer: u64,
     n_bits: u8,
 }
 
-impl BitWriter<'_> {
+impl BitWriter {
     /// Appends the low `n_bits` (at most 64) of `bits`.
     fn write_bits(&mut self, bits: u64, n_bits: u8) {
         // `n_bits` is below 64 between writes, so the shift is in range.
@@ -183,12 +178,26 @@ impl BitWriter<'_> {
         }
     }
 
+    /// Four literals at once: their lengths first, so the shifts do not wait on each other.
+    fn write_four(&mut self, first: u8, second: u8, third: u8, fourth: u8) {
+        let [first, second, third, fourth] = [first, second, third, fourth].map(usize::from);
+        let n_first = CODE_LENGTHS[first];
+        let n_second = CODE_LENGTHS[second];
+        let n_third = CODE_LENGTHS[third];
+        let n_fourth = CODE_LENGTHS[fourth];
+        let bits = u64::from(CODES[first])
+            | (u64::from(CODES[second]) << n_first)
+            | (u64::from(CODES[third]) << (n_first + n_second))
+            | (u64::from(CODES[fourth]) << (n_first + n_second + n_third));
+        self.write_bits(bits, n_first + n_second + n_third + n_fourth);
+    }
+
     fn write_symbol(&mut self, symbol: usize) {
         self.write_bits(u64::from(CODES[symbol]), CODE_LENGTHS[symbol]);
     }
 
     /// A zero byte followed by `run - 1` more, as a literal and matches at distance 1 (the
-    /// one-bit distance code is a 0 after each length).
+    /// one-bit distance code is a 0 after each length). `run` is at least 1.
     fn write_run(&mut self, run: u32) {
         self.write_symbol(0);
         let mut left = run - 1;
@@ -200,9 +209,12 @@ impl BitWriter<'_> {
             left -= 258;
         }
         if left > 4 {
+            // The length's code, its extra bits and the distance code's one zero bit, in
+            // one write of at most 12 + 5 + 1 bits.
             let (symbol, n_extra, base) = length_code(left);
-            self.write_bits(u64::from(CODES[symbol]), CODE_LENGTHS[symbol]);
-            self.write_bits(u64::from(left - base), n_extra + 1);
+            let n_code = CODE_LENGTHS[symbol];
+            let bits = u64::from(CODES[symbol]) | (u64::from(left - base) << n_code);
+            self.write_bits(bits, n_code + n_extra + 1);
         } else {
             // Up to four more zero literals are shorter than a match (a zero's code is
             // all zero bits).
@@ -220,18 +232,43 @@ impl BitWriter<'_> {
     }
 }
 
+/// Base lengths of the length symbols 257–285 (RFC 1951, 3.2.5).
+const LENGTH_BASES: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+
+/// Extra bits of the length symbols 257–285.
+const LENGTH_EXTRA_BITS: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+
+/// [`length_code`] for every match length, at `length - 3`: a run costs one lookup.
+const LENGTH_CODES: [(u16, u8, u16); 256] = length_codes();
+
 /// The length symbol for a match of `length` (3 to 258) bytes, its number of extra bits
-/// and the length its extra bits count from (RFC 1951, 3.2.5).
+/// and the length its extra bits count from.
 fn length_code(length: u32) -> (usize, u8, u32) {
-    const BASES: [u32; 29] = [
-        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
-        131, 163, 195, 227, 258,
-    ];
-    const EXTRA: [u8; 29] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-    ];
-    let code = BASES.partition_point(|&base| base <= length) - 1;
-    (257 + code, EXTRA[code], BASES[code])
+    let (symbol, n_extra, base) = LENGTH_CODES[(length as usize - 3) & 0xff];
+    (usize::from(symbol), n_extra, u32::from(base))
+}
+
+const fn length_codes() -> [(u16, u8, u16); 256] {
+    let mut table = [(0, 0, 0); 256];
+    let mut code = 0;
+    let mut length = 3;
+    while length <= 258 {
+        while code + 1 < LENGTH_BASES.len() && LENGTH_BASES[code + 1] <= length {
+            code += 1;
+        }
+        table[length as usize - 3] = (
+            257 + code as u16,
+            LENGTH_EXTRA_BITS[code],
+            LENGTH_BASES[code],
+        );
+        length += 1;
+    }
+    table
 }
 
 /// Canonical Huffman codes for `lengths` (RFC 1951, 3.2.2), bit-reversed.
