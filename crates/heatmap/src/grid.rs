@@ -57,21 +57,19 @@ impl Grid {
     /// pixel onto a 1920 px image and a smaller one stretches in proportion.
     ///
     /// Large inputs are split across threads in one of two ways. When the points are many
-    /// for the grid (at least half a point per cell), each thread adds its share of the
-    /// points into a grid of its own and the grids are summed: every point is read once.
-    /// Otherwise every thread reads all points (a sequential scan) and writes only the rows
-    /// of its band, which needs no extra grid; with many points that reads each point once
-    /// per thread, which made accumulation no faster on two cores than on one.
+    /// for the grid (at least half a point per cell), two threads each add half of the
+    /// points, one into this grid and one into a pooled copy, and the copy is added in:
+    /// every point is read once, and memory grows by at most one grid (the image size the
+    /// renderer already bounds). Otherwise every thread reads all points (a sequential
+    /// scan) and writes only the rows of its band, which needs no extra grid; with many
+    /// points that reads each point once per thread, which made accumulation no faster on
+    /// two cores than on one.
     ///
     /// Sums of whole-number weights (every caller's) are exact in `f32` far beyond any
     /// cell's count, so both ways give the same cells as one thread.
     pub fn accumulate(&mut self, points: &[NormPoint], weight: f32) {
         /// Below this many points one thread is faster than coordinating two.
         const PARALLEL_FROM: usize = 100_000;
-        /// Most bytes of extra grids the per-thread way may take: at 1920x1080 half
-        /// resolution (2 MB a grid) it never binds; at full-resolution 4K (33 MB a grid)
-        /// it keeps the renderer's memory within its budget on a many-core machine.
-        const MAX_EXTRA_GRID_BYTES: usize = 64 * 1024 * 1024;
         let width = self.width();
         let height = self.height();
         let n_threads = rayon::current_num_threads().clamp(1, height.max(1));
@@ -79,10 +77,8 @@ impl Grid {
             accumulate_band(self.cells_mut(), points, weight, width, height, 0);
             return;
         }
-        let n_cells = width * height;
-        let n_copies = (n_threads - 1).min(MAX_EXTRA_GRID_BYTES / (n_cells * 4).max(1));
-        if points.len() >= n_cells / 2 && n_copies > 0 {
-            self.accumulate_in_copies(points, weight, n_copies + 1);
+        if points.len() >= width * height / 2 {
+            self.accumulate_in_halves(points, weight);
             return;
         }
         let band_rows = height.div_ceil(n_threads);
@@ -94,39 +90,26 @@ impl Grid {
             });
     }
 
-    /// Accumulates `n_parts` shares of the points in parallel, the first into this grid and
-    /// the others into pooled copies, then adds the copies in.
-    fn accumulate_in_copies(&mut self, points: &[NormPoint], weight: f32, n_parts: usize) {
+    /// Accumulates the two halves of the points in parallel, the first into this grid and
+    /// the second into a pooled copy, then adds the copy in.
+    fn accumulate_in_halves(&mut self, points: &[NormPoint], weight: f32) {
         let (width, height) = (self.width(), self.height());
-        let n_cells = width * height;
-        let mut shares = points.chunks(points.len().div_ceil(n_parts).max(1));
-        let own = shares.next().unwrap_or(&[]);
-        let mut copies: Vec<(Vec<f32>, &[NormPoint])> = shares
-            .map(|share| (scratch::floats(n_cells), share))
-            .collect();
+        let (first, second) = points.split_at(points.len() / 2);
+        let mut copy = scratch::floats(width * height);
         let cells = self.cells_mut();
         rayon::join(
-            || accumulate_band(cells, own, weight, width, height, 0),
-            || {
-                copies.par_iter_mut().for_each(|(copy, share)| {
-                    accumulate_band(copy, share, weight, width, height, 0)
-                })
-            },
+            || accumulate_band(cells, first, weight, width, height, 0),
+            || accumulate_band(&mut copy, second, weight, width, height, 0),
         );
         cells
             .par_chunks_mut(PAR_CHUNK)
-            .enumerate()
-            .for_each(|(chunk_idx, chunk)| {
-                let cells = chunk_idx * PAR_CHUNK..chunk_idx * PAR_CHUNK + chunk.len();
-                for (copy, _) in &copies {
-                    for (cell, add) in chunk.iter_mut().zip(&copy[cells.clone()]) {
-                        *cell += add;
-                    }
+            .zip(copy.par_chunks(PAR_CHUNK))
+            .for_each(|(mine, theirs)| {
+                for (cell, add) in mine.iter_mut().zip(theirs) {
+                    *cell += add;
                 }
             });
-        for (copy, _) in copies {
-            scratch::recycle_floats(copy);
-        }
+        scratch::recycle_floats(copy);
     }
 
     /// Adds `weight` times a normalised Gaussian of `sigma` cells around each point.
@@ -291,7 +274,7 @@ mod tests {
         let points: Vec<NormPoint> = (0..300_000u64)
             .map(|idx| [(idx * 7919 % 65536) as u16, (idx * 104_729 % 65536) as u16])
             .collect();
-        // 58,000 cells take the per-thread grids, 700,000 the bands.
+        // 58,000 cells take the halves, 700,000 the bands.
         for (width, height) in [(320, 181), (1000, 700)] {
             let mut serial = Grid::new(width, height);
             accumulate_band(
