@@ -14,7 +14,15 @@ fn tiny_and_odd_sizes_render_and_decode_to_their_size() {
         duration_ms: 1_000,
         started: "2026-01-01 00:00:00",
     };
-    for (width, height) in [(1, 1), (1, 2), (2, 1), (3, 3), (64, 64), (65, 65), (127, 64)] {
+    for (width, height) in [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (3, 3),
+        (64, 64),
+        (65, 65),
+        (127, 64),
+    ] {
         for bandwidth in [2.0, 18.0] {
             for output in [OutputMode::Image, OutputMode::Overlay] {
                 let settings = RenderSettings {
