@@ -4,7 +4,7 @@
 //! heavy stages use rayon to spread over the machine's cores.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use plotters::prelude::*;
@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::background::Background;
 use crate::colormap::{alpha_for, apply_scale, lut};
 pub use crate::density::{density, Density};
+use crate::density::{RowScratch, COLOUR_STEPS};
 use crate::encode::{encode_indexed, encode_png};
 use crate::grid::NormPoint;
 use crate::palette;
@@ -311,6 +312,71 @@ pub struct Indexed {
 /// [`Indexed::tolerance`] of [`colourise`]'s), the colour bar's colours and a grey ramp
 /// for the annotations' text. Rows run in parallel, as in [`colourise`].
 pub fn colourise_indexed(density: &Density, settings: &RenderSettings) -> Indexed {
+    let colours = indexed_colours(settings);
+    let to_step = step_scale(density);
+    let width = settings.width as usize;
+    let mut indices = scratch::bytes(width * settings.height as usize, 0);
+    indices.par_chunks_mut(width).enumerate().for_each_init(
+        RowScratch::default,
+        |row_scratch, (y, out)| {
+            density.colour_row_into(y, to_step, &colours.step_index, row_scratch, out);
+        },
+    );
+    Indexed {
+        indices,
+        palette: colours.palette.clone(),
+        tolerance: colours.tolerance,
+        bar_index: colours.bar_index.clone(),
+        grey_base: colours.grey_base,
+    }
+}
+
+/// The colour side of an indexed image, which depends only on the colour map, the scale
+/// and whether the image is an overlay.
+#[derive(Debug)]
+struct IndexedColours {
+    palette: Vec<[u8; 4]>,
+    tolerance: u8,
+    /// Palette index of each density step; a fixed-size table lets the compiler drop the
+    /// bounds check in the per-pixel loop.
+    step_index: [u8; STEPS],
+    bar_index: Vec<u8>,
+    grey_base: usize,
+}
+
+/// The fitted palette for these settings' map, scale and mode, fitted once per process.
+///
+/// Fitting (the step table, the colour bar's colours, `palette::fit`'s search) is about
+/// 6 M instructions, all on one thread before the parallel colour loop: a twentieth of a
+/// 1080p render. The cache holds at most one entry per map, scale and mode (a few dozen
+/// entries of about 5 KiB), so it needs no bound of its own.
+fn indexed_colours(settings: &RenderSettings) -> Arc<IndexedColours> {
+    type Key = (Colormap, Scale, bool);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<IndexedColours>>>> = OnceLock::new();
+    let key = (
+        settings.colormap,
+        settings.scale,
+        settings.output == OutputMode::Overlay,
+    );
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let cached = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(colours) = cached {
+        return colours;
+    }
+    let colours = Arc::new(fit_indexed_colours(settings));
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(key, colours.clone());
+    colours
+}
+
+/// Fits the palette: the density steps' colours, the colour bar's and the text greys.
+fn fit_indexed_colours(settings: &RenderSettings) -> IndexedColours {
     let table = step_table(settings);
     let overlay = settings.output == OutputMode::Overlay;
     let panel_alpha = if overlay { PANEL_ALPHA } else { u8::MAX };
@@ -348,27 +414,13 @@ pub fn colourise_indexed(density: &Density, settings: &RenderSettings) -> Indexe
         let grey = (level * 255 / (N_GREYS - 1)) as u8;
         [grey, grey, grey, panel_alpha]
     }));
-    // A fixed-size table lets the compiler drop the bounds check in the per-pixel loop
-    // (`step_of` is below `STEPS` by construction); `fit` gives one index per step.
+    // `fit` gives one index per step, and the curve starts with the `STEPS` steps.
     let mut step_index = [0u8; STEPS];
     step_index.copy_from_slice(&fitted.index_of_step[..STEPS]);
-    let step_of = step_mapper(density);
-
-    let width = settings.width as usize;
-    let mut indices = scratch::bytes(width * settings.height as usize, 0);
-    indices.par_chunks_mut(width).enumerate().for_each_init(
-        || vec![0.0f32; width],
-        |values, (y, out)| {
-            density.row_into(y, values);
-            for (index, &value) in out.iter_mut().zip(values.iter()) {
-                *index = step_index[step_of(value)];
-            }
-        },
-    );
-    Indexed {
-        indices,
+    IndexedColours {
         palette,
         tolerance: fitted.tolerance,
+        step_index,
         bar_index: bar_steps
             .iter()
             .map(|&step| fitted.index_of_step[step])
@@ -388,7 +440,7 @@ impl Indexed {
 }
 
 /// Resolution of the precomputed density → colour table.
-const STEPS: usize = 4096;
+const STEPS: usize = COLOUR_STEPS;
 
 /// Grey levels the annotations' antialiased black-on-white text is snapped to in an
 /// indexed image; the palette keeps this many entries for them.
@@ -432,13 +484,19 @@ fn translucent_colours(table: &[([f32; 3], f32)]) -> Vec<[u8; 4]> {
 
 /// Maps a density value to its step in [`step_table`]: the largest value is the last step.
 fn step_mapper(density: &Density) -> impl Fn(f32) -> usize + Sync {
+    let to_step = step_scale(density);
+    move |value: f32| ((value * to_step) as usize).min(STEPS - 1)
+}
+
+/// The factor from a density value to a (fractional) step: the largest value is the last
+/// step.
+fn step_scale(density: &Density) -> f32 {
     let max = density.max();
-    let to_step = if max > 0.0 {
+    if max > 0.0 {
         (STEPS - 1) as f32 / max
     } else {
         0.0
-    };
-    move |value: f32| ((value * to_step) as usize).min(STEPS - 1)
+    }
 }
 
 /// Colours a density as RGB or RGBA pixels: over white, over the background screenshot, or
@@ -1098,6 +1156,22 @@ mod tests {
             indexed.len(),
             rgb.len()
         );
+    }
+
+    #[test]
+    fn palettes_are_fitted_once_per_map_scale_and_mode() {
+        let image = RenderSettings::default();
+        let overlay = RenderSettings {
+            output: OutputMode::Overlay,
+            ..RenderSettings::default()
+        };
+        let first = indexed_colours(&image);
+        assert!(Arc::ptr_eq(&first, &indexed_colours(&image)));
+        let fresh = fit_indexed_colours(&image);
+        assert_eq!(first.palette, fresh.palette);
+        assert_eq!(first.step_index, fresh.step_index);
+        assert_eq!(first.bar_index, fresh.bar_index);
+        assert_ne!(indexed_colours(&overlay).palette, first.palette);
     }
 
     #[test]
