@@ -296,6 +296,36 @@ mod tests {
     }
 
     #[test]
+    fn counted_points_accumulate_alike_on_every_path() {
+        let points: Vec<NormPoint> = (0..200_000u64)
+            .map(|idx| [(idx * 7919 % 65536) as u16, (idx * 104_729 % 65536) as u16])
+            .collect();
+        let counts: Vec<u32> = (0..points.len() as u32).map(|idx| idx % 5).collect();
+        let expected: f64 = counts.iter().map(|&n| f64::from(n)).sum();
+        // 58,000 cells take the halves, 700,000 the bands, one thread the plain loop.
+        for (width, height) in [(320, 181), (1000, 700)] {
+            let mut serial = Grid::new(width, height);
+            accumulate_band(
+                serial.cells_mut(),
+                &points,
+                &counts,
+                1.0,
+                width as usize,
+                height as usize,
+                0,
+            );
+            assert_eq!(serial.total(), expected);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let mut parallel = Grid::new(width, height);
+            pool.install(|| parallel.accumulate_counted(&points, &counts, 1.0));
+            assert!(parallel.cells() == serial.cells(), "{width}x{height}");
+        }
+    }
+
+    #[test]
     fn parallel_accumulation_matches_one_thread() {
         let points: Vec<NormPoint> = (0..300_000u64)
             .map(|idx| [(idx * 7919 % 65536) as u16, (idx * 104_729 % 65536) as u16])
