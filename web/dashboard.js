@@ -116,78 +116,217 @@
     }
   }
 
-  $('hm-show').addEventListener('click', () => {
+  /**
+   * The page-heatmap view. Every change of what it shows (page, kind, width, range, site,
+   * screenshot) draws the matching map; each drawing takes the next generation number and
+   * writes to the view only while it is still the newest, so a slow answer to an earlier
+   * choice never replaces a newer one. The view's size comes from the page under the heat
+   * (the framed document, or the screenshot), never from whichever answer lands last.
+   */
+  const view = { generation: 0, ignored: 0, frameUrl: null, frameLoaded: null, shot: null, shotUrl: null, overlayUrl: null };
+  /** How long a framed page may take to load before the map is drawn without it. */
+  const FRAME_LOAD_TIMEOUT_MS = 10000;
+  /** A window being resized settles this long before the map is placed again. */
+  const RESIZE_SETTLE_MS = 250;
+  const KIND_NAMES = { click: 'clicks', move: 'moves', scroll: 'scroll depth' };
+
+  for (const id of ['hm-page', 'hm-kind', 'hm-width', 'hm-range', 'hm-site', 'hm-shot']) {
+    $(id).addEventListener('change', () => { showHeatmap(); });
+  }
+  $('hm-show').addEventListener('click', () => { showHeatmap(); });
+  // A new width reflows the framed page: its elements move, so the map is placed again.
+  let resizeTimer = null;
+  window.addEventListener('resize', () => {
+    if ($('hm-stage').hidden) return;
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { showHeatmap(); }, RESIZE_SETTLE_MS);
+  });
+
+  /** Counts an answer that arrived after a newer choice, and drops it (the stage shows how many, for tests). */
+  function superseded() {
+    view.ignored += 1;
+    $('hm-stage').dataset.ignored = String(view.ignored);
+  }
+
+  /** Draws the map the controls ask for now, over the page it belongs to. */
+  async function showHeatmap() {
     const page = $('hm-page').value;
     if (!page) {
       $('hm-message').textContent = 'No page has events yet.';
       return;
     }
-    const kind = $('hm-kind').value;
-    const width = $('hm-width').value;
-    const params = new URLSearchParams({ page, kind, width, output: 'overlay' });
-    const overlay = $('hm-overlay');
-    const shot = $('hm-shot').files[0];
-    const frame = $('hm-frame');
-    const screenshot = $('hm-screenshot');
-    if (shot) {
-      // Where the site forbids framing: the heat over an uploaded screenshot instead.
-      screenshot.src = URL.createObjectURL(shot);
-      screenshot.hidden = false;
-      frame.hidden = true;
-    } else {
-      const site = $('hm-site').value.trim().replace(/\/$/, '');
-      frame.src = `${site}${page}`;
-      frame.hidden = false;
-      screenshot.hidden = true;
-    }
-        const canvas = $('hm-canvas');
-    canvas.hidden = true;
-    overlay.hidden = false;
-    overlay.onload = () => {
-      $('hm-message').textContent = '';
-      frame.style.height = `${overlay.clientHeight}px`;
+    view.generation += 1;
+    const generation = view.generation;
+    const current = () => generation === view.generation;
+    const state = {
+      page,
+      kind: $('hm-kind').value,
+      width: $('hm-width').value,
+      range: $('hm-range').value,
+      shot: $('hm-shot').files[0] || null,
+      site: $('hm-site').value.trim().replace(/\/$/, ''),
     };
-    overlay.onerror = () => { $('hm-message').textContent = `No ${kind} events for ${page} at ${width} widths yet.`; };
-    overlay.src = `/api/heatmaps?${params}`;
-    $('hm-stage').hidden = false;
-    if (kind === 'click' && !shot) {
-      frame.onload = () => placeClicksOnElements(page, width).catch(() => { /* keep the server's overlay */ });
+    const stage = $('hm-stage');
+    const overlay = $('hm-overlay');
+    const canvas = $('hm-canvas');
+    // Nothing of the previous choice stays on screen while this one loads.
+    overlay.hidden = true;
+    canvas.hidden = true;
+    stage.hidden = false;
+    stage.dataset.state = 'loading';
+    stage.dataset.kind = state.kind;
+    stage.dataset.generation = String(generation);
+    $('hm-message').textContent = `Loading the ${KIND_NAMES[state.kind] || state.kind} of ${page}…`;
+
+    const doc = await showPageLayer(state);
+    if (!current()) { superseded(); return; }
+    const params = new URLSearchParams({ page, kind: state.kind, width: state.width });
+    if (state.range) params.set('range', state.range);
+    try {
+      if (doc && state.kind !== 'scroll') {
+        await placeOnElements(params, state, doc, current);
+      } else {
+        await drawServerMap(params, state, doc, current);
+      }
+    } catch (err) {
+      if (!current()) { superseded(); return; }
+      stage.dataset.state = 'failed';
+      $('hm-message').textContent = `The ${KIND_NAMES[state.kind]} map could not be loaded: ${err.message || err}`;
     }
-  });
+  }
 
   /**
-   * Clicks placed on their elements in the live page: a click recorded on `#buy-pro` is
-   * drawn on `#buy-pro` wherever the layout puts it now. Needs a same-origin frame; clicks
-   * whose element is gone fall back to their recorded document position.
+   * Shows what the heat is drawn over, sized as itself: the uploaded screenshot at the
+   * stage's width, or the page in a frame as tall as its document. Returns the framed
+   * document when it can be read (same origin), else null.
    */
-  async function placeClicksOnElements(page, width) {
+  async function showPageLayer(state) {
     const frame = $('hm-frame');
-    const doc = frame.contentDocument;
-    if (!doc || !doc.documentElement) return;
-    const params = new URLSearchParams({ page, kind: 'click', width, format: 'clicks' });
+    const screenshot = $('hm-screenshot');
+    if (state.shot) {
+      // Where the site forbids framing: the heat over an uploaded screenshot instead.
+      frame.hidden = true;
+      if (view.shot !== state.shot) {
+        if (view.shotUrl) URL.revokeObjectURL(view.shotUrl);
+        view.shot = state.shot;
+        view.shotUrl = URL.createObjectURL(state.shot);
+        screenshot.src = view.shotUrl;
+      }
+      screenshot.hidden = false;
+      try { await screenshot.decode(); } catch (_) { /* drawn anyway; the message says if nothing shows */ }
+      return null;
+    }
+    screenshot.hidden = true;
+    frame.hidden = false;
+    const url = `${state.site}${state.page}`;
+    if (view.frameUrl !== url) {
+      view.frameUrl = url;
+      // Measured afresh: a frame kept as tall as the last page would never fit a shorter one.
+      frame.style.height = '';
+      view.frameLoaded = new Promise((resolve) => {
+        const timer = setTimeout(resolve, FRAME_LOAD_TIMEOUT_MS);
+        frame.addEventListener('load', () => { clearTimeout(timer); resolve(); }, { once: true });
+      });
+      frame.src = url;
+    }
+    await view.frameLoaded;
+    let doc = null;
+    try { doc = frame.contentDocument; } catch (_) { doc = null; }
+    if (!doc || !doc.documentElement) return null;
+    frame.style.height = `${doc.documentElement.scrollHeight}px`;
+    return doc;
+  }
+
+  /** The server's drawing, stretched over the page layer (fractions of the document). */
+  async function drawServerMap(params, state, doc, current) {
+    params.set('output', 'overlay');
     const response = await fetch(`/api/heatmaps?${params}`);
-    if (!response.ok) return;
-    const { clicks } = await response.json();
+    const failure = response.ok ? null : await errorOf(response);
+    const blob = response.ok ? await response.blob() : null;
+    if (!current()) { superseded(); return; }
+    if (failure) { showEmpty(state, failure); return; }
+    const overlay = $('hm-overlay');
+    if (view.overlayUrl) URL.revokeObjectURL(view.overlayUrl);
+    view.overlayUrl = URL.createObjectURL(blob);
+    overlay.src = view.overlayUrl;
+    try { await overlay.decode(); } catch (_) { /* shown as it is */ }
+    if (!current()) { superseded(); return; }
+    const frame = $('hm-frame');
+    if (!state.shot && !doc && overlay.naturalWidth > 0) {
+      // A page of another origin cannot be measured: the map's own proportions then.
+      frame.style.height = `${Math.round(frame.clientWidth * overlay.naturalHeight / overlay.naturalWidth)}px`;
+    }
+    overlay.hidden = false;
+    shown(state, 'image', state.kind === 'scroll'
+      ? 'Scroll depth: the page is veiled more deeply where fewer visitors scrolled.'
+      : `The ${KIND_NAMES[state.kind]} of ${state.page} at their recorded positions.`);
+  }
+
+  /**
+   * Clicks or moves placed on their elements in the live page: an event recorded on
+   * `#buy-pro` is drawn on `#buy-pro` wherever the layout puts it now, at its offset
+   * inside it. Events whose element is gone fall back to their recorded document position.
+   */
+  async function placeOnElements(params, state, doc, current) {
+    params.set('format', 'points');
+    const response = await fetch(`/api/heatmaps?${params}`);
+    const failure = response.ok ? null : await errorOf(response);
+    const listed = response.ok ? await response.json() : null;
+    if (!current()) { superseded(); return; }
+    if (failure) { showEmpty(state, failure); return; }
     const docWidth = doc.documentElement.scrollWidth;
     const docHeight = doc.documentElement.scrollHeight;
-    frame.style.height = `${docHeight}px`;
+    const frameWindow = doc.defaultView;
+    const scrollX = frameWindow ? frameWindow.scrollX : 0;
+    const scrollY = frameWindow ? frameWindow.scrollY : 0;
     let onElement = 0;
-    const points = clicks.map((click) => {
+    const points = listed.points.map((point) => {
       let element = null;
-      try { element = click.path ? doc.querySelector(click.path) : null; } catch (_) { element = null; }
+      try { element = point.path ? doc.querySelector(point.path) : null; } catch (_) { element = null; }
       if (element) {
         const box = element.getBoundingClientRect();
         if (box.width > 0 && box.height > 0) {
           onElement += 1;
-          return [box.left + click.ox * box.width, box.top + click.oy * box.height];
+          return [box.left + scrollX + point.ox * box.width, box.top + scrollY + point.oy * box.height];
         }
       }
-      return [(click.x / click.dw) * docWidth, (click.y / click.dh) * docHeight];
+      return [(point.x / point.dw) * docWidth, (point.y / point.dh) * docHeight];
     });
-    drawDensity($('hm-canvas'), points, docWidth, docHeight);
-    $('hm-overlay').hidden = true;
-    $('hm-canvas').hidden = false;
-    $('hm-message').textContent = `${onElement} of ${clicks.length} clicks placed on their elements in the live page.`;
+    const canvas = $('hm-canvas');
+    drawDensity(canvas, points, docWidth, docHeight);
+    canvas.hidden = false;
+    const noun = KIND_NAMES[state.kind];
+    const sample = listed.events > points.length ? ` (the latest ${points.length.toLocaleString()} of ${listed.events.toLocaleString()})` : '';
+    shown(state, 'elements', `${onElement} of ${points.length} ${noun} placed on their elements in the live page${sample}; ${listed.sessions} ${listed.sessions === 1 ? 'session' : 'sessions'}, ${rangeName(state.range)}.`);
+  }
+
+  function shown(state, source, message) {
+    const stage = $('hm-stage');
+    stage.dataset.state = 'shown';
+    stage.dataset.shown = state.kind;
+    stage.dataset.source = source;
+    $('hm-message').textContent = message;
+  }
+
+  function showEmpty(state, failure) {
+    const stage = $('hm-stage');
+    stage.dataset.state = 'empty';
+    stage.dataset.shown = state.kind;
+    stage.dataset.source = 'none';
+    $('hm-message').textContent = failure;
+  }
+
+  /** The API's error sentence, or the status when the body has none. */
+  async function errorOf(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error) return `${body.error.charAt(0).toUpperCase()}${body.error.slice(1)}.`;
+    } catch (_) { /* no JSON body */ }
+    return `The map could not be loaded (HTTP ${response.status}).`;
+  }
+
+  function rangeName(range) {
+    return { '': 'all time', '24h': 'last 24 hours', '7d': 'last 7 days', '30d': 'last 30 days' }[range] || range;
   }
 
   /** Gaussian splats on a quarter-resolution grid, coloured like the renderer's jet map. */

@@ -6,9 +6,9 @@
 // Privacy: no text, no input values, no cookies. Do Not Track and Global Privacy Control
 // turn it off, and so does `heatmapTracker.optOut()` (remembered in localStorage).
 // What is sent: the page's path (no query string), a random per-tab session id, times,
-// and positions with the viewport and document sizes they are relative to; for clicks
-// also a short CSS path of the element (tag names, ids, positions among siblings) and
-// where inside it the click fell.
+// and positions with the viewport and document sizes they are relative to; for clicks and
+// sampled moves also a short CSS path of the element under the pointer (tag names, ids,
+// positions among siblings) and where inside it the pointer was.
 //
 // Delivery: every event gets its session's next number (`seq`) and its own time once, when
 // it happens, and waits in an outbox kept in sessionStorage until the relay has answered
@@ -41,6 +41,9 @@
   const RETRY_MAX_MS = 60 * 1000;
   /** The shortest wait, even when the relay says `Retry-After: 0`. */
   const RETRY_MIN_MS = 250;
+  // The browser's language (`en-IN`), sent with the first event of each request: its
+  // region stands for the visitor's country where no proxy header gives one.
+  const LOCALE = /^[A-Za-z0-9_-]{1,35}$/.test(navigator.language || '') ? navigator.language : null;
 
   const stats = { sent: 0, dropped: 0, retries: 0, lastStatus: null };
   const api = {
@@ -222,6 +225,36 @@
     return Number.isFinite(ms) ? Math.min(RETRY_MAX_MS, Math.max(0, ms)) : null;
   }
 
+  /** A batch as sent: the first event of each session in it carries the browser's language. */
+  function asSent(events) {
+    if (!LOCALE) return events;
+    const seen = new Set();
+    return events.map((event) => {
+      if (seen.has(event.sessionId)) return event;
+      seen.add(event.sessionId);
+      return { ...event, metadata: { ...event.metadata, locale: LOCALE } };
+    });
+  }
+
+  /** What kind of device this is, from the screen and the pointer (no user agent). */
+  function deviceClass() {
+    const width = Math.min(window.screen.width || 0, window.screen.height || 0) || window.innerWidth;
+    const coarse = window.matchMedia && window.matchMedia('(pointer: coarse)').matches;
+    if (coarse && width < 600) return 'mobile';
+    if (coarse) return 'tablet';
+    return 'desktop';
+  }
+
+  /** The host of the page the visitor came from, when it is another site; never its path. */
+  function referrerHost() {
+    try {
+      const host = new URL(document.referrer).host;
+      return host && host !== location.host ? host : undefined;
+    } catch (_) {
+      return undefined;
+    }
+  }
+
   /** Sends the oldest waiting batch, unless one is on its way or the back-off says wait. */
   function flush() {
     if (stopped || inFlight > 0 || outbox.length === 0) return;
@@ -233,7 +266,7 @@
     }
     inFlight = batchEnd(0);
     const sentGeneration = generation;
-    const body = JSON.stringify(outbox.slice(0, inFlight));
+    const body = JSON.stringify(asSent(outbox.slice(0, inFlight)));
     saveOutbox();
     // Not `keepalive`: a request cut short by leaving the page is covered by the leave
     // beacon and by the next page sending the outbox again.
@@ -302,8 +335,24 @@
     saveOutbox();
     const end = batchEnd(0);
     if (end > 0 && navigator.sendBeacon) {
-      navigator.sendBeacon(endpoint, JSON.stringify(outbox.slice(0, end)));
+      navigator.sendBeacon(endpoint, JSON.stringify(asSent(outbox.slice(0, end))));
     }
+  }
+
+  /**
+   * The element under the pointer and where in it the pointer is (document position
+   * `pageX`, `pageY`), so a heatmap can put the event back on that element wherever
+   * another layout moves it; nothing when the target is not an element.
+   */
+  function anchorOf(target, pageX, pageY) {
+    if (!(target instanceof Element)) return {};
+    const anchor = { path: cssPath(target) };
+    const box = target.getBoundingClientRect();
+    if (box.width > 0 && box.height > 0) {
+      anchor.ox = Math.min(1, Math.max(0, (pageX - window.scrollX - box.left) / box.width));
+      anchor.oy = Math.min(1, Math.max(0, (pageY - window.scrollY - box.top) / box.height));
+    }
+    return anchor;
   }
 
   let lastMove = null;
@@ -312,22 +361,14 @@
   setInterval(() => {
     if (lastMove && lastMove !== lastSentMove) {
       lastSentMove = lastMove;
-      track('move', { x: lastMove.pageX, y: lastMove.pageY, ...sizes() });
+      // Anchored when sampled, from the document position, so a scroll since the pointer
+      // last moved does not shift it within its element.
+      track('move', { x: lastMove.pageX, y: lastMove.pageY, ...sizes(), ...anchorOf(lastMove.target, lastMove.pageX, lastMove.pageY) });
     }
   }, MOVE_SAMPLE_MS);
 
   document.addEventListener('click', (event) => {
-    const target = event.target instanceof Element ? event.target : null;
-    const metadata = { x: event.pageX, y: event.pageY, ...sizes() };
-    if (target) {
-      const box = target.getBoundingClientRect();
-      metadata.path = cssPath(target);
-      if (box.width > 0 && box.height > 0) {
-        metadata.ox = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));
-        metadata.oy = Math.min(1, Math.max(0, (event.clientY - box.top) / box.height));
-      }
-    }
-    track('click', metadata);
+    track('click', { x: event.pageX, y: event.pageY, ...sizes(), ...anchorOf(event.target, event.pageX, event.pageY) });
     flush();
   }, { passive: true, capture: true });
 
@@ -366,7 +407,7 @@
   });
 
   loadOutbox();
-  track('pageview', sizes());
+  track('pageview', { ...sizes(), device: deviceClass(), referrer: referrerHost() });
   noteScroll();
   flush();
   setInterval(flush, FLUSH_MS);

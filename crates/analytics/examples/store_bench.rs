@@ -5,8 +5,9 @@
 //! `cargo run --release -p analytics --example store_bench -- [events] [folder]`
 //! (default 1,000,000 events in a temporary folder). With `--features postgres`, the
 //! second argument may instead be a `postgres://…` URL (an empty database), or just
-//! `postgres` to start a server of its own (Debian's, `fsync` on, in a temporary folder). `BATCH` sets the events per ingest
-//! call (default 500) and `HEAT_FLUSH` the store's `heat_flush_events`. `LIVE=1` sends
+//! `postgres` to start a server of its own (Debian's, `fsync` on, in a temporary folder).
+//! `BATCH` sets the events per ingest call (default 500), `HEAT_FLUSH` the SQLite store's
+//! `heat_flush_events`, `CACHE_MIB` and `MMAP_MIB` its page cache and memory map. `LIVE=1` sends
 //! what a live site sends instead of 30 days of history: events as they arrive at
 //! 300,000 a second, from 1,000 sessions.
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use analytics::conformance::Rng;
 use analytics::{
-    Event, HeatmapQuery, Position, Range, SqliteConfig, SqliteStore, Store, WidthBucket,
+    Event, Filter, HeatmapQuery, Position, Range, SqliteConfig, SqliteStore, Store, WidthBucket,
 };
 use protocol::analytics::EventType;
 
@@ -44,6 +45,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(text) = std::env::var_os("HEAT_FLUSH") {
         config.heat_flush_events = text.to_string_lossy().replace('_', "").parse()?;
     }
+    if let Some(text) = std::env::var_os("CACHE_MIB") {
+        config.cache_mib = text.to_string_lossy().parse()?;
+    }
+    if let Some(text) = std::env::var_os("MMAP_MIB") {
+        config.mmap_mib = text.to_string_lossy().parse()?;
+    }
     let engine = Engine::open(&dir, &config)?;
     let store = engine.store();
     let end_ms = 1_781_481_600_000i64;
@@ -51,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let (n_sessions, span_ms) = if live {
         (1_000, (n_events as i64 / 300).max(1))
     } else {
-        (200_000, DAYS * DAY_MS)
+        (0, DAYS * DAY_MS)
     };
     let mut rng = Rng::new(42);
     let mut seq = 0u64;
@@ -63,13 +70,24 @@ fn main() -> anyhow::Result<()> {
         batch.clear();
         for _ in 0..batch_size.min(n_events - stored) {
             seq += 1;
-            let page = format!("/page-{}", rng.below(PAGES));
+            let idx = (stored + batch.len()) as u64;
+            // History arrives as visits: a session's 100 events in a row, 25 per page.
+            // Live traffic interleaves 1,000 sessions at random.
+            let (page, session) = if live {
+                (rng.below(PAGES), rng.below(n_sessions))
+            } else {
+                (
+                    ((idx / 25).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % PAGES,
+                    idx / 100,
+                )
+            };
+            let page = format!("/page-{page}");
             let kind = if rng.below(4) == 0 {
                 EventType::Click
             } else {
                 EventType::Move
             };
-            let session = format!("s{}", rng.below(n_sessions));
+            let session = format!("s{session}");
             // Live traffic arrives in time order: spread the events evenly over the span.
             let at_ms =
                 end_ms - span_ms + span_ms * (stored + batch.len()) as i64 / n_events as i64;
@@ -140,6 +158,28 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    // What a heatmap's caption and a page-filtered summary ask besides the cells: the
+    // page's visitors over the range.
+    let page_filter = Filter {
+        page: Some("/page-3".into()),
+        country: None,
+    };
+    let range = Range::new(end_ms - DAYS * DAY_MS, query_end_ms)?;
+    let mut times = Vec::new();
+    let mut totals = store.totals(range, &page_filter, 10)?;
+    for _ in 0..11 {
+        let started = Instant::now();
+        totals = store.totals(range, &page_filter, 10)?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{DAYS}-day totals, one page (its events and visitors): median {:.2} ms, max {:.2} ms ({} events, {} sessions)",
+        times[times.len() / 2],
+        times[times.len() - 1],
+        totals.events,
+        totals.sessions
+    );
     let bytes = engine.size_bytes()?;
     println!(
         "store: {:.1} MiB, {:.1} MiB per million events",

@@ -42,6 +42,8 @@ pub fn run_all(fresh: &mut dyn FnMut() -> Box<dyn Store>) {
     aggregates_equal_a_recomputation_from_raw_events(&*fresh());
     retention_prunes_whole_hours_older_than_the_cut(&*fresh());
     heatmaps_never_go_backwards_while_batches_are_stored(&*fresh());
+    a_range_ends_where_it_says_even_inside_the_newest_hour(&*fresh());
+    sessions_carry_their_device_and_referrer(&*fresh());
 }
 
 /// A deterministic generator (xorshift64*), so failures reproduce without a seed file.
@@ -111,6 +113,13 @@ pub fn sample_events(rng: &mut Rng, n: usize, start_ms: i64, span_ms: i64) -> Ve
             }
             if kind == EventType::Scroll {
                 event.depth = Some(rng.below(100) as f32 / 100.0);
+            }
+            if kind == EventType::Pageview {
+                event.device =
+                    Some(["mobile", "tablet", "desktop"][(session_idx % 3) as usize].into());
+                event.referrer = session_idx
+                    .is_multiple_of(5)
+                    .then(|| "news.example".to_owned());
             }
             event
         })
@@ -602,6 +611,73 @@ pub fn aggregates_survive_a_reopen(harness: &mut dyn Reopen) {
     check(&*store, &events, "after more batches");
     drop(store);
     check(&*harness.open(), &events, "after a second reopen");
+}
+
+/// A range that ends inside the newest stored hour counts what lies before its end and
+/// nothing after, before and after newer events of that hour arrive (an engine may read
+/// the hour whole only while nothing newer than the end is stored).
+pub fn a_range_ends_where_it_says_even_inside_the_newest_hour(store: &dyn Store) {
+    let half_past = BASE_MS + 30 * 60_000;
+    let mut first = Event::new(EventType::Click, "/", "early", half_past);
+    first.position = Some(desktop_at(100.0, 100.0));
+    ingest_ok(store, &[first]);
+    let until = |to_ms| Range::new(BASE_MS - DAY_MS, to_ms).expect("ok: a valid range");
+    let on_home = Filter {
+        page: Some("/".into()),
+        country: None,
+    };
+    let counts = |range: Range| {
+        let heat = heat_ok(
+            store,
+            &HeatmapQuery {
+                page: "/".into(),
+                kind: EventType::Click,
+                bucket: WidthBucket::Desktop,
+                range,
+            },
+        );
+        let totals = totals_ok(store, range, &on_home);
+        (heat.events, totals.events, totals.sessions)
+    };
+    assert_eq!(
+        counts(until(half_past + 1)),
+        (1, 1, 1),
+        "the end's own hour"
+    );
+    assert_eq!(counts(until(half_past)), (0, 0, 0), "the end is exclusive");
+    let mut later = Event::new(EventType::Click, "/", "later", half_past + 10 * 60_000);
+    later.position = Some(desktop_at(200.0, 100.0));
+    ingest_ok(store, &[later]);
+    assert_eq!(
+        counts(until(half_past + 1)),
+        (1, 1, 1),
+        "a newer event of the same hour is past the end"
+    );
+    assert_eq!(counts(until(half_past + 10 * 60_000 + 1)), (2, 2, 2));
+}
+
+/// A session lists the device and referrer its events carried.
+pub fn sessions_carry_their_device_and_referrer(store: &dyn Store) {
+    let mut landing = Event::new(EventType::Pageview, "/", "referred", BASE_MS);
+    landing.device = Some("mobile".into());
+    landing.referrer = Some("news.example".into());
+    let click = Event::new(EventType::Click, "/", "referred", BASE_MS + 1000);
+    let direct = Event::new(EventType::Pageview, "/", "direct", BASE_MS + 2000);
+    ingest_ok(store, &[landing, click, direct]);
+    let sessions = store
+        .sessions(Range::all(), &Filter::default(), 10)
+        .expect("ok: sessions query");
+    let find = |id: &str| {
+        sessions
+            .iter()
+            .find(|row| row.session == id)
+            .map(|row| (row.device.clone(), row.referrer.clone(), row.events))
+    };
+    assert_eq!(
+        find("referred"),
+        Some((Some("mobile".into()), Some("news.example".into()), 2))
+    );
+    assert_eq!(find("direct"), Some((None, None, 1)));
 }
 
 fn desktop_at(x: f32, y: f32) -> Position {

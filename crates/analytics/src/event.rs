@@ -48,6 +48,10 @@ pub struct Event {
     pub depth: Option<f32>,
     /// For visibility events: whether the page is now visible.
     pub visible: Option<bool>,
+    /// The kind of device, as the sender named it (`mobile`), lower case.
+    pub device: Option<String>,
+    /// The host the visitor came from.
+    pub referrer: Option<String>,
 }
 
 impl Event {
@@ -67,6 +71,8 @@ impl Event {
             element_offset: None,
             depth: None,
             visible: None,
+            device: None,
+            referrer: None,
         }
     }
 }

@@ -48,5 +48,5 @@ pub use event::{Event, Position};
 pub use query::{
     Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals, WidthBucket,
 };
-pub use sqlite::{SqliteConfig, SqliteStore, DEFAULT_HEAT_FLUSH_EVENTS};
+pub use sqlite::{SqliteConfig, SqliteStore, DEFAULT_CACHE_MIB, DEFAULT_HEAT_FLUSH_EVENTS};
 pub use store::{Ingested, Store};

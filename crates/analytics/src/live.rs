@@ -113,6 +113,8 @@ pub fn stored_event(event: TrackedEvent, received_ms: i64) -> Event {
         element_offset: meta.ox.zip(meta.oy).map(|(ox, oy)| (ox as f32, oy as f32)),
         depth: meta.depth.map(|depth| depth as f32),
         visible: meta.visible,
+        device: meta.device.clone(),
+        referrer: meta.referrer.clone(),
         page: event.page,
         session: event.session_id,
     }
@@ -192,6 +194,10 @@ struct Session {
     /// The visitor left (a `leave` event) and has not come back since.
     left: bool,
     country: Option<Arc<str>>,
+    /// The device and referrer of the first event that named them (the snippet sends
+    /// them with the page view that starts a visit).
+    device: Option<Box<str>>,
+    referrer: Option<Box<str>>,
     first_seen: i64,
     last_seen: i64,
     events: u64,
@@ -331,6 +337,8 @@ impl Analytics {
         let fresh = || Session {
             left: false,
             country: country.clone(),
+            device: None,
+            referrer: None,
             first_seen: at,
             last_seen: at,
             events: 0,
@@ -357,6 +365,12 @@ impl Analytics {
         }
         if session.country.is_none() {
             session.country = country.clone();
+        }
+        if session.device.is_none() {
+            session.device = event.device.as_deref().map(Box::from);
+        }
+        if session.referrer.is_none() {
+            session.referrer = event.referrer.as_deref().map(Box::from);
         }
         let new_page = session
             .journey
@@ -540,6 +554,8 @@ impl Analytics {
                 duration: u64::try_from((session.last_seen - session.first_seen) / 1000)
                     .unwrap_or(0),
                 country: session.country.as_deref().map(str::to_owned),
+                device: session.device.as_deref().map(str::to_owned),
+                referrer: session.referrer.as_deref().map(str::to_owned),
                 first_seen: session.first_seen,
                 last_seen: session.last_seen,
                 events: session.events,

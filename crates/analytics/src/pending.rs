@@ -110,15 +110,16 @@ impl HeatFold {
         days
     }
 
-    /// The heat of one series over the hours `[first, end)`.
-    pub fn sum(&self, series: Series, (first, end): (i64, i64)) -> HeatSpan {
-        let mut sum = HeatSpan::default();
-        for ((span_series, hour), span) in &self.hours {
-            if *span_series == series && (first..end).contains(hour) {
-                sum.add(span);
-            }
-        }
-        sum
+    /// Copies of one series' spans in the hours `[first, end)`, with their hours, for a
+    /// reader that decides which of them to add only after its snapshot has started.
+    pub fn spans(&self, series: Series, (first, end): (i64, i64)) -> Vec<(i64, HeatSpan)> {
+        self.hours
+            .iter()
+            .filter(|((span_series, hour), _)| {
+                *span_series == series && (first..end).contains(hour)
+            })
+            .map(|((_, hour), span)| (*hour, span.clone()))
+            .collect()
     }
 }
 
@@ -127,6 +128,15 @@ mod tests {
     use super::*;
     use crate::event::Position;
     use protocol::analytics::EventType;
+
+    /// The heat of one series over the hours `[first, end)`.
+    fn sum(fold: &HeatFold, series: Series, hours: (i64, i64)) -> HeatSpan {
+        let mut sum = HeatSpan::default();
+        for (_, span) in fold.spans(series, hours) {
+            sum.add(&span);
+        }
+        sum
+    }
 
     fn click(x: f32, hour: i64) -> (i64, Event) {
         let mut event = Event::new(EventType::Click, "/", "s", hour * 3_600_000);
@@ -157,11 +167,11 @@ mod tests {
             "unpositioned events count towards the limit"
         );
         let desktop = (3, 2, 2);
-        let first_day = fold.sum(desktop, (0, 24));
+        let first_day = sum(&fold, desktop, (0, 24));
         assert_eq!(first_day.events, 3);
         assert_eq!(first_day.sorted_cells(), vec![((0, 1), 2), ((55, 1), 1)]);
         assert!((first_day.aspect_sum - 6.0).abs() < 1e-9);
-        assert_eq!(fold.sum((3, 2, 0), (0, 24)).events, 0, "another bucket");
+        assert_eq!(sum(&fold, (3, 2, 0), (0, 24)).events, 0, "another bucket");
         let days: Vec<(i64, i64)> = fold
             .days()
             .iter()
@@ -172,7 +182,10 @@ mod tests {
         total.add(&fold);
         total.add(&fold);
         assert_eq!(total.events, 10);
-        assert_eq!(total.sum(desktop, (1, 2)).sorted_cells(), vec![((0, 1), 4)]);
+        assert_eq!(
+            sum(&total, desktop, (1, 2)).sorted_cells(),
+            vec![((0, 1), 4)]
+        );
         let keys: Vec<i64> = total.sorted_hours().iter().map(|(key, _)| key.1).collect();
         assert_eq!(keys, vec![1, 2, 30]);
     }

@@ -48,7 +48,14 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 /// The migrations, in order: element `i` takes the schema from version `i` to `i + 1`.
 /// Applied at open in one transaction under an advisory lock, so two renderers starting
 /// together migrate once; a database with a newer version than this list is refused.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+
+/// Version 2 keeps the device and referrer of events and sessions (the seed's
+/// `metadata.device` and `metadata.referrer`).
+const MIGRATION_2: &str = "
+ALTER TABLE events ADD COLUMN device TEXT, ADD COLUMN referrer TEXT;
+ALTER TABLE session_hourly ADD COLUMN device TEXT, ADD COLUMN referrer TEXT;
+";
 
 /// The schema's first version.
 const MIGRATION_1: &str = "
@@ -338,15 +345,15 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
 /// returns the key of each one stored; a key already there is skipped.
 const INSERT_EVENTS_SQL: &str = "INSERT INTO events
     (at_ms, received_ms, kind, page_id, session, seq, country,
-     x, y, vw, dw, dh, element, ox, oy, depth, visible)
+     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer)
     SELECT at_ms, received_ms, kind, page_id, session, seq, country,
-     x, y, vw, dw, dh, element, ox, oy, depth, visible
+     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer
     FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int4[], $5::text[], $6::int8[],
                 $7::text[], $8::float4[], $9::float4[], $10::float4[], $11::float4[],
                 $12::float4[], $13::text[], $14::float4[], $15::float4[], $16::float4[],
-                $17::bool[])
+                $17::bool[], $18::text[], $19::text[])
         WITH ORDINALITY AS batch (at_ms, received_ms, kind, page_id, session, seq, country,
-            x, y, vw, dw, dh, element, ox, oy, depth, visible, ord)
+            x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer, ord)
     ORDER BY ord
     ON CONFLICT (at_ms, session, seq) DO NOTHING
     RETURNING at_ms, session, seq";
@@ -371,6 +378,8 @@ struct EventColumns<'a> {
     oy: Vec<Option<f32>>,
     depth: Vec<Option<f32>>,
     visible: Vec<Option<bool>>,
+    device: Vec<Option<&'a str>>,
+    referrer: Vec<Option<&'a str>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -394,6 +403,8 @@ impl<'a> EventColumns<'a> {
         self.oy.push(oy);
         self.depth.push(event.depth);
         self.visible.push(event.visible);
+        self.device.push(event.device.as_deref());
+        self.referrer.push(event.referrer.as_deref());
     }
 }
 
@@ -601,7 +612,8 @@ impl Store for PostgresStore {
             };
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let rows = tx.query(
-                "SELECT session, MAX(country), MIN(first_ms), MAX(last_ms), SUM(events)::int8
+                "SELECT session, MAX(country), MIN(first_ms), MAX(last_ms), SUM(events)::int8,
+                        MAX(device), MAX(referrer)
                  FROM session_hourly
                  WHERE hour >= $6 AND hour <= $7 AND last_ms >= $1 AND first_ms < $2
                    AND ($3::text IS NULL OR country = $3)
@@ -632,6 +644,8 @@ impl Store for PostgresStore {
                     first_ms: row.get(2),
                     last_ms: row.get(3),
                     events: row.get::<_, i64>(4).max(0) as u64,
+                    device: row.get(5),
+                    referrer: row.get(6),
                 })
                 .collect())
         })
@@ -647,7 +661,8 @@ impl Store for PostgresStore {
         self.read(|client| {
             let rows = client.query(
                 "SELECT e.kind, p.path, e.session, e.seq, e.at_ms, e.received_ms, e.country,
-                        e.x, e.y, e.vw, e.dw, e.dh, e.element, e.ox, e.oy, e.depth, e.visible
+                        e.x, e.y, e.vw, e.dw, e.dh, e.element, e.ox, e.oy, e.depth, e.visible,
+                        e.device, e.referrer
                  FROM events e JOIN pages p ON p.id = e.page_id
                  WHERE e.at_ms >= $1 AND e.at_ms < $2
                    AND ($3::text IS NULL OR p.path = $3) AND ($4::text IS NULL OR e.country = $4)
@@ -685,6 +700,8 @@ impl Store for PostgresStore {
                         element_offset: ox.zip(oy),
                         depth: row.get(15),
                         visible: row.get(16),
+                        device: row.get(17),
+                        referrer: row.get(18),
                     }
                 })
                 .collect())
@@ -768,7 +785,14 @@ impl Store for PostgresStore {
 }
 
 /// One session's first and last event time, events and country within one hour.
-type SessionHour<'a> = (i64, i64, i64, Option<&'a str>);
+type SessionHour<'a> = (
+    i64,
+    i64,
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
 
 /// One session's first and last event time and country on one page and day.
 type PageSessionDay<'a> = (i64, i64, Option<&'a str>);
@@ -818,7 +842,7 @@ fn ingest_in(
         columns.push(event, page_id);
         event_pages.push(page_id);
     }
-    let params: [&(dyn postgres::types::ToSql + Sync); 17] = [
+    let params: [&(dyn postgres::types::ToSql + Sync); 19] = [
         &columns.at_ms,
         &columns.received_ms,
         &columns.kind,
@@ -836,6 +860,8 @@ fn ingest_in(
         &columns.oy,
         &columns.depth,
         &columns.visible,
+        &columns.device,
+        &columns.referrer,
     ];
     let insert_events = prepared(tx, statements, INSERT_EVENTS_SQL)?;
     let inserted = tx.query(&insert_events, &params)?;
@@ -874,11 +900,15 @@ fn ingest_in(
             event.at_ms,
             0,
             None,
+            None,
+            None,
         ));
         session.0 = session.0.min(event.at_ms);
         session.1 = session.1.max(event.at_ms);
         session.2 += 1;
         session.3 = session.3.or(country);
+        session.4 = session.4.or(event.device.as_deref());
+        session.5 = session.5.or(event.referrer.as_deref());
         let day = event.at_ms.div_euclid(DAY_MS);
         let visit = page_sessions
             .entry((page_id, day, event.session.as_str()))
@@ -1030,21 +1060,28 @@ fn write_counts(
     let last: Vec<i64> = sessions.values().map(|value| value.1).collect();
     let events: Vec<i64> = sessions.values().map(|value| value.2).collect();
     let country: Vec<Option<&str>> = sessions.values().map(|value| value.3).collect();
+    let device: Vec<Option<&str>> = sessions.values().map(|value| value.4).collect();
+    let referrer: Vec<Option<&str>> = sessions.values().map(|value| value.5).collect();
     let upsert = prepared(
         tx,
         statements,
-        "INSERT INTO session_hourly (hour, session, first_ms, last_ms, events, country)
+        "INSERT INTO session_hourly
+            (hour, session, first_ms, last_ms, events, country, device, referrer)
          SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::int8[],
-                              $6::text[])
+                              $6::text[], $7::text[], $8::text[])
          ON CONFLICT (hour, session) DO UPDATE SET
             first_ms = LEAST(session_hourly.first_ms, EXCLUDED.first_ms),
             last_ms = GREATEST(session_hourly.last_ms, EXCLUDED.last_ms),
             events = session_hourly.events + EXCLUDED.events,
-            country = COALESCE(session_hourly.country, EXCLUDED.country)",
+            country = COALESCE(session_hourly.country, EXCLUDED.country),
+            device = COALESCE(session_hourly.device, EXCLUDED.device),
+            referrer = COALESCE(session_hourly.referrer, EXCLUDED.referrer)",
     )?;
     tx.execute(
         &upsert,
-        &[&hour, &session, &first, &last, &events, &country],
+        &[
+            &hour, &session, &first, &last, &events, &country, &device, &referrer,
+        ],
     )?;
     let page_id: Vec<i32> = page_sessions.keys().map(|key| key.0).collect();
     let day: Vec<i64> = page_sessions.keys().map(|key| key.1).collect();

@@ -153,4 +153,8 @@ pub struct SessionRow {
     pub last_ms: i64,
     /// Events in it.
     pub events: u64,
+    /// The kind of device it was on, if the sender said.
+    pub device: Option<String>,
+    /// The host it came from, if known.
+    pub referrer: Option<String>,
 }

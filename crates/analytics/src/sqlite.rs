@@ -25,12 +25,14 @@
 //! pending set: it is a function of the committed events after `heat_through`, rebuilt
 //! from them when the file is opened, and heatmap queries add it to what the tables hold.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    named_params, params, Connection, OptionalExtension, Transaction, TransactionBehavior,
+};
 
 use crate::aggregate::{heat_cell, hour_of, HOUR_MS};
 use crate::error::StoreError;
@@ -41,10 +43,10 @@ use crate::store::{Ingested, Store};
 use protocol::analytics::EventType;
 
 /// The schema's version, stored in `PRAGMA user_version`; a newer file is refused.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
-/// The page cache of each connection, in KiB.
-const CACHE_KIB: u32 = 64 * 1024;
+/// The default page cache of each connection, in MiB (see [`SqliteConfig::cache_mib`]).
+pub const DEFAULT_CACHE_MIB: u32 = 16;
 
 /// The default of [`SqliteConfig::heat_flush_events`]: at most about 30 MiB of pending heat
 /// counts (with the copy a flush takes), re-read in about a second at open, while a busy
@@ -141,6 +143,30 @@ PRAGMA user_version=3;
 COMMIT;
 ";
 
+/// Columns version 4 adds: the device and referrer of events and sessions.
+const COLUMNS_4: [(&str, &str); 4] = [
+    ("events", "device"),
+    ("events", "referrer"),
+    ("session_hourly", "device"),
+    ("session_hourly", "referrer"),
+];
+
+/// Version 4 also records which sessions visited each page in each hour
+/// (`page_sessions`), so a page's session count reads one row per session and hour
+/// instead of every raw event of the page. Existing events fill it once.
+const MIGRATE_3_TO_4: &str = "
+CREATE TABLE IF NOT EXISTS page_sessions (
+    page_id INTEGER NOT NULL,
+    hour INTEGER NOT NULL,
+    session TEXT NOT NULL,
+    country TEXT NOT NULL,
+    PRIMARY KEY (page_id, hour, session, country)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO page_sessions (page_id, hour, session, country)
+    SELECT page_id, at_ms / 3600000, session, COALESCE(country, '') FROM events WHERE true;
+PRAGMA user_version=4;
+";
+
 /// How to open the SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
@@ -158,6 +184,13 @@ pub struct SqliteConfig {
     /// the copy a flush takes) and more events to re-read at open after a crash. 0 writes
     /// them with every batch, as version 2 did.
     pub heat_flush_events: u64,
+    /// The page cache of each of the two connections, in MiB. Every key the writer adds to
+    /// grows at the end of its index (keys start with the time), so the hot pages are few
+    /// and 16 MiB holds them; SQLite's own default of 2 MiB made every insert a read.
+    pub cache_mib: u32,
+    /// How much of the file the writer maps into memory, in MiB (0: none, reads go through
+    /// the page cache). Mapped pages count in the process's resident memory.
+    pub mmap_mib: u32,
 }
 
 impl SqliteConfig {
@@ -168,6 +201,8 @@ impl SqliteConfig {
             fsync: false,
             max_bytes: None,
             heat_flush_events: DEFAULT_HEAT_FLUSH_EVENTS,
+            cache_mib: DEFAULT_CACHE_MIB,
+            mmap_mib: 0,
         }
     }
 }
@@ -224,12 +259,13 @@ impl SqliteStore {
             )));
         }
         let sync = if config.fsync { "FULL" } else { "NORMAL" };
-        // A 64 MiB page cache keeps the indexes' hot pages (the newest hours) in memory;
-        // SQLite's default of 2 MiB made every insert a read syscall. Checkpointing the WAL
-        // every 64 MiB instead of every 4 MiB writes each hot page back once per many
-        // batches (1.7x the ingest rate at batches of 500).
+        // The page cache keeps the indexes' hot pages (the newest hours) in memory.
+        // Checkpointing the WAL every 64 MiB instead of every 4 MiB writes each hot page
+        // back once per many batches (1.7x the ingest rate at batches of 500).
+        let cache_kib = u64::from(config.cache_mib.max(1)) * 1024;
+        let mmap_bytes = u64::from(config.mmap_mib) * 1024 * 1024;
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-{CACHE_KIB}; PRAGMA temp_store=MEMORY; PRAGMA mmap_size=268435456; PRAGMA wal_autocheckpoint=16384;"
+            "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-{cache_kib}; PRAGMA temp_store=MEMORY; PRAGMA mmap_size={mmap_bytes}; PRAGMA wal_autocheckpoint=16384;"
         ))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version > SCHEMA_VERSION {
@@ -246,6 +282,9 @@ impl SqliteStore {
         if version < 3 {
             conn.execute_batch(MIGRATE_2_TO_3)?;
         }
+        if version < 4 {
+            migrate_3_to_4(&conn)?;
+        }
         conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
         let pending = unflushed_heat(&conn)?;
         let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
@@ -261,7 +300,7 @@ impl SqliteStore {
         }
         let reader = Connection::open(&config.path)?;
         reader.busy_timeout(Duration::from_secs(5))?;
-        reader.execute_batch(&format!("PRAGMA cache_size=-{CACHE_KIB};"))?;
+        reader.execute_batch(&format!("PRAGMA cache_size=-{cache_kib};"))?;
         Ok(SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
@@ -382,29 +421,38 @@ impl Store for SqliteStore {
         };
         let kind = kind_code(query.kind);
         let bucket = query.bucket.code();
-        let (whole, edges) = split_hours(query.range);
         // The pending heat is copied before the snapshot starts, so the snapshot is at least
         // as new as the copy: it either holds the same `heat_through` (add the copy) or a
-        // later one, whose flush already put the copy's counts in the tables (skip it).
-        let unwritten = whole.map(|hours| {
+        // later one, whose flush already put the copy's counts in the tables (skip it). It
+        // is copied for the range read up to the end of its last hour, in case the snapshot
+        // shows that hour may be read whole (see [`answerable`]).
+        let widest = Range {
+            from_ms: query.range.from_ms,
+            to_ms: hour_end(query.range.to_ms),
+        };
+        let pending_hours = split_hours(widest).0;
+        let unwritten = pending_hours.map(|hours| {
             let pending = lock(&self.pending);
-            (pending.base, pending.sum((page_id, kind, bucket), hours))
+            (pending.base, pending.spans((page_id, kind, bucket), hours))
         });
         // One snapshot for the tables, the raw edges and `heat_through`; it starts with the
         // first read below.
         let reader = reader.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let (whole, edges) = split_hours(answerable(&reader, query.range)?);
         let through: i64 = reader
             .prepare_cached("SELECT value FROM meta WHERE key = 'heat_through'")?
             .query_row([], |row| row.get(0))?;
         let mut cells: HashMap<(i64, i64), u64> = HashMap::new();
         let (mut events, mut aspect_sum) = (0u64, 0f64);
-        if let Some((base, unwritten)) = unwritten {
+        if let (Some((base, spans)), Some((first, end))) = (unwritten, whole) {
             if through == base {
-                for (cell, n) in unwritten.cells {
-                    *cells.entry(cell).or_default() += n.max(0) as u64;
+                for (_, span) in spans.iter().filter(|(hour, _)| (first..end).contains(hour)) {
+                    for (cell, n) in &span.cells {
+                        *cells.entry(*cell).or_default() += (*n).max(0) as u64;
+                    }
+                    events += span.events.max(0) as u64;
+                    aspect_sum += span.aspect_sum;
                 }
-                events += unwritten.events.max(0) as u64;
-                aspect_sum += unwritten.aspect_sum;
             }
         }
         let rollups = whole.map(split_days).unwrap_or_default();
@@ -473,7 +521,10 @@ impl Store for SqliteStore {
     }
 
     fn totals(&self, range: Range, filter: &Filter, limit: usize) -> Result<Totals, StoreError> {
-        let reader = lock(&self.reader);
+        let mut reader = lock(&self.reader);
+        // One snapshot, so the newest event read by [`answerable`] is the newest the counts
+        // below see.
+        let reader = reader.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let page_id = match &filter.page {
             Some(page) => match page_id_of(&reader, page)? {
                 Some(id) => Some(id),
@@ -483,6 +534,7 @@ impl Store for SqliteStore {
         };
         // (page, kind, country) → events, from whole hours and the raw edges.
         let mut counts: HashMap<(i64, i64, String), u64> = HashMap::new();
+        let range = answerable(&reader, range)?;
         let (whole, edges) = split_hours(range);
         let country = filter.country.as_deref();
         if let Some((first_hour, end_hour)) = whole {
@@ -530,6 +582,7 @@ impl Store for SqliteStore {
         totals.top_pages_by_events = top(by_events, limit);
         totals.top_countries = top(countries.into_iter().collect(), limit);
         totals.sessions = count_sessions(&reader, range, filter, page_id)?;
+        drop(reader);
         Ok(totals)
     }
 
@@ -547,38 +600,75 @@ impl Store for SqliteStore {
             },
             None => None,
         };
-        let mut statement = reader.prepare_cached(
-            "SELECT session, MAX(country), MIN(first_ms), MAX(last_ms), SUM(events)
-             FROM session_hourly
-             WHERE hour >= ?6 AND hour <= ?7 AND last_ms >= ?1 AND first_ms < ?2
-               AND (?3 IS NULL OR country = ?3)
-               AND (?4 IS NULL OR session IN (
-                    SELECT session FROM events
-                    WHERE page_id = ?4 AND at_ms >= ?1 AND at_ms < ?2))
-             GROUP BY session
-             ORDER BY MAX(last_ms) DESC, session LIMIT ?5",
-        )?;
-        let rows = statement.query_map(
-            params![
-                range.from_ms,
-                range.to_ms,
-                filter.country,
-                page_id,
-                limit as i64,
-                hour_of(range.from_ms),
-                hour_of(range.to_ms - 1),
-            ],
-            |row| {
-                Ok(SessionRow {
-                    session: row.get(0)?,
-                    country: row.get(1)?,
-                    first_ms: row.get(2)?,
-                    last_ms: row.get(3)?,
-                    events: row.get::<_, i64>(4)?.max(0) as u64,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let columns = "session, MAX(country), MIN(first_ms), MAX(last_ms), SUM(events),
+             MAX(device), MAX(referrer)";
+        let row_of = |row: &rusqlite::Row<'_>| {
+            Ok(SessionRow {
+                session: row.get(0)?,
+                country: row.get(1)?,
+                first_ms: row.get(2)?,
+                last_ms: row.get(3)?,
+                events: row.get::<_, i64>(4)?.max(0) as u64,
+                device: row.get(5)?,
+                referrer: row.get(6)?,
+            })
+        };
+        let hours = (hour_of(range.from_ms), hour_of(range.to_ms - 1));
+        let rows: Vec<SessionRow> = match page_id {
+            None => {
+                let mut statement = reader.prepare_cached(&format!(
+                    "SELECT {columns} FROM session_hourly
+                     WHERE hour >= ?4 AND hour <= ?5 AND last_ms >= ?1 AND first_ms < ?2
+                       AND (?3 IS NULL OR country = ?3)
+                     GROUP BY session
+                     ORDER BY MAX(last_ms) DESC, session LIMIT ?6"
+                ))?;
+                let rows = statement.query_map(
+                    params![
+                        range.from_ms,
+                        range.to_ms,
+                        filter.country,
+                        hours.0,
+                        hours.1,
+                        limit as i64
+                    ],
+                    row_of,
+                )?;
+                rows.collect::<Result<_, _>>()?
+            }
+            Some(page_id) => {
+                let mut statement = reader.prepare_cached(&format!(
+                    "WITH visited AS ({PAGE_SESSIONS_SQL})
+                     SELECT {columns} FROM session_hourly
+                     WHERE hour >= :hour_first AND hour <= :hour_last
+                       AND last_ms >= :from AND first_ms < :to
+                       AND session IN visited
+                     GROUP BY session
+                     ORDER BY MAX(last_ms) DESC, session LIMIT :limit"
+                ))?;
+                let key = PageSessionsKey::new(page_id, range, filter.country.as_deref());
+                let rows = statement.query_map(
+                    named_params! {
+                        ":page": key.page_id,
+                        ":first_hour": key.hours.0,
+                        ":end_hour": key.hours.1,
+                        ":edge1_from": key.edges[0].0,
+                        ":edge1_to": key.edges[0].1,
+                        ":edge2_from": key.edges[1].0,
+                        ":edge2_to": key.edges[1].1,
+                        ":country": key.country,
+                        ":hour_first": hours.0,
+                        ":hour_last": hours.1,
+                        ":from": range.from_ms,
+                        ":to": range.to_ms,
+                        ":limit": limit as i64,
+                    },
+                    row_of,
+                )?;
+                rows.collect::<Result<_, _>>()?
+            }
+        };
+        Ok(rows)
     }
 
     fn events(
@@ -590,7 +680,8 @@ impl Store for SqliteStore {
         let reader = lock(&self.reader);
         let mut statement = reader.prepare_cached(
             "SELECT e.kind, p.path, e.session, e.seq, e.at_ms, e.received_ms, e.country,
-                    e.x, e.y, e.vw, e.dw, e.dh, e.element, e.ox, e.oy, e.depth, e.visible
+                    e.x, e.y, e.vw, e.dw, e.dh, e.element, e.ox, e.oy, e.depth, e.visible,
+                    e.device, e.referrer
              FROM events e JOIN pages p ON p.id = e.page_id
              WHERE e.at_ms >= ?1 AND e.at_ms < ?2
                AND (?3 IS NULL OR p.path = ?3) AND (?4 IS NULL OR e.country = ?4)
@@ -631,6 +722,8 @@ impl Store for SqliteStore {
                     element_offset: ox.zip(oy).map(|(ox, oy)| (ox as f32, oy as f32)),
                     depth: row.get::<_, Option<f64>>(15)?.map(|depth| depth as f32),
                     visible: row.get::<_, Option<i64>>(16)?.map(|visible| visible != 0),
+                    device: row.get(17)?,
+                    referrer: row.get(18)?,
                 })
             },
         )?;
@@ -695,6 +788,9 @@ impl Store for SqliteStore {
             writer
                 .conn
                 .execute("DELETE FROM session_hourly WHERE hour < ?1", [cut_hour])?;
+            writer
+                .conn
+                .execute("DELETE FROM page_sessions WHERE hour < ?1", [cut_hour])?;
             Ok(())
         })();
         match result {
@@ -753,8 +849,9 @@ const UNWRITTEN_HEAT_SQL: &str =
 /// tenth of the ingest's instructions.
 const INSERT_EVENT_SQL: &str = "INSERT OR IGNORE INTO events
     (id, at_ms, received_ms, kind, page_id, session, seq, country,
-     x, y, vw, dw, dh, element, ox, oy, depth, visible)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+            ?19, ?20)";
 
 /// Binds one event's values to [`INSERT_EVENT_SQL`].
 fn bind_event(
@@ -784,11 +881,22 @@ fn bind_event(
     statement.raw_bind_parameter(16, oy.map(f64::from))?;
     statement.raw_bind_parameter(17, event.depth.map(f64::from))?;
     statement.raw_bind_parameter(18, event.visible.map(i64::from))?;
+    statement.raw_bind_parameter(19, event.device.as_deref())?;
+    statement.raw_bind_parameter(20, event.referrer.as_deref())?;
     Ok(())
 }
 
-/// One session's first and last event time, events and country within one hour of a batch.
-type SessionHour<'a> = (i64, i64, i64, Option<&'a str>);
+/// One session's first and last event time, events, country, device and referrer within
+/// one hour of a batch.
+#[derive(Debug, Clone, Copy)]
+struct SessionHour<'a> {
+    first_ms: i64,
+    last_ms: i64,
+    events: i64,
+    country: Option<&'a str>,
+    device: Option<&'a str>,
+    referrer: Option<&'a str>,
+}
 
 /// Inserts a batch inside `tx`, numbering its events from `last_id + 1` (and leaving the
 /// last id used there), adds it to the page and session counts, and folds its heat into
@@ -804,6 +912,7 @@ fn ingest_in(
     let mut outcome = Ingested::default();
     let mut pages: BTreeMap<(i64, i64, i64, &str), i64> = BTreeMap::new();
     let mut sessions: BTreeMap<(i64, &str), SessionHour<'_>> = BTreeMap::new();
+    let mut page_sessions: BTreeSet<(i64, i64, &str, &str)> = BTreeSet::new();
     {
         let mut event_pages = Vec::with_capacity(events.len());
         for event in events {
@@ -841,18 +950,23 @@ fn ingest_in(
             heat.fold(page_id, kind, hour, event);
             let country = event.country.as_deref().unwrap_or_default();
             *pages.entry((hour, page_id, kind, country)).or_default() += 1;
-            let session = sessions.entry((hour, event.session.as_str())).or_insert((
-                event.at_ms,
-                event.at_ms,
-                0,
-                None,
-            ));
-            session.0 = session.0.min(event.at_ms);
-            session.1 = session.1.max(event.at_ms);
-            session.2 += 1;
-            if session.3.is_none() {
-                session.3 = event.country.as_deref();
-            }
+            page_sessions.insert((page_id, hour, event.session.as_str(), country));
+            let session = sessions
+                .entry((hour, event.session.as_str()))
+                .or_insert(SessionHour {
+                    first_ms: event.at_ms,
+                    last_ms: event.at_ms,
+                    events: 0,
+                    country: None,
+                    device: None,
+                    referrer: None,
+                });
+            session.first_ms = session.first_ms.min(event.at_ms);
+            session.last_ms = session.last_ms.max(event.at_ms);
+            session.events += 1;
+            session.country = session.country.or(event.country.as_deref());
+            session.device = session.device.or(event.device.as_deref());
+            session.referrer = session.referrer.or(event.referrer.as_deref());
         }
     }
     let mut upsert = tx.prepare_cached(
@@ -862,17 +976,36 @@ fn ingest_in(
     for ((hour, page_id, kind, country), n) in pages {
         upsert.execute(params![hour, page_id, kind, country, n])?;
     }
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO page_sessions (page_id, hour, session, country)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (page_id, hour, session, country) in page_sessions {
+        insert.execute(params![page_id, hour, session, country])?;
+    }
     let mut upsert = tx.prepare_cached(
-        "INSERT INTO session_hourly (hour, session, first_ms, last_ms, events, country)
-         VALUES (?6, ?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO session_hourly
+            (hour, session, first_ms, last_ms, events, country, device, referrer)
+         VALUES (?6, ?1, ?2, ?3, ?4, ?5, ?7, ?8)
          ON CONFLICT DO UPDATE SET
             first_ms = MIN(first_ms, excluded.first_ms),
             last_ms = MAX(last_ms, excluded.last_ms),
             events = events + excluded.events,
-            country = COALESCE(country, excluded.country)",
+            country = COALESCE(country, excluded.country),
+            device = COALESCE(device, excluded.device),
+            referrer = COALESCE(referrer, excluded.referrer)",
     )?;
-    for ((hour, session), (first_ms, last_ms, n, country)) in sessions {
-        upsert.execute(params![session, first_ms, last_ms, n, country, hour])?;
+    for ((hour, session), row) in sessions {
+        upsert.execute(params![
+            session,
+            row.first_ms,
+            row.last_ms,
+            row.events,
+            row.country,
+            hour,
+            row.device,
+            row.referrer
+        ])?;
     }
     Ok(outcome)
 }
@@ -1019,6 +1152,97 @@ fn page_path(conn: &Connection, id: i64) -> Result<String, rusqlite::Error> {
         .query_row([id], |row| row.get(0))
 }
 
+/// The sessions with an event on a page in a range (`:page`, `:country`): the visits of
+/// its whole hours (`[:first_hour, :end_hour)`) from `page_sessions`, and those of its
+/// partial hours at either end (`[:edgeN_from, :edgeN_to)`) from the raw events. The
+/// `kind IN` list lets the raw part walk the `(page_id, kind, at_ms)` index by time.
+const PAGE_SESSIONS_SQL: &str = "SELECT session FROM page_sessions
+    WHERE page_id = :page AND hour >= :first_hour AND hour < :end_hour
+      AND (:country IS NULL OR country = :country)
+    UNION
+    SELECT session FROM events
+    WHERE page_id = :page AND kind IN (0, 1, 2, 3, 4, 5, 6)
+      AND at_ms >= :edge1_from AND at_ms < :edge1_to
+      AND (:country IS NULL OR country = :country)
+    UNION
+    SELECT session FROM events
+    WHERE page_id = :page AND kind IN (0, 1, 2, 3, 4, 5, 6)
+      AND at_ms >= :edge2_from AND at_ms < :edge2_to
+      AND (:country IS NULL OR country = :country)";
+
+/// The values [`PAGE_SESSIONS_SQL`] is bound to; absent parts are empty spans.
+#[derive(Debug, Clone, Copy)]
+struct PageSessionsKey<'a> {
+    page_id: i64,
+    hours: (i64, i64),
+    edges: [(i64, i64); 2],
+    country: Option<&'a str>,
+}
+
+impl<'a> PageSessionsKey<'a> {
+    fn new(page_id: i64, range: Range, country: Option<&'a str>) -> Self {
+        let (whole, edge_ranges) = split_hours(range);
+        let mut edges = [(0, 0); 2];
+        for (slot, edge) in edges.iter_mut().zip(edge_ranges) {
+            *slot = (edge.from_ms, edge.to_ms);
+        }
+        PageSessionsKey {
+            page_id,
+            hours: whole.unwrap_or((0, 0)),
+            edges,
+            country,
+        }
+    }
+}
+
+/// Adds version 4's columns and table in one transaction. A column is added only where it
+/// is missing, so a file that a failed start left half-migrated opens all the same.
+fn migrate_3_to_4(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch("BEGIN")?;
+    let result = (|| {
+        for (table, column) in COLUMNS_4 {
+            let present: bool = conn
+                .prepare("SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2")?
+                .query_row([table, column], |row| row.get(0))?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+            }
+        }
+        conn.execute_batch(MIGRATE_3_TO_4)
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
+}
+
+/// The end of the hour holding `at_ms` (itself when it starts an hour).
+fn hour_end(at_ms: i64) -> i64 {
+    let hour = at_ms.div_euclid(HOUR_MS) + i64::from(at_ms.rem_euclid(HOUR_MS) != 0);
+    hour.saturating_mul(HOUR_MS)
+}
+
+/// The range as the aggregates can answer it. When no stored event is as new as its end
+/// (a range ending now, the usual case), the hour holding the end holds nothing past it,
+/// so it is read whole from the aggregates instead of from raw events: a dashboard's
+/// "last 30 days" then reads no raw events at all. Call it inside the snapshot the
+/// answer is read from.
+fn answerable(conn: &Connection, range: Range) -> Result<Range, rusqlite::Error> {
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT MAX(at_ms) FROM events")?
+        .query_row([], |row| row.get(0))?;
+    Ok(match newest {
+        Some(newest) if newest >= range.to_ms => range,
+        _ => Range {
+            from_ms: range.from_ms,
+            to_ms: hour_end(range.to_ms),
+        },
+    })
+}
+
 /// Sessions in a range: for a page, those with an event on it in the range; otherwise
 /// those with an hour whose first-to-last span overlaps the range.
 fn count_sessions(
@@ -1028,14 +1252,23 @@ fn count_sessions(
     page_id: Option<i64>,
 ) -> Result<u64, rusqlite::Error> {
     let n: i64 = match page_id {
-        Some(page_id) => conn
-            .prepare_cached(
-                "SELECT COUNT(DISTINCT session) FROM events
-                 WHERE page_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND (?4 IS NULL OR country = ?4)",
-            )?
-            .query_row(params![page_id, range.from_ms, range.to_ms, filter.country], |row| {
-                row.get(0)
-            })?,
+        Some(page_id) => {
+            let key = PageSessionsKey::new(page_id, range, filter.country.as_deref());
+            conn.prepare_cached(&format!("SELECT COUNT(*) FROM ({PAGE_SESSIONS_SQL})"))?
+                .query_row(
+                    named_params! {
+                        ":page": key.page_id,
+                        ":first_hour": key.hours.0,
+                        ":end_hour": key.hours.1,
+                        ":edge1_from": key.edges[0].0,
+                        ":edge1_to": key.edges[0].1,
+                        ":edge2_from": key.edges[1].0,
+                        ":edge2_to": key.edges[1].1,
+                        ":country": key.country,
+                    },
+                    |row| row.get(0),
+                )?
+        }
         None => conn
             .prepare_cached(
                 "SELECT COUNT(DISTINCT session) FROM session_hourly
@@ -1152,6 +1385,9 @@ mod tests {
             (PAGE_HOURLY_SQL, "page_hourly"),
             (PAGE_EDGE_SQL, "events_time_key"),
             (UNWRITTEN_HEAT_SQL, "INTEGER PRIMARY KEY"),
+            (PAGE_SESSIONS_SQL, "page_sessions"),
+            (PAGE_SESSIONS_SQL, "events_page_kind_time"),
+            ("SELECT MAX(at_ms) FROM events", "events_time_key"),
         ];
         for (sql, access) in queries {
             let mut plan = reader

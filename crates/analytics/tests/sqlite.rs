@@ -198,5 +198,68 @@ fn a_version_2_file_keeps_its_heat_and_counts_new_events_once() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+}
+
+#[test]
+fn a_version_3_file_gets_its_page_sessions_and_new_columns_when_opened() {
+    use analytics::conformance::{sample_events, Rng, BASE_MS};
+    use analytics::{Filter, Range};
+
+    let dir = TempDir::new("migrate3");
+    let path = dir.0.join("events.sqlite");
+    let events = sample_events(&mut Rng::new(13), 3000, BASE_MS, 2 * 86_400_000);
+    // A range with partial hours at both ends, so both the table and the edges count.
+    let range = Range::new(BASE_MS + 1_234_567, BASE_MS + 86_400_000 + 7_654_321).unwrap();
+    let pricing = Filter {
+        page: Some("/pricing".into()),
+        country: None,
+    };
+    let mut expected: Vec<&str> = events
+        .iter()
+        .filter(|event| event.page == "/pricing" && range.contains(event.at_ms))
+        .map(|event| event.session.as_str())
+        .collect();
+    expected.sort_unstable();
+    expected.dedup();
+    assert!(expected.len() > 10);
+    {
+        let store = open(&path, None, 0);
+        store.ingest(&events).unwrap();
+    }
+    {
+        // What a version 3 file looks like: no page_sessions, no device or referrer.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE page_sessions;
+             ALTER TABLE events DROP COLUMN device;
+             ALTER TABLE events DROP COLUMN referrer;
+             ALTER TABLE session_hourly DROP COLUMN device;
+             ALTER TABLE session_hourly DROP COLUMN referrer;
+             PRAGMA user_version=3;",
+        )
+        .unwrap();
+    }
+    let store = open(&path, None, analytics::DEFAULT_HEAT_FLUSH_EVENTS);
+    let totals = store.totals(range, &pricing, 10).unwrap();
+    assert_eq!(totals.sessions, expected.len() as u64);
+    assert_eq!(
+        store.sessions(range, &pricing, 10_000).unwrap().len(),
+        expected.len()
+    );
+    let mut visitor = analytics::Event::new(
+        protocol::analytics::EventType::Pageview,
+        "/pricing",
+        "referred",
+        BASE_MS + 86_400_000,
+    );
+    visitor.device = Some("mobile".into());
+    visitor.referrer = Some("news.example".into());
+    store.ingest(&[visitor]).unwrap();
+    let listed = store.sessions(Range::all(), &pricing, 10_000).unwrap();
+    let row = listed.iter().find(|row| row.session == "referred").unwrap();
+    assert_eq!(
+        (row.device.as_deref(), row.referrer.as_deref()),
+        (Some("mobile"), Some("news.example"))
+    );
 }

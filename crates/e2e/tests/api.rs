@@ -755,8 +755,12 @@ async fn the_seed_requests_are_accepted_and_summary_and_sessions_carry_its_field
         ("pageview", "/products"),
         ("click", "/products"),
     ] {
-        let body =
+        let mut body =
             json!({"type": kind, "page": page, "sessionId": "visitor-002", "country": "India"});
+        if page == "/home" {
+            body["metadata"] =
+                json!({"device": "Mobile", "referrer": "https://www.google.com/search?q=x"});
+        }
         let (status, _, reply) =
             request(&addr, "POST", "/api/events", &[], &body.to_string()).await;
         assert_eq!(status, 202, "{reply}");
@@ -795,6 +799,8 @@ async fn the_seed_requests_are_accepted_and_summary_and_sessions_carry_its_field
     let session = &sessions[0];
     assert_eq!(session["sessionId"], "visitor-002", "{sessions}");
     assert_eq!(session["currentPage"], "/products", "{sessions}");
+    assert_eq!(session["device"], "mobile", "{sessions}");
+    assert_eq!(session["referrer"], "www.google.com", "{sessions}");
     assert_eq!(
         session["journey"],
         json!(["/home", "/products"]),
@@ -806,4 +812,34 @@ async fn the_seed_requests_are_accepted_and_summary_and_sessions_carry_its_field
         "{sessions}"
     );
     assert!(session["duration"].is_u64(), "{sessions}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_country_header_fills_events_without_a_country() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let addr = relay.addr.to_string();
+    let body = json!([
+        {"type": "pageview", "page": "/", "sessionId": "cdn-1"},
+        {"type": "pageview", "page": "/", "sessionId": "cdn-2", "country": "USA"}
+    ]);
+    let (status, _, reply) = request(
+        &addr,
+        "POST",
+        "/api/events",
+        &[("CF-IPCountry", "in")],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{reply}");
+    let summary: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/summary?range=1h")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    // The event's own country wins; the header fills the one without.
+    assert_eq!(summary["countries"], json!({"IN": 1, "US": 1}), "{summary}");
 }

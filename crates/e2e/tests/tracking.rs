@@ -102,6 +102,27 @@ async fn the_snippet_tracks_clicks_per_width_and_the_dashboard_follows_visitors(
     assert_hot_at(&addr, "desktop", desktop).await;
     assert_hot_at(&addr, "mobile", mobile).await;
 
+    // The page view said what kind of device this is, and the browser's language gave the
+    // country (no proxy header here).
+    let language = browser
+        .execute("return navigator.language;", vec![])
+        .await
+        .unwrap();
+    let region = protocol::analytics::locale_region(language.as_str().unwrap_or_default());
+    let sessions: Value = serde_json::from_slice(
+        &http_get(&addr, "/api/analytics/sessions")
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(sessions[0]["device"], "desktop", "{sessions}");
+    assert_eq!(
+        sessions[0]["country"].as_str(),
+        region.as_deref(),
+        "language {language}: {sessions}"
+    );
+
     // The dashboard, in another tab, sees this visitor…
     let visitor_tab = browser.window().await.unwrap();
     let dashboard_tab = browser.new_window(true).await.unwrap().handle;

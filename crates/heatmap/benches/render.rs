@@ -18,6 +18,8 @@ fn input(moves: &[[u16; 2]]) -> RenderInput<'_> {
     RenderInput {
         moves,
         clicks: &[],
+        move_counts: &[],
+        click_counts: &[],
         duration_ms: 60_000,
         started: "2026-01-01 00:00:00",
     }

@@ -1,6 +1,10 @@
 //! Times each render stage at 1920x1080 (or `--width`/`--height`) for 10k, 100k and 1M points and prints a table.
 //!
-//! `cargo run --release -p heatmap --example stages [-- --points 1000000 --runs 15 --bandwidth 18 --width 3840 --height 2160 --save out.png]`
+//! `cargo run --release -p heatmap --example stages [-- --points 1000000 --runs 15 --bandwidth 18 --width 3840 --height 2160 --save out.png --one-thread]`
+//!
+//! `--one-thread` runs everything inside a one-thread rayon pool, so every parallel loop
+//! runs on the calling stack and `valgrind --tool=callgrind` can charge each stage's work
+//! to the stage's function (inclusive cost); without it the work lands in rayon's workers.
 //! Used by `scripts/bench`; the criterion benches (`cargo bench -p heatmap`) measure the
 //! same stages with statistics.
 
@@ -11,6 +15,18 @@ use heatmap::synthetic::pointer_paths;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|arg| arg == "--one-thread") {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a one-thread pool"); // ok: a profiling run, nothing to recover
+        pool.install(|| run(&args));
+    } else {
+        run(&args);
+    }
+}
+
+fn run(args: &[String]) {
     let flag = |name: &str| {
         args.iter()
             .position(|arg| arg == name)
@@ -36,6 +52,8 @@ fn main() {
         let input = RenderInput {
             moves: &moves,
             clicks: &[],
+            move_counts: &[],
+            click_counts: &[],
             duration_ms: 60_000,
             started: "2026-01-01 00:00:00",
         };

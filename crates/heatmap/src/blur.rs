@@ -53,24 +53,81 @@ pub(crate) fn box_radii(sigma: f32) -> [usize; 3] {
     radii
 }
 
+/// Rows blurred together by [`box_blur_rows`], one per vector lane.
+const LANES: usize = 8;
+
 /// Box blur along each row of `src` (rows of `width` cells) into `dst`.
+///
+/// A running sum along one row is a chain of dependent additions the compiler cannot
+/// vectorise, so rows go in groups of [`LANES`]: the group is transposed (column `x` of
+/// all its rows side by side), the running sums advance all rows at once, and the result
+/// is transposed back. Each row's additions happen in the same order as one row alone
+/// ([`box_blur_row`], which takes the rows left over), so the result is the same to the bit.
 fn box_blur_rows(src: &[f32], dst: &mut [f32], width: usize, radius: usize) {
     let scale = 1.0 / (2 * radius + 1) as f32;
-    src.par_chunks_exact(width)
-        .zip(dst.par_chunks_exact_mut(width))
-        .for_each(|(src_row, dst_row)| {
-            // The running sum over [x - radius, x + radius], with zeros outside the row.
-            let mut sum: f32 = src_row.iter().take(radius).sum();
-            for x in 0..width {
-                if let Some(entering) = src_row.get(x + radius) {
-                    sum += entering;
+    src.par_chunks(width * LANES)
+        .zip(dst.par_chunks_mut(width * LANES))
+        .for_each_init(
+            || (vec![[0.0f32; LANES]; width], vec![[0.0f32; LANES]; width]),
+            |(across, blurred), (src_rows, dst_rows)| {
+                if src_rows.len() < width * LANES {
+                    for (src_row, dst_row) in src_rows
+                        .chunks_exact(width)
+                        .zip(dst_rows.chunks_exact_mut(width))
+                    {
+                        box_blur_row(src_row, dst_row, radius, scale);
+                    }
+                    return;
                 }
-                dst_row[x] = sum * scale;
-                if x >= radius {
-                    sum -= src_row[x - radius];
+                for (lane, src_row) in src_rows.chunks_exact(width).enumerate() {
+                    for (column, &value) in across.iter_mut().zip(src_row) {
+                        column[lane] = value;
+                    }
                 }
-            }
-        });
+                let add = |sum: &mut [f32; LANES], column: &[f32; LANES]| {
+                    for (sum, value) in sum.iter_mut().zip(column) {
+                        *sum += value;
+                    }
+                };
+                // The running sums over [x - radius, x + radius], zeros outside the row.
+                let mut sum = [-0.0f32; LANES];
+                for column in across.iter().take(radius) {
+                    add(&mut sum, column);
+                }
+                for x in 0..width {
+                    if let Some(entering) = across.get(x + radius) {
+                        add(&mut sum, entering);
+                    }
+                    blurred[x] = sum.map(|lane| lane * scale);
+                    if x >= radius {
+                        for (sum, value) in sum.iter_mut().zip(&across[x - radius]) {
+                            *sum -= value;
+                        }
+                    }
+                }
+                for (lane, dst_row) in dst_rows.chunks_exact_mut(width).enumerate() {
+                    for (cell, column) in dst_row.iter_mut().zip(blurred.iter()) {
+                        *cell = column[lane];
+                    }
+                }
+            },
+        );
+}
+
+/// One row of [`box_blur_rows`].
+fn box_blur_row(src_row: &[f32], dst_row: &mut [f32], radius: usize, scale: f32) {
+    let width = src_row.len();
+    // The running sum over [x - radius, x + radius], with zeros outside the row.
+    let mut sum: f32 = src_row.iter().take(radius).sum();
+    for x in 0..width {
+        if let Some(entering) = src_row.get(x + radius) {
+            sum += entering;
+        }
+        dst_row[x] = sum * scale;
+        if x >= radius {
+            sum -= src_row[x - radius];
+        }
+    }
 }
 
 /// Box blur along each column of `src` (`height` rows of `width`) into `dst`.
@@ -153,6 +210,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn rows_blurred_in_lanes_equal_rows_blurred_alone_to_the_bit() {
+        let (width, height) = (37, 8 * 3 + 5);
+        let src: Vec<f32> = (0..width * height)
+            .map(|idx| ((idx * 7919) % 1013) as f32 / 7.0)
+            .collect();
+        for radius in [0, 1, 5, 36, 40] {
+            let mut lanes = vec![0.0; src.len()];
+            box_blur_rows(&src, &mut lanes, width, radius);
+            let mut alone = vec![0.0; src.len()];
+            let scale = 1.0 / (2 * radius + 1) as f32;
+            for (src_row, dst_row) in src.chunks_exact(width).zip(alone.chunks_exact_mut(width)) {
+                box_blur_row(src_row, dst_row, radius, scale);
+            }
+            let bits = |cells: &[f32]| cells.iter().map(|cell| cell.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&lanes), bits(&alone), "radius {radius}");
+        }
     }
 
     #[test]

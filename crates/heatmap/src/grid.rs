@@ -56,33 +56,90 @@ impl Grid {
     /// cell is the one holding the interval's centre, so a 1920 px viewport maps pixel to
     /// pixel onto a 1920 px image and a smaller one stretches in proportion.
     ///
-    /// Large inputs are split by rows across threads: every thread reads all points (a
-    /// sequential scan, cheap) and writes only the rows of its band, so no two threads
-    /// touch the same cell and no per-thread grid has to be merged.
+    /// Large inputs are split across threads in one of two ways. When the points are many
+    /// for the grid (at least half a point per cell), two threads each add half of the
+    /// points, one into this grid and one into a pooled copy, and the copy is added in:
+    /// every point is read once, and memory grows by at most one grid (the image size the
+    /// renderer already bounds). Otherwise every thread reads all points (a sequential
+    /// scan) and writes only the rows of its band, which needs no extra grid; with many
+    /// points that reads each point once per thread, which made accumulation no faster on
+    /// two cores than on one.
+    ///
+    /// Sums of whole-number weights (every caller's) are exact in `f32` far beyond any
+    /// cell's count, so both ways give the same cells as one thread.
     pub fn accumulate(&mut self, points: &[NormPoint], weight: f32) {
+        self.accumulate_counted(points, &[], weight);
+    }
+
+    /// Adds `weight` times `counts[i]` at point `i` (once each where `counts` is empty):
+    /// a point standing for many events, such as a stored heat cell's centre, costs the
+    /// same as one.
+    pub fn accumulate_counted(&mut self, points: &[NormPoint], counts: &[u32], weight: f32) {
         /// Below this many points one thread is faster than coordinating two.
         const PARALLEL_FROM: usize = 100_000;
         let width = self.width();
         let height = self.height();
-        let n_bands = rayon::current_num_threads().clamp(1, height.max(1));
-        if points.len() < PARALLEL_FROM || n_bands == 1 {
-            accumulate_band(self.cells_mut(), points, weight, width, height, 0);
+        let n_threads = rayon::current_num_threads().clamp(1, height.max(1));
+        if points.len() < PARALLEL_FROM || n_threads == 1 {
+            accumulate_band(self.cells_mut(), points, counts, weight, width, height, 0);
             return;
         }
-        let band_rows = height.div_ceil(n_bands);
+        if points.len() >= width * height / 2 {
+            self.accumulate_in_halves(points, counts, weight);
+            return;
+        }
+        let band_rows = height.div_ceil(n_threads);
         self.cells_mut()
             .par_chunks_mut(band_rows * width)
             .enumerate()
             .for_each(|(band, cells)| {
-                accumulate_band(cells, points, weight, width, height, band * band_rows)
+                accumulate_band(
+                    cells,
+                    points,
+                    counts,
+                    weight,
+                    width,
+                    height,
+                    band * band_rows,
+                )
             });
+    }
+
+    /// Accumulates the two halves of the points in parallel, the first into this grid and
+    /// the second into a pooled copy, then adds the copy in.
+    fn accumulate_in_halves(&mut self, points: &[NormPoint], counts: &[u32], weight: f32) {
+        let (width, height) = (self.width(), self.height());
+        let half = points.len() / 2;
+        let (first, second) = points.split_at(half);
+        let (first_counts, second_counts) = counts.split_at(half.min(counts.len()));
+        let mut copy = scratch::floats(width * height);
+        let cells = self.cells_mut();
+        rayon::join(
+            || accumulate_band(cells, first, first_counts, weight, width, height, 0),
+            || accumulate_band(&mut copy, second, second_counts, weight, width, height, 0),
+        );
+        cells
+            .par_chunks_mut(PAR_CHUNK)
+            .zip(copy.par_chunks(PAR_CHUNK))
+            .for_each(|(mine, theirs)| {
+                for (cell, add) in mine.iter_mut().zip(theirs) {
+                    *cell += add;
+                }
+            });
+        scratch::recycle_floats(copy);
     }
 
     /// Adds `weight` times a normalised Gaussian of `sigma` cells around each point.
     ///
     /// Exact, and cheaper than accumulating and blurring a whole grid when the points are
     /// few (clicks): the cost is the points times the kernel's area.
-    pub(crate) fn splat_gaussian(&mut self, points: &[NormPoint], weight: f32, sigma: f32) {
+    pub(crate) fn splat_gaussian(
+        &mut self,
+        points: &[NormPoint],
+        counts: &[u32],
+        weight: f32,
+        sigma: f32,
+    ) {
         let reach = (3.0 * sigma).ceil().max(1.0) as i64;
         let kernel: Vec<f32> = (-reach..=reach)
             .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
@@ -90,15 +147,16 @@ impl Grid {
         let norm: f32 = kernel.iter().sum::<f32>().powi(2);
         let (width, height) = (self.width() as i64, self.height() as i64);
         let cells = self.cells_mut();
-        for &point in points {
+        for (idx, &point) in points.iter().enumerate() {
             let (col, row) = cell_of(point, width as u64, height as u64);
             let (col, row) = (col as i64, row as i64);
+            let point_weight = weight * counts.get(idx).map_or(1.0, |&n| n as f32);
             for (dy, ky) in (-reach..=reach).zip(&kernel) {
                 let y = row + dy;
                 if !(0..height).contains(&y) {
                     continue;
                 }
-                let row_weight = weight * ky / norm;
+                let row_weight = point_weight * ky / norm;
                 for (dx, kx) in (-reach..=reach).zip(&kernel) {
                     let x = col + dx;
                     if (0..width).contains(&x) {
@@ -183,6 +241,7 @@ fn cell_of([u, v]: NormPoint, width: u64, height: u64) -> (u64, u64) {
 fn accumulate_band(
     cells: &mut [f32],
     points: &[NormPoint],
+    counts: &[u32],
     weight: f32,
     width: usize,
     height: usize,
@@ -190,14 +249,15 @@ fn accumulate_band(
 ) {
     let band_rows = cells.len() / width.max(1);
     let (width64, height64) = (width as u64, height as u64);
-    for &point in points {
+    for (idx, &point) in points.iter().enumerate() {
         let (col, row) = cell_of(point, width64, height64);
         // `wrapping_sub` turns rows above the band into huge values, so one comparison
         // keeps both ends; col < width holds by construction (u < 65536).
         let band_row = (row as usize).wrapping_sub(first_row);
         if band_row < band_rows {
             if let Some(cell) = cells.get_mut(band_row * width + col as usize) {
-                *cell += weight;
+                // An empty `counts` (the usual case) costs one predictable branch.
+                *cell += counts.get(idx).map_or(weight, |&n| weight * n as f32);
             }
         }
     }
@@ -236,22 +296,72 @@ mod tests {
     }
 
     #[test]
-    fn parallel_bands_match_one_thread() {
+    fn counted_points_accumulate_alike_on_every_path() {
+        let points: Vec<NormPoint> = (0..200_000u64)
+            .map(|idx| [(idx * 7919 % 65536) as u16, (idx * 104_729 % 65536) as u16])
+            .collect();
+        let counts: Vec<u32> = (0..points.len() as u32).map(|idx| idx % 5).collect();
+        let expected: f64 = counts.iter().map(|&n| f64::from(n)).sum();
+        // 58,000 cells take the halves, 700,000 the bands, one thread the plain loop.
+        for (width, height) in [(320, 181), (1000, 700)] {
+            let mut serial = Grid::new(width, height);
+            accumulate_band(
+                serial.cells_mut(),
+                &points,
+                &counts,
+                1.0,
+                width as usize,
+                height as usize,
+                0,
+            );
+            assert_eq!(serial.total(), expected);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let mut parallel = Grid::new(width, height);
+            pool.install(|| parallel.accumulate_counted(&points, &counts, 1.0));
+            assert!(parallel.cells() == serial.cells(), "{width}x{height}");
+        }
+    }
+
+    #[test]
+    fn parallel_accumulation_matches_one_thread() {
         let points: Vec<NormPoint> = (0..300_000u64)
             .map(|idx| [(idx * 7919 % 65536) as u16, (idx * 104_729 % 65536) as u16])
             .collect();
-        let mut banded = Grid::new(320, 181);
-        banded.accumulate(&points, 1.0);
-        let mut serial = Grid::new(320, 181);
-        accumulate_band(serial.cells_mut(), &points, 1.0, 320, 181, 0);
-        assert_eq!(banded.cells(), serial.cells());
-        assert_eq!(banded.total(), 300_000.0);
+        // 58,000 cells take the halves, 700,000 the bands.
+        for (width, height) in [(320, 181), (1000, 700)] {
+            let mut serial = Grid::new(width, height);
+            accumulate_band(
+                serial.cells_mut(),
+                &points,
+                &[],
+                1.0,
+                width as usize,
+                height as usize,
+                0,
+            );
+            for n_threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(n_threads)
+                    .build()
+                    .unwrap();
+                let mut parallel = Grid::new(width, height);
+                pool.install(|| parallel.accumulate(&points, 1.0));
+                assert!(
+                    parallel.cells() == serial.cells(),
+                    "{width}x{height} on {n_threads} threads"
+                );
+                assert_eq!(parallel.total(), 300_000.0);
+            }
+        }
     }
 
     #[test]
     fn splatted_gaussians_keep_their_mass_and_centre() {
         let mut grid = Grid::new(200, 100);
-        grid.splat_gaussian(&[[32768, 32768]], 10.0, 4.0);
+        grid.splat_gaussian(&[[32768, 32768]], &[], 10.0, 4.0);
         assert!((grid.total() - 10.0).abs() < 1e-3, "{}", grid.total());
         assert_eq!(grid.argmax(), (100, 50));
     }

@@ -12,7 +12,8 @@
 //! - `blur`: Gaussian smoothing by three box blurs.
 //! - `colormap`: colour tables, scales and the alpha ramp.
 //! - `palette`: the heat's colours fitted into a PNG palette, within a known tolerance.
-//! - `encode`: PNG encoding (indexed or RGB) with rows filtered in parallel.
+//! - `encode`: PNG encoding (indexed or RGB), bands of rows filtered and compressed in parallel.
+//! - `deflate`: DEFLATE in independent bands that join into one zlib stream.
 //! - `background`: the screenshot drawn under the heat in background mode.
 //! - `scratch`: a bounded pool of reused buffers (first-touch page faults were a third of a render).
 //! - `synthetic`: deterministic pointer-like data for benchmarks.
@@ -21,6 +22,7 @@
 pub mod background;
 pub mod blur;
 mod colormap;
+mod deflate;
 pub mod density;
 pub mod encode;
 mod error;

@@ -4,7 +4,7 @@
 //! heavy stages use rayon to spread over the machine's cores.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use plotters::prelude::*;
@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::background::Background;
 use crate::colormap::{alpha_for, apply_scale, lut};
 pub use crate::density::{density, Density};
+use crate::density::{RowScratch, COLOUR_STEPS};
 use crate::encode::{encode_indexed, encode_png};
 use crate::grid::NormPoint;
 use crate::palette;
@@ -116,6 +117,12 @@ pub struct RenderInput<'a> {
     pub moves: &'a [NormPoint],
     /// Click positions.
     pub clicks: &'a [NormPoint],
+    /// How many events each move point stands for (empty: one each). A map drawn from
+    /// stored heat cells passes each cell's centre once with its count, so its cost
+    /// follows the cells, not the events.
+    pub move_counts: &'a [u32],
+    /// The same for the click points.
+    pub click_counts: &'a [u32],
     /// How long the recording lasted, in milliseconds.
     pub duration_ms: u32,
     /// When it started, as local time text for the caption.
@@ -126,10 +133,29 @@ impl RenderInput<'_> {
     /// The points the settings' kind selects.
     pub fn n_shown(&self, kind: HeatKind) -> usize {
         match kind {
-            HeatKind::Moves => self.moves.len(),
-            HeatKind::Clicks => self.clicks.len(),
-            HeatKind::Both => self.moves.len() + self.clicks.len(),
+            HeatKind::Moves => self.n_moves(),
+            HeatKind::Clicks => self.n_clicks(),
+            HeatKind::Both => self.n_moves() + self.n_clicks(),
         }
+    }
+
+    /// The move events the points stand for.
+    pub fn n_moves(&self) -> usize {
+        events_of(self.moves, self.move_counts)
+    }
+
+    /// The click events the points stand for.
+    pub fn n_clicks(&self) -> usize {
+        events_of(self.clicks, self.click_counts)
+    }
+}
+
+/// Events behind `points`: one each, or their counts.
+fn events_of(points: &[NormPoint], counts: &[u32]) -> usize {
+    if counts.is_empty() {
+        points.len()
+    } else {
+        counts.iter().map(|&n| n as usize).sum()
     }
 }
 
@@ -169,6 +195,21 @@ impl StageTimings {
 /// [`Error::Encode`] if annotation or encoding fails; [`Error::NoBackground`] when the
 /// background mode is asked for without a screenshot.
 pub fn render_png(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<Rendered, Error> {
+    render_png_captioned(input, settings, &recording_caption(input, settings))
+}
+
+/// Renders the points as a PNG heatmap whose caption says `caption` instead of the
+/// recording's counts, length and start: for maps drawn from other sources (a page's
+/// stored events), whose own facts (events, sessions, range) the caller knows. A long
+/// caption is wrapped at its ` · ` separators to fit the image.
+///
+/// # Errors
+/// As [`render_png`].
+pub fn render_png_captioned(
+    input: &RenderInput<'_>,
+    settings: &RenderSettings,
+    caption: &str,
+) -> Result<Rendered, Error> {
     if input.n_shown(settings.kind) == 0 {
         return Err(Error::NoPoints(settings.kind));
     }
@@ -179,9 +220,9 @@ pub fn render_png(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<
     let grid = density(input, settings, &mut timings);
 
     let png = if settings.output == OutputMode::Background {
-        render_rgb(&grid, input, settings, &mut timings)
+        render_rgb(&grid, caption, settings, &mut timings)
     } else {
-        render_indexed(&grid, input, settings, &mut timings)
+        render_indexed(&grid, caption, settings, &mut timings)
     }?;
     Ok(Rendered { png, timings })
 }
@@ -189,15 +230,18 @@ pub fn render_png(input: &RenderInput<'_>, settings: &RenderSettings) -> Result<
 /// Heat over a screenshot: every colour of the photo can show, so the PNG is RGB.
 fn render_rgb(
     grid: &Density,
-    input: &RenderInput<'_>,
+    caption: &str,
     settings: &RenderSettings,
     timings: &mut StageTimings,
 ) -> Result<Vec<u8>, Error> {
     let started = Instant::now();
     let mut pixels = colourise(grid, settings);
     if settings.annotate && has_room_for_annotations(settings) {
-        let layout = Layout::new(input, settings);
-        if let Err(err) = draw_annotations(&mut pixels.bytes, 0, &layout, settings, true) {
+        let drawn = Layout::new(caption, settings).and_then(|layout| match layout {
+            Some(layout) => draw_annotations(&mut pixels.bytes, 0, &layout, settings, true),
+            None => Ok(()),
+        });
+        if let Err(err) = drawn {
             scratch::recycle_bytes(pixels.bytes);
             return Err(err);
         }
@@ -214,14 +258,14 @@ fn render_rgb(
 /// Heat on white or on transparency: a palette image, a byte a pixel.
 fn render_indexed(
     grid: &Density,
-    input: &RenderInput<'_>,
+    caption: &str,
     settings: &RenderSettings,
     timings: &mut StageTimings,
 ) -> Result<Vec<u8>, Error> {
     let started = Instant::now();
     let mut image = colourise_indexed(grid, settings);
     if settings.annotate && has_room_for_annotations(settings) {
-        if let Err(err) = annotate_indexed(&mut image, input, settings) {
+        if let Err(err) = annotate_indexed(&mut image, caption, settings) {
             scratch::recycle_bytes(image.indices);
             return Err(err);
         }
@@ -268,6 +312,71 @@ pub struct Indexed {
 /// [`Indexed::tolerance`] of [`colourise`]'s), the colour bar's colours and a grey ramp
 /// for the annotations' text. Rows run in parallel, as in [`colourise`].
 pub fn colourise_indexed(density: &Density, settings: &RenderSettings) -> Indexed {
+    let colours = indexed_colours(settings);
+    let to_step = step_scale(density);
+    let width = settings.width as usize;
+    let mut indices = scratch::bytes(width * settings.height as usize, 0);
+    indices.par_chunks_mut(width).enumerate().for_each_init(
+        RowScratch::default,
+        |row_scratch, (y, out)| {
+            density.colour_row_into(y, to_step, &colours.step_index, row_scratch, out);
+        },
+    );
+    Indexed {
+        indices,
+        palette: colours.palette.clone(),
+        tolerance: colours.tolerance,
+        bar_index: colours.bar_index.clone(),
+        grey_base: colours.grey_base,
+    }
+}
+
+/// The colour side of an indexed image, which depends only on the colour map, the scale
+/// and whether the image is an overlay.
+#[derive(Debug)]
+struct IndexedColours {
+    palette: Vec<[u8; 4]>,
+    tolerance: u8,
+    /// Palette index of each density step; a fixed-size table lets the compiler drop the
+    /// bounds check in the per-pixel loop.
+    step_index: [u8; STEPS],
+    bar_index: Vec<u8>,
+    grey_base: usize,
+}
+
+/// The fitted palette for these settings' map, scale and mode, fitted once per process.
+///
+/// Fitting (the step table, the colour bar's colours, `palette::fit`'s search) is about
+/// 6 M instructions, all on one thread before the parallel colour loop: a twentieth of a
+/// 1080p render. The cache holds at most one entry per map, scale and mode (a few dozen
+/// entries of about 5 KiB), so it needs no bound of its own.
+fn indexed_colours(settings: &RenderSettings) -> Arc<IndexedColours> {
+    type Key = (Colormap, Scale, bool);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<IndexedColours>>>> = OnceLock::new();
+    let key = (
+        settings.colormap,
+        settings.scale,
+        settings.output == OutputMode::Overlay,
+    );
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let cached = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(colours) = cached {
+        return colours;
+    }
+    let colours = Arc::new(fit_indexed_colours(settings));
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(key, colours.clone());
+    colours
+}
+
+/// Fits the palette: the density steps' colours, the colour bar's and the text greys.
+fn fit_indexed_colours(settings: &RenderSettings) -> IndexedColours {
     let table = step_table(settings);
     let overlay = settings.output == OutputMode::Overlay;
     let panel_alpha = if overlay { PANEL_ALPHA } else { u8::MAX };
@@ -305,27 +414,13 @@ pub fn colourise_indexed(density: &Density, settings: &RenderSettings) -> Indexe
         let grey = (level * 255 / (N_GREYS - 1)) as u8;
         [grey, grey, grey, panel_alpha]
     }));
-    // A fixed-size table lets the compiler drop the bounds check in the per-pixel loop
-    // (`step_of` is below `STEPS` by construction); `fit` gives one index per step.
+    // `fit` gives one index per step, and the curve starts with the `STEPS` steps.
     let mut step_index = [0u8; STEPS];
     step_index.copy_from_slice(&fitted.index_of_step[..STEPS]);
-    let step_of = step_mapper(density);
-
-    let width = settings.width as usize;
-    let mut indices = scratch::bytes(width * settings.height as usize, 0);
-    indices.par_chunks_mut(width).enumerate().for_each_init(
-        || vec![0.0f32; width],
-        |values, (y, out)| {
-            density.row_into(y, values);
-            for (index, &value) in out.iter_mut().zip(values.iter()) {
-                *index = step_index[step_of(value)];
-            }
-        },
-    );
-    Indexed {
-        indices,
+    IndexedColours {
         palette,
         tolerance: fitted.tolerance,
+        step_index,
         bar_index: bar_steps
             .iter()
             .map(|&step| fitted.index_of_step[step])
@@ -345,7 +440,7 @@ impl Indexed {
 }
 
 /// Resolution of the precomputed density → colour table.
-const STEPS: usize = 4096;
+const STEPS: usize = COLOUR_STEPS;
 
 /// Grey levels the annotations' antialiased black-on-white text is snapped to in an
 /// indexed image; the palette keeps this many entries for them.
@@ -389,13 +484,19 @@ fn translucent_colours(table: &[([f32; 3], f32)]) -> Vec<[u8; 4]> {
 
 /// Maps a density value to its step in [`step_table`]: the largest value is the last step.
 fn step_mapper(density: &Density) -> impl Fn(f32) -> usize + Sync {
+    let to_step = step_scale(density);
+    move |value: f32| ((value * to_step) as usize).min(STEPS - 1)
+}
+
+/// The factor from a density value to a (fractional) step: the largest value is the last
+/// step.
+fn step_scale(density: &Density) -> f32 {
     let max = density.max();
-    let to_step = if max > 0.0 {
+    if max > 0.0 {
         (STEPS - 1) as f32 / max
     } else {
         0.0
-    };
-    move |value: f32| ((value * to_step) as usize).min(STEPS - 1)
+    }
 }
 
 /// Colours a density as RGB or RGBA pixels: over white, over the background screenshot, or
@@ -481,92 +582,280 @@ fn ensure_font() -> Result<(), Error> {
 /// A rectangle of the image, `[x0, y0, x1, y1)`.
 type Rect = [i32; 4];
 
-/// Whether the image is large enough for the colour bar and caption to fit.
+/// Whether the image is large enough to try placing the colour bar and caption at all
+/// ([`Layout::new`] decides whether they fit).
 fn has_room_for_annotations(settings: &RenderSettings) -> bool {
-    settings.width >= 480 && settings.height >= 240
+    settings.width >= 160 && settings.height >= 100
 }
 
-/// Where the colour bar and caption go, and what the caption says.
+/// The caption of a recording: what is shown, how much, how long, when it started.
+fn recording_caption(input: &RenderInput<'_>, settings: &RenderSettings) -> String {
+    let shown = match settings.kind {
+        HeatKind::Moves => "moves",
+        HeatKind::Clicks => "clicks",
+        HeatKind::Both => "moves and clicks",
+    };
+    format!(
+        "{} · {} moves, {} {} · {} · started {}",
+        shown,
+        group_thousands(input.n_moves()),
+        group_thousands(input.n_clicks()),
+        if input.n_clicks() == 1 {
+            "click"
+        } else {
+            "clicks"
+        },
+        format_duration(input.duration_ms),
+        input.started
+    )
+}
+
+/// Where a caption is broken into lines when it does not fit on one.
+const CAPTION_SEPARATOR: &str = " · ";
+
+/// Most of the image's height the panels may cover; past it the caption goes, then the bar.
+const MAX_PANEL_SHARE: f32 = 0.5;
+
+/// One line of text in the image: where it is drawn (plotters' top-left text position)
+/// and its width as the bundled font lays it out.
+#[derive(Debug, Clone)]
+struct Label {
+    text: String,
+    at: (i32, i32),
+    width: i32,
+}
+
+/// Where the colour bar, its labels and the caption go.
+///
+/// Every text is measured with the bundled font and placed so that no two texts, the bar
+/// and the two panels overlap, and all of them lie inside the image, at any width: the
+/// labels shorten (`high (sqrt scale)`, `high (sqrt)`, `high`) when the bar is narrow, and
+/// the caption moves above the bar and wraps at its ` · ` separators (a part too long for
+/// a line ends in `…`) when it does not fit beside it.
 struct Layout {
     font_px: u32,
-    caption: String,
-    caption_at: (i32, i32),
+    /// The caption's lines, top to bottom; none when the image has no room for them.
+    caption: Vec<Label>,
+    /// The caption's panel; empty (all zero) when there is no caption.
     caption_panel: Rect,
     bar_panel: Rect,
     /// The gradient itself, inside the bar's panel.
     bar: Rect,
-    low_at: (i32, i32),
-    high: String,
-    high_at: (i32, i32),
+    low: Label,
+    high: Label,
 }
 
 impl Layout {
-    fn new(input: &RenderInput<'_>, settings: &RenderSettings) -> Layout {
-        let (width, height) = (settings.width, settings.height);
-        let font_px = (height / 60).clamp(12, 36);
-        let pad = font_px as i32 / 2;
-        let line = font_px as i32 + pad;
-        let text_width = |text: &str| (text.chars().count() as i32 * font_px as i32 * 55) / 100;
-        let bottom = height as i32 - pad;
-
-        // Caption, bottom left: what, how much, how long, when.
-        let shown = match settings.kind {
-            HeatKind::Moves => "moves",
-            HeatKind::Clicks => "clicks",
-            HeatKind::Both => "moves and clicks",
+    /// Lays out `caption` and the colour bar for an image of the settings' size; `None`
+    /// when even the bar and its labels do not fit.
+    ///
+    /// # Errors
+    /// [`Error::Draw`] when the bundled font cannot be loaded to measure the text.
+    fn new(caption: &str, settings: &RenderSettings) -> Result<Option<Layout>, Error> {
+        ensure_font()?;
+        let (width, height) = (settings.width as i32, settings.height as i32);
+        let font_px = (settings.height / 60)
+            .min(settings.width / 30)
+            .clamp(11, 36);
+        let font = font_px as i32;
+        let pad = font / 2;
+        let measure = |text: &str| -> Result<i32, Error> {
+            let ((min_x, _), (max_x, _)) = (FONT_FAMILY, font_px)
+                .into_font()
+                .layout_box(text)
+                .map_err(|err| Error::Draw(err.to_string()))?;
+            Ok(max_x - min_x)
         };
-        let caption = format!(
-            "{} · {} moves, {} {} · {} · started {}",
-            shown,
-            group_thousands(input.moves.len()),
-            group_thousands(input.clicks.len()),
-            if input.clicks.len() == 1 {
-                "click"
-            } else {
-                "clicks"
-            },
-            format_duration(input.duration_ms),
-            input.started
-        );
-        let caption_panel = [
-            pad,
-            bottom - line - pad,
-            pad * 3 + text_width(&caption),
-            bottom,
-        ];
+        let label = |text: String, x: i32, box_top: i32| -> Result<Label, Error> {
+            let width = measure(&text)?;
+            Ok(Label {
+                text,
+                at: (x, box_top + text_extent(font_px).0),
+                width,
+            })
+        };
 
-        // Colour bar, bottom right: the gradient, then "low" and "high (scale)".
-        let bar_width = (width as i32 / 6).max(160);
-        let right = width as i32 - pad;
-        let left = right - bar_width - pad * 2;
-        let bar_top = bottom - line - pad / 2 - font_px as i32;
-        let label_y = bottom - line + pad / 2;
-        let high = format!("high ({} scale)", settings.scale);
-        Layout {
-            font_px,
-            caption_at: (pad * 2, bottom - line),
-            caption,
-            caption_panel,
-            bar_panel: [left, bottom - line * 2 - pad, right, bottom],
-            bar: [
-                left + pad,
-                bar_top,
-                left + pad + bar_width,
-                bar_top + font_px as i32,
-            ],
-            low_at: (left + pad, label_y),
-            high_at: (right - pad - text_width(&high), label_y),
-            high,
+        // Colour bar, bottom right: the gradient, then "low" and "high (scale)" under its
+        // ends, the longest "high" that leaves a gap of `pad` between the two.
+        let right = width - pad;
+        let bottom = height - pad;
+        let widest_bar = width - 4 * pad;
+        let low_width = measure("low")?;
+        let highs = [
+            format!("high ({} scale)", settings.scale),
+            format!("high ({})", settings.scale),
+            "high".to_owned(),
+        ];
+        let mut bar_width = (width / 6).max(160).min(widest_bar);
+        let mut high_text = None;
+        for text in &highs {
+            let needed = low_width + pad + measure(text)?;
+            if needed <= bar_width {
+                high_text = Some(text.clone());
+                break;
+            }
         }
+        let high_text = match high_text {
+            Some(text) => text,
+            None => {
+                bar_width = low_width + pad + measure("high")?;
+                if bar_width > widest_bar {
+                    return Ok(None);
+                }
+                "high".to_owned()
+            }
+        };
+        let bar_height = font;
+        let panel_height = pad + bar_height + pad / 2 + font + pad;
+        let bar_left = right - pad - bar_width;
+        let bar_panel = [bar_left - pad, bottom - panel_height, right, bottom];
+        let bar_top = bar_panel[1] + pad;
+        let bar = [
+            bar_left,
+            bar_top,
+            bar_left + bar_width,
+            bar_top + bar_height,
+        ];
+        let labels_top = bar[3] + pad / 2;
+        let low = label("low".to_owned(), bar_left, labels_top)?;
+        let high_width = measure(&high_text)?;
+        let high = label(high_text, bar[2] - high_width, labels_top)?;
+        let max_panels = (height as f32 * MAX_PANEL_SHARE) as i32;
+        if panel_height > max_panels {
+            return Ok(None);
+        }
+
+        // Caption, bottom left beside the bar when it fits on one line there, else above
+        // the bar, wrapped to the image's width.
+        let mut layout = Layout {
+            font_px,
+            caption: Vec::new(),
+            caption_panel: [0; 4],
+            bar_panel,
+            bar,
+            low,
+            high,
+        };
+        let beside = bar_panel[0] - pad - pad - 2 * pad;
+        let caption_width = measure(caption)?;
+        if caption_width <= beside {
+            let top = bottom - (font + 2 * pad);
+            layout.caption = vec![label(caption.to_owned(), 2 * pad, top + pad)?];
+            layout.caption_panel = [pad, top, 3 * pad + caption_width, bottom];
+            return Ok(Some(layout));
+        }
+        let line_width = width - 4 * pad;
+        let mut lines: Vec<String> = Vec::new();
+        for part in caption.split(CAPTION_SEPARATOR) {
+            let part = fit_text(part, line_width, &measure)?;
+            let joined = lines
+                .last()
+                .map(|line| format!("{line}{CAPTION_SEPARATOR}{part}"));
+            match joined {
+                Some(joined) if measure(&joined)? <= line_width => {
+                    if let Some(last) = lines.last_mut() {
+                        *last = joined;
+                    }
+                }
+                _ => lines.push(part),
+            }
+        }
+        let pitch = font + pad / 2;
+        let panel_bottom = bar_panel[1] - pad / 2;
+        // Only as many lines as the height allows: the first ones, which name the map.
+        // A caption of n lines is `2 * pad + n * pitch - pad / 2` tall, `pad / 2` above the bar.
+        let room = max_panels - panel_height - pad / 2 - 2 * pad + pad / 2;
+        let n_lines = (room.max(0) / pitch).min(lines.len() as i32) as usize;
+        if n_lines == 0 {
+            return Ok(Some(layout));
+        }
+        lines.truncate(n_lines);
+        let caption_height = 2 * pad + n_lines as i32 * pitch - pad / 2;
+        let top = panel_bottom - caption_height;
+        let mut widest = 0;
+        for (idx, line) in lines.into_iter().enumerate() {
+            let placed = label(line, 2 * pad, top + pad + idx as i32 * pitch)?;
+            widest = widest.max(placed.width);
+            layout.caption.push(placed);
+        }
+        layout.caption_panel = [pad, top, 3 * pad + widest, panel_bottom];
+        Ok(Some(layout))
+    }
+
+    /// The panels drawn (the caption's only when there is a caption).
+    fn panels(&self) -> Vec<Rect> {
+        let mut panels = vec![self.bar_panel];
+        if !self.caption.is_empty() {
+            panels.push(self.caption_panel);
+        }
+        panels
+    }
+
+    /// Every text with the box its glyphs stay within.
+    #[cfg(test)]
+    fn text_boxes(&self) -> Vec<(&str, Rect)> {
+        let (rise, depth) = text_extent(self.font_px);
+        self.caption
+            .iter()
+            .chain([&self.low, &self.high])
+            .map(|label| {
+                let (x, y) = label.at;
+                (
+                    label.text.as_str(),
+                    [x - 1, y - rise, x + label.width + 1, y + depth],
+                )
+            })
+            .collect()
     }
 
     /// The image rows the panels cover, `[first, end)`, within an image `height` tall.
     fn rows(&self, height: u32) -> (usize, usize) {
-        let first = self.caption_panel[1].min(self.bar_panel[1]).max(0) as usize;
-        let end =
-            (self.caption_panel[3].max(self.bar_panel[3]).max(0) as usize).min(height as usize);
+        let panels = self.panels();
+        let first = panels
+            .iter()
+            .map(|panel| panel[1])
+            .min()
+            .unwrap_or(0)
+            .max(0) as usize;
+        let end = panels
+            .iter()
+            .map(|panel| panel[3])
+            .max()
+            .unwrap_or(0)
+            .max(0) as usize;
+        let end = end.min(height as usize);
         (first, end.max(first))
     }
+}
+
+/// How far above and below plotters' text position the bundled font's glyphs reach: it
+/// puts the baseline half a font size below the position; the tallest glyphs rise about
+/// 0.7 of the size above the baseline and descenders reach about 0.25 below it (a pixel
+/// more each way for antialiasing). The layout's line pitch (1.25 sizes) and panel padding
+/// (half a size) leave room for both.
+fn text_extent(font_px: u32) -> (i32, i32) {
+    let font = font_px as i32;
+    (font * 3 / 10 + 1, font * 4 / 5 + 1)
+}
+
+/// `text`, cut and ended with `…` when wider than `max_width`.
+fn fit_text(
+    text: &str,
+    max_width: i32,
+    measure: &impl Fn(&str) -> Result<i32, Error>,
+) -> Result<String, Error> {
+    if measure(text)? <= max_width {
+        return Ok(text.to_owned());
+    }
+    let mut chars: Vec<char> = text.chars().collect();
+    while !chars.is_empty() {
+        chars.pop();
+        let cut = format!("{}…", chars.iter().collect::<String>().trim_end());
+        if measure(&cut)? <= max_width {
+            return Ok(cut);
+        }
+    }
+    Ok("…".to_owned())
 }
 
 /// Draws the panels, the caption, the labels and (when `with_bar`) the colour bar onto
@@ -593,12 +882,14 @@ fn draw_annotations(
     let at = |(x, y): (i32, i32)| (x, y - shift);
     let corners = |[x0, y0, x1, y1]: Rect| [at((x0, y0)), at((x1, y1))];
 
-    root.draw(&Rectangle::new(corners(layout.caption_panel), panel))
-        .map_err(draw_err)?;
-    root.draw_text(&layout.caption, &text_style, at(layout.caption_at))
-        .map_err(draw_err)?;
-    root.draw(&Rectangle::new(corners(layout.bar_panel), panel))
-        .map_err(draw_err)?;
+    for rect in layout.panels() {
+        root.draw(&Rectangle::new(corners(rect), panel))
+            .map_err(draw_err)?;
+    }
+    for line in &layout.caption {
+        root.draw_text(&line.text, &text_style, at(line.at))
+            .map_err(draw_err)?;
+    }
     if with_bar {
         let lut = lut(settings.colormap);
         let [left, top, right, bottom] = layout.bar;
@@ -613,10 +904,10 @@ fn draw_annotations(
             .map_err(draw_err)?;
         }
     }
-    root.draw_text("low", &text_style, at(layout.low_at))
-        .map_err(draw_err)?;
-    root.draw_text(&layout.high, &text_style, at(layout.high_at))
-        .map_err(draw_err)?;
+    for label in [&layout.low, &layout.high] {
+        root.draw_text(&label.text, &text_style, at(label.at))
+            .map_err(draw_err)?;
+    }
     root.present().map_err(draw_err)?;
     Ok(())
 }
@@ -629,10 +920,12 @@ fn draw_annotations(
 /// indices directly. Panels are opaque (in an overlay, [`PANEL_ALPHA`]).
 fn annotate_indexed(
     image: &mut Indexed,
-    input: &RenderInput<'_>,
+    caption: &str,
     settings: &RenderSettings,
 ) -> Result<(), Error> {
-    let layout = Layout::new(input, settings);
+    let Some(layout) = Layout::new(caption, settings)? else {
+        return Ok(());
+    };
     let width = settings.width as usize;
     let (first, end) = layout.rows(settings.height);
     let mut strip = scratch::bytes(width * (end - first) * 3, u8::MAX);
@@ -647,7 +940,7 @@ fn annotate_indexed(
         (xs, ys)
     };
     let step = 255 / (N_GREYS - 1);
-    for panel in [layout.caption_panel, layout.bar_panel] {
+    for panel in layout.panels() {
         let (xs, ys) = clip(panel);
         for y in ys {
             for x in xs.clone() {
@@ -744,6 +1037,8 @@ mod tests {
         RenderInput {
             moves,
             clicks,
+            move_counts: &[],
+            click_counts: &[],
             duration_ms: 4200,
             started: "2026-11-29 12:00:00",
         }
@@ -813,7 +1108,12 @@ mod tests {
             };
             let grid = density(&input, &settings, &mut StageTimings::default());
             let mut indexed = colourise_indexed(&grid, &settings);
-            annotate_indexed(&mut indexed, &input, &settings).unwrap();
+            annotate_indexed(
+                &mut indexed,
+                &recording_caption(&input, &settings),
+                &settings,
+            )
+            .unwrap();
             let png = render_png(&input, &settings).unwrap().png;
 
             let reader = png::Decoder::new(std::io::Cursor::new(&png[..]))
@@ -859,6 +1159,22 @@ mod tests {
     }
 
     #[test]
+    fn palettes_are_fitted_once_per_map_scale_and_mode() {
+        let image = RenderSettings::default();
+        let overlay = RenderSettings {
+            output: OutputMode::Overlay,
+            ..RenderSettings::default()
+        };
+        let first = indexed_colours(&image);
+        assert!(Arc::ptr_eq(&first, &indexed_colours(&image)));
+        let fresh = fit_indexed_colours(&image);
+        assert_eq!(first.palette, fresh.palette);
+        assert_eq!(first.step_index, fresh.step_index);
+        assert_eq!(first.bar_index, fresh.bar_index);
+        assert_ne!(indexed_colours(&overlay).palette, first.palette);
+    }
+
+    #[test]
     fn annotations_change_only_the_panels() {
         let moves = crate::synthetic::pointer_paths(100_000, 7);
         let input = sample_input(&moves, &[]);
@@ -870,8 +1186,9 @@ mod tests {
             let grid = density(&input, &settings, &mut StageTimings::default());
             let plain = colourise_indexed(&grid, &settings);
             let mut annotated = plain.clone();
-            annotate_indexed(&mut annotated, &input, &settings).unwrap();
-            let layout = Layout::new(&input, &settings);
+            let caption = recording_caption(&input, &settings);
+            annotate_indexed(&mut annotated, &caption, &settings).unwrap();
+            let layout = Layout::new(&caption, &settings).unwrap().unwrap();
             let inside = |x: i32, y: i32, [x0, y0, x1, y1]: Rect| {
                 (x0..x1).contains(&x) && (y0..y1).contains(&y)
             };
@@ -891,6 +1208,128 @@ mod tests {
                 "{output}: only {n_changed} pixels annotated"
             );
         }
+    }
+
+    /// A caption as the page heatmaps write it, too long for one line on a phone.
+    const PAGE_CAPTION: &str =
+        "clicks · 12,345 events · 678 sessions · desktop · from 2026-11-01 to 2026-11-30";
+
+    #[test]
+    fn the_legend_and_caption_never_overlap_at_any_width() {
+        let moves = [[1000u16, 1000u16]];
+        let input = sample_input(&moves, &[]);
+        let within = |inner: Rect, outer: Rect| {
+            inner[0] >= outer[0]
+                && inner[1] >= outer[1]
+                && inner[2] <= outer[2]
+                && inner[3] <= outer[3]
+        };
+        let overlap = |a: Rect, b: Rect| a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+        let sizes = [
+            (390, 844),
+            (390, 300),
+            (480, 270),
+            (640, 360),
+            (820, 1200),
+            (1440, 900),
+            (1920, 1080),
+            (3840, 2160),
+        ];
+        for (width, height) in sizes {
+            for scale in Scale::ALL {
+                let settings = RenderSettings {
+                    width,
+                    height,
+                    scale: *scale,
+                    ..RenderSettings::default()
+                };
+                for caption in [
+                    PAGE_CAPTION.to_owned(),
+                    recording_caption(&input, &settings),
+                ] {
+                    let what = format!("{width}x{height} {scale} {caption:?}");
+                    let layout = Layout::new(&caption, &settings)
+                        .unwrap()
+                        .unwrap_or_else(|| panic!("{what}: no room"));
+                    assert!(!layout.caption.is_empty(), "{what}: the caption is shown");
+                    let image = [0, 0, width as i32, height as i32];
+                    let boxes = layout.text_boxes();
+                    for (text, rect) in &boxes {
+                        assert!(
+                            within(*rect, image),
+                            "{what}: {text:?} {rect:?} leaves the image"
+                        );
+                        assert!(
+                            layout.panels().iter().any(|panel| within(*rect, *panel)),
+                            "{what}: {text:?} {rect:?} leaves its panel"
+                        );
+                        assert!(!overlap(*rect, layout.bar), "{what}: {text:?} on the bar");
+                    }
+                    for (idx, (text, rect)) in boxes.iter().enumerate() {
+                        for (other_text, other) in &boxes[idx + 1..] {
+                            assert!(
+                                !overlap(*rect, *other),
+                                "{what}: {text:?} {rect:?} overlaps {other_text:?} {other:?}"
+                            );
+                        }
+                    }
+                    assert!(
+                        !overlap(layout.caption_panel, layout.bar_panel),
+                        "{what}: the panels overlap"
+                    );
+                    assert!(within(layout.bar, layout.bar_panel), "{what}");
+
+                    // The measurements are true: every glyph pixel lies in its text's box.
+                    let (first, end) = layout.rows(height);
+                    let mut strip = vec![u8::MAX; width as usize * (end - first) * 3];
+                    draw_annotations(&mut strip, first, &layout, &settings, false).unwrap();
+                    let mut n_ink = 0;
+                    for (idx, pixel) in strip.chunks_exact(3).enumerate() {
+                        if pixel[0] > 200 {
+                            continue;
+                        }
+                        n_ink += 1;
+                        let x = (idx % width as usize) as i32;
+                        let y = (idx / width as usize + first) as i32;
+                        assert!(
+                            boxes
+                                .iter()
+                                .any(|(_, rect)| within([x, y, x + 1, y + 1], *rect)),
+                            "{what}: ink at {x},{y} outside every text box {boxes:?}"
+                        );
+                    }
+                    assert!(n_ink > 100, "{what}: only {n_ink} pixels of text");
+                }
+            }
+        }
+
+        // On a phone the page caption is all there, wrapped at its separators, and the
+        // labels fit under the bar.
+        let settings = RenderSettings {
+            width: 390,
+            height: 844,
+            ..RenderSettings::default()
+        };
+        let layout = Layout::new(PAGE_CAPTION, &settings).unwrap().unwrap();
+        let lines: Vec<&str> = layout
+            .caption
+            .iter()
+            .map(|line| line.text.as_str())
+            .collect();
+        assert!(lines.len() > 1, "{lines:?}");
+        assert_eq!(lines.join(CAPTION_SEPARATOR), PAGE_CAPTION);
+        assert_eq!(layout.low.text, "low");
+        assert!(layout.high.text.starts_with("high"), "{}", layout.high.text);
+
+        // And it is drawn: dark pixels in the caption's panel of the rendered image.
+        let rendered = render_png_captioned(&input, &settings, PAGE_CAPTION).unwrap();
+        let (_, _, _, pixels) = decode(&rendered.png);
+        let [x0, y0, x1, y1] = layout.caption_panel;
+        let dark = (y0..y1)
+            .flat_map(|y| (x0..x1).map(move |x| (x as usize, y as usize)))
+            .filter(|&(x, y)| pixels[(y * 390 + x) * 3] < 100)
+            .count();
+        assert!(dark > 200, "only {dark} dark pixels in the caption");
     }
 
     #[test]

@@ -17,6 +17,15 @@ use crate::timestamp::parse_iso8601_ms;
 pub const MAX_PAGE_LEN: usize = 512;
 /// Longest CSS path of a clicked element, in bytes.
 pub const MAX_ELEMENT_PATH_LEN: usize = 256;
+
+/// Longest device label (`metadata.device`, e.g. `mobile`), in bytes.
+pub const MAX_DEVICE_LEN: usize = 32;
+
+/// Longest referrer host (`metadata.referrer`), in bytes: a DNS name's limit.
+pub const MAX_REFERRER_LEN: usize = 253;
+
+/// Longest language tag (`metadata.locale`), in bytes (BCP 47 allows 35 for common tags).
+pub const MAX_LOCALE_LEN: usize = 35;
 /// Most events in one `POST /api/events`.
 pub const MAX_EVENTS_PER_POST: usize = 500;
 /// The latest timestamp accepted (the end of the year 2999), to refuse nonsense early.
@@ -121,6 +130,19 @@ pub struct EventMetadata {
     /// For visibility events: whether the page is now visible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible: Option<bool>,
+    /// The kind of device as the sender names it (`mobile`, `tablet`, `desktop`), lower
+    /// case, for the session details and the device filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The host the visitor came from (`google.com`). A whole URL is cut to its host when
+    /// decoded: the path and query of a referring page may carry personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    /// The browser's language tag (`en-IN`), which the snippet sends with a page view.
+    /// Its region is the visitor's country when neither the event nor a proxy's header
+    /// says one; it is not stored itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
 }
 
 impl TrackedEvent {
@@ -189,8 +211,46 @@ impl TrackedEvent {
                 "metadata.path: longer than {MAX_ELEMENT_PATH_LEN} bytes"
             ));
         }
+        let printable = |text: &str| !text.chars().any(char::is_control);
+        if meta
+            .device
+            .as_ref()
+            .is_some_and(|device| device.len() > MAX_DEVICE_LEN || !printable(device))
+        {
+            return Err(format!(
+                "metadata.device: must be at most {MAX_DEVICE_LEN} bytes of printable text"
+            ));
+        }
+        if meta
+            .referrer
+            .as_ref()
+            .is_some_and(|host| host.len() > MAX_REFERRER_LEN || !printable(host))
+        {
+            return Err(format!(
+                "metadata.referrer: must be a host name of at most {MAX_REFERRER_LEN} bytes"
+            ));
+        }
+        if meta.locale.as_ref().is_some_and(|tag| {
+            tag.len() > MAX_LOCALE_LEN
+                || !tag
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+        }) {
+            return Err(format!(
+                "metadata.locale: must be a language tag such as en-IN of at most {MAX_LOCALE_LEN} bytes"
+            ));
+        }
         Ok(())
     }
+}
+
+/// The region of a language tag as a country code: `en-IN` → `IN`, `zh-Hant-TW` → `TW`;
+/// `None` for a tag without one (`en`) or with a numeric region (`es-419`).
+pub fn locale_region(tag: &str) -> Option<String> {
+    tag.split(['-', '_'])
+        .skip(1)
+        .find(|part| part.len() == 2 && part.bytes().all(|byte| byte.is_ascii_alphabetic()))
+        .map(str::to_ascii_uppercase)
 }
 
 /// One event or a batch, as a sender writes the body of `POST /api/events` (the server
@@ -323,6 +383,12 @@ pub struct SessionInfo {
     /// Its country, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    /// The kind of device it is on (`mobile`), if the sender said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The host the visitor came from, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
     /// First event, ms since the epoch (server clock).
     pub first_seen: i64,
     /// Last event, ms since the epoch (server clock).
@@ -528,6 +594,9 @@ const FIELDS: &[&str] = &[
     "metadata.oy",
     "metadata.depth",
     "metadata.path",
+    "metadata.device",
+    "metadata.referrer",
+    "metadata.locale",
 ];
 
 fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProblem> {
@@ -568,6 +637,13 @@ fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProb
         oy: number("oy", "metadata.oy")?,
         depth: number("depth", "metadata.depth")?,
         visible,
+        device: text("device", "metadata.device")?
+            .map(|device| device.trim().to_lowercase())
+            .filter(|device| !device.is_empty()),
+        referrer: text("referrer", "metadata.referrer")?
+            .as_deref()
+            .and_then(referrer_host),
+        locale: text("locale", "metadata.locale")?.filter(|tag| !tag.is_empty()),
     })
 }
 
@@ -592,6 +668,25 @@ fn page_path(page: &str) -> String {
     };
     let end = path.find(['?', '#']).unwrap_or(path.len());
     path[..end].to_owned()
+}
+
+/// The host of a referrer given as a host (`google.com`) or a whole URL
+/// (`https://www.google.com/search?q=…` → `www.google.com`), lower case, without a port;
+/// `None` when nothing is left.
+fn referrer_host(referrer: &str) -> Option<String> {
+    let rest = referrer
+        .trim()
+        .split_once("://")
+        .map_or(referrer.trim(), |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|byte| byte.is_ascii_digit()) => name,
+        _ => host,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// Epoch ms from a number (ms) or a string (ISO-8601, or digits meaning ms).

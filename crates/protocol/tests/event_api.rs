@@ -56,6 +56,35 @@ fn the_seed_shapes_are_accepted() {
 }
 
 #[test]
+fn device_and_referrer_are_kept_and_a_referrer_url_is_cut_to_its_host() {
+    let body = r#"[
+      {"type":"pageview","page":"/","sessionId":"s1","metadata":{"device":"Mobile","referrer":"google.com"}},
+      {"type":"pageview","page":"/","sessionId":"s1","metadata":{"referrer":"https://user@News.Example:8443/item?id=7#c"}},
+      {"type":"pageview","page":"/","sessionId":"s1","metadata":{"device":"  ","referrer":""}}
+    ]"#;
+    let events = decode_events(body.as_bytes()).unwrap();
+    assert_eq!(events[0].metadata.device.as_deref(), Some("mobile"));
+    assert_eq!(events[0].metadata.referrer.as_deref(), Some("google.com"));
+    assert_eq!(events[1].metadata.referrer.as_deref(), Some("news.example"));
+    assert_eq!(
+        events[2].metadata.device, None,
+        "a blank device is no device"
+    );
+    assert_eq!(events[2].metadata.referrer, None);
+    let too_long = format!(
+        r#"{{"type":"pageview","page":"/","sessionId":"s1","metadata":{{"device":"{}"}}}}"#,
+        "x".repeat(33)
+    );
+    let err = decode_events(too_long.as_bytes()).unwrap_err().to_string();
+    assert!(err.starts_with("event 0: metadata.device: "), "{err}");
+    let wrong_type = r#"{"type":"pageview","page":"/","sessionId":"s1","metadata":{"referrer":7}}"#;
+    let err = decode_events(wrong_type.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "event 0: metadata.referrer: expected a string");
+}
+
+#[test]
 fn whole_urls_give_their_path_without_query() {
     let body =
         r#"{"type":"pageview","page":"https://shop.example/cart?id=7#top","sessionId":"s1"}"#;
@@ -102,4 +131,17 @@ fn more_than_the_limit_in_one_request_is_refused() {
     );
     let body = format!("[{}]", vec![one; 500].join(","));
     assert_eq!(decode_events(body.as_bytes()).unwrap().len(), 500);
+}
+
+#[test]
+fn a_locale_gives_its_region_and_a_bad_one_is_refused_by_name() {
+    use protocol::analytics::locale_region;
+    assert_eq!(locale_region("en-IN").as_deref(), Some("IN"));
+    assert_eq!(locale_region("zh-Hant-TW").as_deref(), Some("TW"));
+    assert_eq!(locale_region("pt_br").as_deref(), Some("BR"));
+    assert_eq!(locale_region("en"), None);
+    assert_eq!(locale_region("es-419"), None);
+    let body = r#"{"type":"pageview","page":"/","sessionId":"s1","metadata":{"locale":"en IN"}}"#;
+    let err = decode_events(body.as_bytes()).unwrap_err().to_string();
+    assert!(err.starts_with("event 0: metadata.locale: "), "{err}");
 }

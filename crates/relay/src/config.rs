@@ -106,6 +106,10 @@ pub struct Config {
     #[arg(long, default_value_t = 256 * 1024)]
     pub max_body_bytes: u64,
 
+    /// Request headers a proxy or CDN sets to the visitor's country (a two-letter code or a name), read in order for events that carry no country of their own (repeatable). Set it to the header your proxy writes; unknown values such as Cloudflare's XX and T1 are ignored.
+    #[arg(long = "country-header", value_name = "NAME", default_values_t = [String::from("CF-IPCountry"), String::from("X-Country")])]
+    pub country_headers: Vec<String>,
+
     /// Close a page's WebSocket after this many seconds without a frame from it (the relay pings at a quarter of it).
     #[arg(long, default_value_t = 120)]
     pub idle_timeout_secs: u64,

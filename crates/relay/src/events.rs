@@ -92,6 +92,7 @@ impl EventSender {
 pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Response<Body> {
     let metrics = &ctx.hub.metrics;
     let limit = ctx.config.max_body_bytes;
+    let country = country_from_headers(request.headers(), &ctx.config.country_headers);
     let body = match Limited::new(request.into_body(), limit as usize)
         .collect()
         .await
@@ -105,13 +106,31 @@ pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Re
             );
         }
     };
-    let events = match decode_events(&body) {
+    let mut events = match decode_events(&body) {
         Ok(events) => events,
         Err(err) => {
             metrics.events_refused("invalid");
             return http::json_error(StatusCode::BAD_REQUEST, err.to_string());
         }
     };
+    // The event's own country, else the proxy's header, else the region of the browser's
+    // language (`en-IN`), the weakest sign. The snippet sends its language with the first
+    // event of each request, so it stands for the session's other events in the request.
+    let regions: std::collections::HashMap<String, String> = events
+        .iter()
+        .filter_map(|event| {
+            let tag = event.metadata.locale.as_deref()?;
+            Some((
+                event.session_id.clone(),
+                protocol::analytics::locale_region(tag)?,
+            ))
+        })
+        .collect();
+    for event in events.iter_mut().filter(|event| event.country.is_none()) {
+        event.country = country
+            .clone()
+            .or_else(|| regions.get(&event.session_id).cloned());
+    }
     let n_events = events.len();
     if n_events == 0 {
         return accepted(0);
@@ -138,6 +157,17 @@ pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Re
             response
         }
     }
+}
+
+/// The visitor's country as the first of `names` that a proxy set to a known country
+/// says, as a two-letter code. Cloudflare writes `XX` for unknown and `T1` for Tor; those
+/// and `ZZ` (another "unknown") fall through to the next header. A visitor could set these headers
+/// too, but no more than the `country` field of the events it sends.
+fn country_from_headers(headers: &hyper::HeaderMap, names: &[String]) -> Option<String> {
+    names.iter().find_map(|name| {
+        let value = headers.get(name.as_str())?.to_str().ok()?.trim();
+        protocol::country_code(value).filter(|code| !matches!(code.as_str(), "XX" | "ZZ"))
+    })
 }
 
 /// Sends one request's events over the link and waits for the renderer's answer.
@@ -212,6 +242,34 @@ fn accepted(n: usize) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_configured_header_with_a_known_country_gives_it() {
+        let names = vec!["CF-IPCountry".to_owned(), "X-Country".to_owned()];
+        let mut headers = hyper::HeaderMap::new();
+        assert_eq!(country_from_headers(&headers, &names), None);
+        headers.insert("x-country", HeaderValue::from_static("India"));
+        assert_eq!(
+            country_from_headers(&headers, &names).as_deref(),
+            Some("IN")
+        );
+        headers.insert("cf-ipcountry", HeaderValue::from_static("XX"));
+        assert_eq!(
+            country_from_headers(&headers, &names).as_deref(),
+            Some("IN"),
+            "Cloudflare's unknown falls through"
+        );
+        headers.insert("cf-ipcountry", HeaderValue::from_static("de"));
+        assert_eq!(
+            country_from_headers(&headers, &names).as_deref(),
+            Some("DE")
+        );
+        headers.insert("cf-ipcountry", HeaderValue::from_static("T1"));
+        assert_eq!(
+            country_from_headers(&headers, &names).as_deref(),
+            Some("IN")
+        );
+    }
 
     #[test]
     fn refusals_map_to_statuses_a_sender_can_act_on() {

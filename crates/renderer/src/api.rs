@@ -12,7 +12,7 @@ use ::analytics::{
 use heatmap::density::Density;
 use heatmap::encode::encode_png;
 use heatmap::grid::Grid;
-use heatmap::render::{colourise, render_png, RenderInput, RenderSettings};
+use heatmap::render::{colourise, render_png_captioned, RenderInput, RenderSettings};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, RETRY_AFTER};
@@ -144,7 +144,10 @@ fn store_error(err: &StoreError) -> Response<Body> {
 enum Format {
     Png,
     Json,
+    /// The events themselves under `clicks` (the first name, kept for old dashboards).
     Clicks,
+    /// The events themselves under `points`, for any kind.
+    Points,
 }
 
 /// One event as a heatmap draws it: a point in the document (fractions of its width and
@@ -190,8 +193,11 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         None | Some("png") => Format::Png,
         Some("json") => Format::Json,
         Some("clicks") => Format::Clicks,
+        Some("points") => Format::Points,
         Some(other) => {
-            return bad_request(format!("format {other:?} is not one of: png, json, clicks"))
+            return bad_request(format!(
+                "format {other:?} is not one of: png, json, points, clicks"
+            ))
         }
     };
     let output = match query.get("output").map(String::as_str) {
@@ -210,7 +216,9 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         }
         _ => None,
     };
-    let (events, n_events, ratio) = if let Some(stored) = pre_counted {
+    // Pre-counted maps pass each stored cell's centre once with its count (`counts`), so
+    // their cost follows the cells, not the events; raw reads have one point per event.
+    let (events, counts, n_events, ratio) = if let Some(stored) = pre_counted {
         let cells = match store.heatmap(&HeatmapQuery {
             page: page.clone(),
             kind,
@@ -221,7 +229,8 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
             Err(err) => return store_error(&err),
         };
         let ratio = cells.mean_aspect as f32;
-        (cell_points(&cells, ratio), cells.events, ratio)
+        let (placed, counts) = cell_points(&cells, ratio);
+        (placed, counts, cells.events, ratio)
     } else {
         let raw = match store.events(range, &filter.store_filter(), ctx.config.max_raw_events) {
             Ok(raw) => raw,
@@ -255,7 +264,7 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         ratios.sort_by(f32::total_cmp);
         let ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
         let n_events = placed.len() as u64;
-        (placed, n_events, ratio)
+        (placed, Vec::new(), n_events, ratio)
     };
     if n_events == 0 {
         return error(
@@ -280,8 +289,9 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     let points: Vec<[u16; 2]> = events.iter().map(|event| event.point).collect();
     match format {
         Format::Png => {}
-        Format::Json => return grid_json(&points, n_sessions, kind, width, height),
-        Format::Clicks => return clicks_json(&events),
+        Format::Json => return grid_json(&points, &counts, n_sessions, kind, width, height),
+        Format::Clicks => return points_json(&events, n_sessions, kind, "clicks", ctx),
+        Format::Points => return points_json(&events, n_sessions, kind, "points", ctx),
     }
     let settings = RenderSettings {
         width,
@@ -300,19 +310,29 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     let png = if kind == EventType::Scroll {
         scroll_map(&events, &settings)
     } else {
-        let (moves, clicks): (&[[u16; 2]], &[[u16; 2]]) = if kind == EventType::Click {
-            (&[], &points)
+        type Points<'a> = (&'a [[u16; 2]], &'a [u32]);
+        let none: Points<'_> = (&[], &[]);
+        let ((moves, move_counts), (clicks, click_counts)) = if kind == EventType::Click {
+            (none, (&points[..], &counts[..]))
         } else {
-            (&points, &[])
+            ((&points[..], &counts[..]), none)
         };
-        let started = format!("{n_sessions} visitors' {}", kind.as_str());
         let input = RenderInput {
             moves,
             clicks,
+            move_counts,
+            click_counts,
             duration_ms: 0,
-            started: &started,
+            started: "",
         };
-        render_png(&input, &settings).map(|rendered| rendered.png)
+        let caption = page_caption(
+            kind,
+            n_events,
+            n_sessions,
+            &bucket.name(),
+            &range_text(query, &filter),
+        );
+        render_png_captioned(&input, &settings, &caption).map(|rendered| rendered.png)
     };
     match png {
         Ok(png) => http::with_body(StatusCode::OK, "image/png", png),
@@ -320,22 +340,90 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     }
 }
 
+/// What a page map shows, as its caption says it: the kind, the events and sessions behind
+/// it, the widths and the time range (`clicks · 1,234 events · 56 sessions · desktop ·
+/// last 7 days`).
+fn page_caption(
+    kind: EventType,
+    n_events: u64,
+    n_sessions: usize,
+    widths: &str,
+    range: &str,
+) -> String {
+    let kind = match kind {
+        EventType::Click => "clicks",
+        EventType::Move => "moves",
+        EventType::Scroll => "scroll depth",
+        other => other.as_str(),
+    };
+    let plural = |n: u64, one: &str, many: &str| {
+        format!("{} {}", thousands(n), if n == 1 { one } else { many })
+    };
+    format!(
+        "{kind} · {} · {} · {widths} · {range}",
+        plural(n_events, "event", "events"),
+        plural(n_sessions as u64, "session", "sessions"),
+    )
+}
+
+/// The time range a query asked for, in words: `last 7 days`, `from … to …` (UTC) or
+/// `all time`.
+fn range_text(query: &HashMap<String, String>, filter: &Filter) -> String {
+    if let Some(range) = query.get("range") {
+        let (count, unit) = range.split_at(range.len().saturating_sub(1));
+        let unit = match (unit, count) {
+            ("m", _) => "min",
+            ("h", _) => "h",
+            ("d", "1") => "day",
+            ("d", _) => "days",
+            _ => "",
+        };
+        return format!("last {count} {unit}");
+    }
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|time| time.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|| ms.to_string())
+    };
+    match (filter.from, filter.to) {
+        (Some(from), Some(to)) => format!("from {} to {}", when(from), when(to)),
+        (Some(from), None) => format!("since {}", when(from)),
+        (None, Some(to)) => format!("until {}", when(to)),
+        (None, None) => "all time".to_owned(),
+    }
+}
+
+/// `1234567` → `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (idx, digit) in digits.chars().enumerate() {
+        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 /// A fraction of the document (0 to 1) in 16-bit fixed point, as the renderer's points are.
 fn fraction(value: f32) -> u16 {
     (value * 65536.0).clamp(0.0, 65535.0) as u16
 }
 
-/// One point per event at the centre of its cell: cells are 1/[`HEAT_COLUMNS`] of the
+/// One point per stored cell, at its centre, with the cell's count of events beside it:
+/// cells are 1/[`HEAT_COLUMNS`] of the
 /// document's width, so a row's height in the document is that width over `ratio`
 /// (the documents' mean height over width).
-fn cell_points(cells: &HeatmapCells, ratio: f32) -> Vec<Placed> {
+fn cell_points(cells: &HeatmapCells, ratio: f32) -> (Vec<Placed>, Vec<u32>) {
     let columns = HEAT_COLUMNS as f32;
     let ratio = if ratio > 0.0 { ratio } else { 1.0 };
-    let mut placed = Vec::with_capacity(usize::try_from(cells.events).unwrap_or(0));
+    let mut placed = Vec::with_capacity(cells.cells.len());
+    let mut counts = Vec::with_capacity(cells.cells.len());
     for cell in &cells.cells {
         let u = (cell.cx as f32 + 0.5) / columns;
         let v = (cell.cy as f32 + 0.5) / columns / ratio;
-        let template = Placed {
+        placed.push(Placed {
             point: [fraction(u), fraction(v)],
             dw: 1.0,
             dh: ratio,
@@ -345,28 +433,54 @@ fn cell_points(cells: &HeatmapCells, ratio: f32) -> Vec<Placed> {
             path: None,
             offset: (0.5, 0.5),
             depth: 0.0,
-        };
-        for _ in 0..cell.count {
-            placed.push(template.clone());
-        }
+        });
+        counts.push(u32::try_from(cell.count).unwrap_or(u32::MAX));
     }
-    placed
+    (placed, counts)
 }
 
-/// The scroll map: each row's colour is the share of sessions that scrolled at least that far.
+/// The veil's colour over the page in a scroll overlay (slate, dark enough to read as
+/// "not seen" over light and dark pages alike).
+const SCROLL_VEIL_RGB: [u8; 3] = [15, 23, 42];
+
+/// The veil's opacity where no session scrolled: the page stays faintly readable even there.
+const SCROLL_VEIL_MAX_ALPHA: f32 = 0.75;
+
+/// The scroll map: for each row, the share of sessions that scrolled at least that far.
+///
+/// As an overlay it is a veil over the page: clear where every session reached, and
+/// darker the more sessions did not (opacity [`SCROLL_VEIL_MAX_ALPHA`] times the share that
+/// did not reach the row), so the page itself stays visible under it. As an image it is
+/// opaque, each row coloured by the number of sessions that reached it.
 fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, heatmap::Error> {
     let mut deepest: HashMap<&str, f32> = HashMap::new();
     for event in events {
         let depth = deepest.entry(&event.session).or_default();
         *depth = depth.max(event.depth);
     }
-    let mut grid = Grid::new(settings.width, settings.height);
     let width = settings.width as usize;
     let height = settings.height as usize;
-    for (row, cells) in grid.cells_mut().chunks_exact_mut(width).enumerate() {
+    let reached_at = |row: usize| {
         let fraction = (row as f32 + 0.5) / height as f32;
-        let reached = deepest.values().filter(|&&depth| depth >= fraction).count() as f32;
-        cells.fill(reached);
+        deepest.values().filter(|&&depth| depth >= fraction).count()
+    };
+    if settings.output == OutputMode::Overlay {
+        let n_sessions = deepest.len().max(1) as f32;
+        let mut bytes = Vec::with_capacity(width * height * 4);
+        for row in 0..height {
+            let missed = 1.0 - reached_at(row) as f32 / n_sessions;
+            let alpha = (missed * SCROLL_VEIL_MAX_ALPHA * 255.0).round() as u8;
+            let [r, g, b] = SCROLL_VEIL_RGB;
+            for _ in 0..width {
+                bytes.extend_from_slice(&[r, g, b, alpha]);
+            }
+        }
+        let pixels = heatmap::render::Pixels { bytes, channels: 4 };
+        return encode_png(&pixels, settings.width, settings.height);
+    }
+    let mut grid = Grid::new(settings.width, settings.height);
+    for (row, cells) in grid.cells_mut().chunks_exact_mut(width).enumerate() {
+        cells.fill(reached_at(row) as f32);
     }
     let density = Density::full(grid);
     let linear = RenderSettings {
@@ -380,6 +494,7 @@ fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, h
 /// Counts on a coarse grid (64 columns), for programs that draw their own.
 fn grid_json(
     points: &[[u16; 2]],
+    counts: &[u32],
     n_sessions: usize,
     kind: EventType,
     width: u32,
@@ -388,28 +503,38 @@ fn grid_json(
     const COLUMNS: u32 = 64;
     let rows = (COLUMNS * height / width).max(1);
     let mut grid = Grid::new(COLUMNS, rows);
-    grid.accumulate(points, 1.0);
+    grid.accumulate_counted(points, counts, 1.0);
     let cells: Vec<u32> = grid.cells().iter().map(|&count| count as u32).collect();
+    let n_points: u64 = if counts.is_empty() {
+        points.len() as u64
+    } else {
+        counts.iter().map(|&n| u64::from(n)).sum()
+    };
     json_ok(&serde_json::json!({
         "kind": kind.as_str(),
         "width": COLUMNS,
         "height": rows,
         "image_width": width,
         "image_height": height,
-        "n_points": points.len(),
+        "n_points": n_points,
         "n_sessions": n_sessions,
         "cells": cells,
     }))
 }
 
-/// Most clicks listed by `format=clicks` (the most recent).
-const MAX_LISTED_CLICKS: usize = 5000;
-
-/// The clicks themselves, with their elements, so a dashboard can place each one on its
-/// element in the live page (where it can be found) rather than at its old coordinates.
-fn clicks_json(events: &[Placed]) -> Response<Body> {
-    let skip = events.len().saturating_sub(MAX_LISTED_CLICKS);
-    let clicks: Vec<serde_json::Value> = events[skip..]
+/// The events themselves, with their elements, so a dashboard can place each one on its
+/// element in the live page (where it can be found) rather than at its old coordinates;
+/// with the totals behind them (`events`, `sessions`), since the list is capped at
+/// `--max-listed-points` (the most recent).
+fn points_json(
+    events: &[Placed],
+    n_sessions: usize,
+    kind: EventType,
+    key: &str,
+    ctx: &Context,
+) -> Response<Body> {
+    let skip = events.len().saturating_sub(ctx.config.max_listed_points);
+    let points: Vec<serde_json::Value> = events[skip..]
         .iter()
         .map(|event| {
             serde_json::json!({
@@ -418,7 +543,13 @@ fn clicks_json(events: &[Placed]) -> Response<Body> {
             })
         })
         .collect();
-    json_ok(&serde_json::json!({ "clicks": clicks }))
+    let mut answer = serde_json::json!({
+        "kind": kind.as_str(),
+        "events": events.len(),
+        "sessions": n_sessions,
+    });
+    answer[key] = serde_json::Value::Array(points);
+    json_ok(&answer)
 }
 
 fn sessions_of(events: &[Placed]) -> usize {
@@ -525,7 +656,15 @@ fn filter_of(query: &HashMap<String, String>, now_ms: i64) -> Result<Filter, Str
         }
         let span = range_ms(range)
             .ok_or_else(|| format!("range: {range:?} is not a span such as 30m, 24h, 7d or 30d"))?;
-        from = Some(to.unwrap_or(now_ms) - span);
+        let start = to.unwrap_or(now_ms) - span;
+        // A span of hours or more starts on the hour, so the store answers it from hourly
+        // and daily counts alone, with no raw events at its start (what dashboards show as
+        // "last 24 hours" is by the hour anyway).
+        from = Some(if span >= HOUR_MS {
+            start.div_euclid(HOUR_MS) * HOUR_MS
+        } else {
+            start
+        });
     }
     if let (Some(from), Some(to)) = (from, to) {
         if to < from {
@@ -551,6 +690,8 @@ fn filter_of(query: &HashMap<String, String>, now_ms: i64) -> Result<Filter, Str
         country,
     })
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 /// Milliseconds in a span such as `30m`, `24h` or `7d` (at most 10 years).
 fn range_ms(text: &str) -> Option<i64> {
@@ -635,6 +776,91 @@ mod tests {
     }
 
     #[test]
+    fn scroll_overlays_veil_only_what_visitors_missed() {
+        // Four sessions: all past a fifth of the page, three past a third, one to the end.
+        let events: Vec<Placed> = [1.0, 0.4, 0.4, 0.25]
+            .into_iter()
+            .enumerate()
+            .map(|(idx, depth)| Placed {
+                point: [0, 0],
+                dw: 1.0,
+                dh: 1.0,
+                x: 0.0,
+                y: 0.0,
+                session: format!("s{idx}"),
+                path: None,
+                offset: (0.5, 0.5),
+                depth,
+            })
+            .collect();
+        let settings = RenderSettings {
+            width: 40,
+            height: 100,
+            output: OutputMode::Overlay,
+            ..RenderSettings::default()
+        };
+        let image = testkit::Image::decode(&scroll_map(&events, &settings).unwrap()).unwrap();
+        assert_eq!(image.channels, 4);
+        let alpha = |row: u32| image.pixels[(row * image.width * 4 + 3) as usize];
+        let veil = |missed: f32| (missed * SCROLL_VEIL_MAX_ALPHA * 255.0).round() as u8;
+        assert_eq!(alpha(10), 0, "everyone saw the top");
+        assert_eq!(alpha(30), veil(0.25));
+        assert_eq!(alpha(50), veil(0.75));
+        assert_eq!(
+            alpha(99),
+            veil(0.75),
+            "the page still shows where most missed it"
+        );
+        assert_eq!(image.rgb(20, 50), SCROLL_VEIL_RGB);
+    }
+
+    #[test]
+    fn captions_say_what_the_map_shows() {
+        let now = 1_752_921_000_000;
+        let caption = |pairs: &[(&str, &str)], kind, n_events, n_sessions| {
+            let query = query_of(pairs);
+            let filter = filter_of(&query, now).unwrap();
+            page_caption(
+                kind,
+                n_events,
+                n_sessions,
+                "desktop",
+                &range_text(&query, &filter),
+            )
+        };
+        assert_eq!(
+            caption(&[("range", "7d")], EventType::Click, 1234, 56),
+            "clicks · 1,234 events · 56 sessions · desktop · last 7 days"
+        );
+        assert_eq!(
+            caption(&[], EventType::Move, 1, 1),
+            "moves · 1 event · 1 session · desktop · all time"
+        );
+        assert_eq!(
+            caption(&[("range", "24h")], EventType::Move, 0, 0),
+            "moves · 0 events · 0 sessions · desktop · last 24 h"
+        );
+        assert_eq!(
+            caption(
+                &[("from", "2025-07-18T00:00:00Z"), ("to", "2025-07-19T10:30:00Z")],
+                EventType::Click,
+                12,
+                3
+            ),
+            "clicks · 12 events · 3 sessions · desktop · from 2025-07-18 00:00 UTC to 2025-07-19 10:30 UTC"
+        );
+        assert_eq!(
+            caption(
+                &[("from", "2025-07-18T00:00:00Z")],
+                EventType::Scroll,
+                12,
+                3
+            ),
+            "scroll depth · 12 events · 3 sessions · desktop · since 2025-07-18 00:00 UTC"
+        );
+    }
+
+    #[test]
     fn width_buckets_split_screens() {
         assert!(WidthBucket::Mobile.contains(390.0));
         assert!(!WidthBucket::Mobile.contains(800.0));
@@ -656,9 +882,16 @@ mod tests {
     fn filters_take_ranges_iso_times_and_country_names() {
         let now = 1_752_921_000_000;
         let filter = filter_of(&query_of(&[("range", "30d"), ("country", "India")]), now).unwrap();
-        assert_eq!(filter.from, Some(now - 30 * 86_400_000));
+        // 30 days before 10:30 starts at 10:00 that day.
+        assert_eq!(filter.from, Some(now - 30 * 86_400_000 - 1_800_000));
         assert_eq!(filter.to, None);
         assert_eq!(filter.country.as_deref(), Some("IN"));
+        let filter = filter_of(&query_of(&[("range", "30m")]), now).unwrap();
+        assert_eq!(
+            filter.from,
+            Some(now - 1_800_000),
+            "minutes are not rounded"
+        );
         let filter = filter_of(
             &query_of(&[("from", "2025-07-18T00:00:00Z"), ("to", "1752921000000")]),
             now,

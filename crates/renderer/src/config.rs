@@ -54,10 +54,18 @@ pub struct Config {
     #[arg(long, default_value_t = analytics::DEFAULT_HEAT_FLUSH_EVENTS)]
     pub store_heat_flush_events: u64,
 
+    /// The store's page cache, in MiB, for each of its two connections (writer and reader). The hot pages are the newest hours' ends of the indexes, so a small cache holds them; more helps queries over long ranges.
+    #[arg(long, default_value_t = analytics::DEFAULT_CACHE_MIB)]
+    pub store_cache_mib: u32,
+
     /// Most stored events one scroll map, pixel-width heatmap or click list reads (the oldest of
     /// the range first); other heatmaps and totals read pre-counted hours and have no such bound.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_raw_events: usize,
+
+    /// Most events one page-heatmap event list (`format=points` or `clicks`) sends, the latest of the range: enough for a dense map in the browser, small enough to place in a moment. The answer still gives the totals behind it.
+    #[arg(long, default_value_t = 5_000)]
+    pub max_listed_points: usize,
 
     /// Delete stored recordings not changed for this many hours, at start (0 keeps them until --max-recordings evicts them).
     #[arg(long, default_value_t = 24 * 30)]

@@ -39,6 +39,8 @@ impl EventStore {
                 fsync: config.fsync,
                 max_bytes: config.max_store_bytes,
                 heat_flush_events: config.store_heat_flush_events,
+                cache_mib: config.store_cache_mib,
+                mmap_mib: 0,
             })
             .map_err(|source| crate::Error::Store {
                 path: path.display().to_string(),

@@ -486,6 +486,8 @@ fn preview_frame(ctx: &Context, preview: protocol::Preview) -> Result<PreviewFra
     let input = RenderInput {
         moves: &recording.moves,
         clicks: &recording.clicks,
+        move_counts: &[],
+        click_counts: &[],
         duration_ms: recording.duration_ms,
         started: "",
     };
@@ -603,6 +605,8 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
     let input = RenderInput {
         moves: &moves,
         clicks: &clicks,
+        move_counts: &[],
+        click_counts: &[],
         duration_ms,
         started: &started_text,
     };
