@@ -8,6 +8,8 @@
 //!   every engine, so their aggregates agree to the cell).
 //! - `query`: what can be asked ([`Range`], [`Filter`], [`HeatmapQuery`]) and the answers.
 //! - `store`: the [`Store`] boundary every engine implements.
+//! - `span`: how a range splits into whole days, whole hours and raw edges (shared by
+//!   every engine, so their answers agree).
 //! - `pending`: heat counts held in memory between writes of the heat tables, rebuilt
 //!   from raw events after a restart.
 //! - `sqlite`: [`SqliteStore`], the embedded default (one file, WAL, one transaction per
@@ -37,6 +39,7 @@ mod pending;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod query;
+mod span;
 mod sqlite;
 mod store;
 
