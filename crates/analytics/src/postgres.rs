@@ -29,7 +29,7 @@ use crate::aggregate::{heat_cell, hour_of, HOUR_MS};
 use crate::error::StoreError;
 use crate::event::{kind_code, kind_of, Event, Position};
 use crate::pending::HeatFold;
-use crate::query::{Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
+use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
 use crate::span::{split_days, split_hours, top, Rollup};
 use crate::sqlite::aspect;
 use crate::store::{Ingested, Store};
@@ -505,20 +505,7 @@ impl Store for PostgresStore {
                 }
             }
             tx.commit()?;
-            let mut cells: Vec<HeatCell> = cells
-                .into_iter()
-                .map(|((cx, cy), count)| HeatCell { cx, cy, count })
-                .collect();
-            cells.sort_by_key(|cell| (cell.cy, cell.cx));
-            Ok(HeatmapCells {
-                cells,
-                events,
-                mean_aspect: if events > 0 {
-                    aspect_sum / events as f64
-                } else {
-                    0.0
-                },
-            })
+            Ok(HeatmapCells::from_sums(cells, events, aspect_sum))
         })
     }
 

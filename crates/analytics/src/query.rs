@@ -119,6 +119,31 @@ pub struct HeatmapCells {
     pub mean_aspect: f64,
 }
 
+impl HeatmapCells {
+    /// The answer from summed counts per `(cx, cy)` cell, the events behind them and the
+    /// sum of their aspect ratios, as every engine sums them.
+    pub(crate) fn from_sums(
+        cells: std::collections::HashMap<(i64, i64), u64>,
+        events: u64,
+        aspect_sum: f64,
+    ) -> Self {
+        let mut cells: Vec<HeatCell> = cells
+            .into_iter()
+            .map(|((cx, cy), count)| HeatCell { cx, cy, count })
+            .collect();
+        cells.sort_by_key(|cell| (cell.cy, cell.cx));
+        HeatmapCells {
+            cells,
+            events,
+            mean_aspect: if events > 0 {
+                aspect_sum / events as f64
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// Counts over a range, for the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {

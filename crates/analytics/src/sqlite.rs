@@ -38,7 +38,7 @@ use crate::aggregate::{heat_cell, hour_of, HOUR_MS};
 use crate::error::StoreError;
 use crate::event::{kind_code, kind_of, Event, Position};
 use crate::pending::HeatFold;
-use crate::query::{Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
+use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
 use crate::span::{split_days, split_hours, top, Rollup};
 use crate::store::{Ingested, Store};
 use protocol::analytics::EventType;
@@ -505,20 +505,7 @@ impl Store for SqliteStore {
                 }
             }
         }
-        let mut cells: Vec<HeatCell> = cells
-            .into_iter()
-            .map(|((cx, cy), count)| HeatCell { cx, cy, count })
-            .collect();
-        cells.sort_by_key(|cell| (cell.cy, cell.cx));
-        Ok(HeatmapCells {
-            cells,
-            events,
-            mean_aspect: if events > 0 {
-                aspect_sum / events as f64
-            } else {
-                0.0
-            },
-        })
+        Ok(HeatmapCells::from_sums(cells, events, aspect_sum))
     }
 
     fn totals(&self, range: Range, filter: &Filter, limit: usize) -> Result<Totals, StoreError> {
@@ -648,24 +635,16 @@ impl Store for SqliteStore {
                      ORDER BY MAX(last_ms) DESC, session LIMIT :limit"
                 ))?;
                 let key = PageSessionsKey::new(page_id, range, filter.country.as_deref());
-                let rows = statement.query_map(
-                    named_params! {
-                        ":page": key.page_id,
-                        ":first_hour": key.hours.0,
-                        ":end_hour": key.hours.1,
-                        ":edge1_from": key.edges[0].0,
-                        ":edge1_to": key.edges[0].1,
-                        ":edge2_from": key.edges[1].0,
-                        ":edge2_to": key.edges[1].1,
-                        ":country": key.country,
-                        ":hour_first": hours.0,
-                        ":hour_last": hours.1,
-                        ":from": range.from_ms,
-                        ":to": range.to_ms,
-                        ":limit": limit as i64,
-                    },
-                    row_of,
-                )?;
+                let limit = limit as i64;
+                let mut params = key.params().to_vec();
+                params.extend(named_params! {
+                    ":hour_first": hours.0,
+                    ":hour_last": hours.1,
+                    ":from": range.from_ms,
+                    ":to": range.to_ms,
+                    ":limit": limit,
+                });
+                let rows = statement.query_map(params.as_slice(), row_of)?;
                 rows.collect::<Result<_, _>>()?
             }
         };
@@ -1181,6 +1160,20 @@ struct PageSessionsKey<'a> {
 }
 
 impl<'a> PageSessionsKey<'a> {
+    /// The named values [`PAGE_SESSIONS_SQL`] reads.
+    fn params(&self) -> [(&'static str, &dyn rusqlite::ToSql); 8] {
+        [
+            (":page", &self.page_id),
+            (":first_hour", &self.hours.0),
+            (":end_hour", &self.hours.1),
+            (":edge1_from", &self.edges[0].0),
+            (":edge1_to", &self.edges[0].1),
+            (":edge2_from", &self.edges[1].0),
+            (":edge2_to", &self.edges[1].1),
+            (":country", &self.country),
+        ]
+    }
+
     fn new(page_id: i64, range: Range, country: Option<&'a str>) -> Self {
         let (whole, edge_ranges) = split_hours(range);
         let mut edges = [(0, 0); 2];
@@ -1256,19 +1249,7 @@ fn count_sessions(
         Some(page_id) => {
             let key = PageSessionsKey::new(page_id, range, filter.country.as_deref());
             conn.prepare_cached(&format!("SELECT COUNT(*) FROM ({PAGE_SESSIONS_SQL})"))?
-                .query_row(
-                    named_params! {
-                        ":page": key.page_id,
-                        ":first_hour": key.hours.0,
-                        ":end_hour": key.hours.1,
-                        ":edge1_from": key.edges[0].0,
-                        ":edge1_to": key.edges[0].1,
-                        ":edge2_from": key.edges[1].0,
-                        ":edge2_to": key.edges[1].1,
-                        ":country": key.country,
-                    },
-                    |row| row.get(0),
-                )?
+                .query_row(key.params().as_slice(), |row| row.get(0))?
         }
         None => conn
             .prepare_cached(
