@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::{SessionInfo, Summary};
+use crate::dashboard::StatsFilters;
 use crate::error::ErrorCode;
 use crate::limits::MAX_RECORDING_ID_LEN;
 use crate::options::{HeatKind, RenderOptions};
@@ -48,6 +49,24 @@ pub enum PageMessage {
         x: f32,
         /// Vertical position as a fraction of the viewport height, 0 to 1.
         y: f32,
+    },
+    /// The seed's request for the summary narrowed to a country and/or a page; answered
+    /// with `detailed_stats` to this connection alone, so one dashboard's filter never
+    /// changes what the others see.
+    RequestDetailedStats {
+        /// What to narrow to; missing or `null` means the whole site.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filters: Option<StatsFilters>,
+    },
+    /// The seed's usage report from a dashboard (a filter changed, a session opened);
+    /// acknowledged with `dashboard_action_ack` and counted by action.
+    TrackDashboardAction {
+        /// What the person did, 1 to [`crate::dashboard::MAX_ACTION_LEN`] bytes.
+        #[serde(deserialize_with = "crate::dashboard::action_text")]
+        action: String,
+        /// Whatever the dashboard adds; accepted (the frame size bounds it) and not kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<serde_json::Value>,
     },
 }
 
@@ -179,6 +198,18 @@ pub enum ServerMessage {
     Presence {
         /// Pages (recorders and dashboards) connected now.
         online: usize,
+    },
+    /// The answer to `request_detailed_stats`, sent only to the connection that asked.
+    DetailedStats {
+        /// The filters applied, normalised (country as its two-letter code, blanks dropped).
+        filters: StatsFilters,
+        /// As `GET /api/analytics/summary` with those filters.
+        summary: Summary,
+    },
+    /// The answer to `track_dashboard_action`: it was counted.
+    DashboardActionAck {
+        /// The action, as sent.
+        action: String,
     },
     /// The live analytics feed, for connections that sent `watch`.
     Analytics(AnalyticsUpdate),

@@ -33,6 +33,13 @@ pub fn validate_page(msg: &PageMessage, limits: &Limits) -> Result<(), Error> {
             }
         }
         PageMessage::Start { viewport, .. } => validate_viewport(viewport),
+        PageMessage::RequestDetailedStats { filters } => match filters {
+            Some(filters) => filters.normalized().map(drop),
+            None => Ok(()),
+        },
+        PageMessage::TrackDashboardAction { action, .. } => {
+            crate::dashboard::validate_action(action)
+        }
         PageMessage::Points(batch) => validate_batch(batch, limits),
     }
 }

@@ -69,6 +69,17 @@ fn page_messages() -> Vec<PageMessage> {
             recording: id("r-1"),
             kind: Some(HeatKind::Moves),
         }),
+        PageMessage::RequestDetailedStats { filters: None },
+        PageMessage::RequestDetailedStats {
+            filters: Some(StatsFilters {
+                country: Some("DE".into()),
+                page: Some("/pricing".into()),
+            }),
+        },
+        PageMessage::TrackDashboardAction {
+            action: "export".into(),
+            data: Some(serde_json::json!({"format": "csv"})),
+        },
     ]
 }
 
@@ -113,6 +124,9 @@ fn server_messages() -> Vec<ServerMessage> {
             n_points: 3,
             cells: vec![0, 10, 255, 3, 0, 0, 0, 1],
         }),
+        ServerMessage::DashboardActionAck {
+            action: "export".into(),
+        },
         ServerMessage::Error {
             code: ErrorCode::NoPoints,
             message: "recording r-1 has no points yet".into(),

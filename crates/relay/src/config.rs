@@ -126,6 +126,11 @@ pub struct Config {
     #[arg(long, default_value_t = 256)]
     pub session_queue: usize,
 
+    /// Dashboards' request_detailed_stats answered at once, relay-wide (each is one summary read
+    /// from the renderer over HTTP); past it, and past one per dashboard, the request gets busy.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_stats_requests: u32,
+
     /// Page messages queued for the renderer; when full, pages wait (back-pressure over TCP).
     #[arg(long, default_value_t = 4096)]
     pub upstream_queue: usize,

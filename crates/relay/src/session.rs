@@ -6,6 +6,7 @@
 //! behind slows the page's reads (TCP back-pressure) rather than growing memory.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -49,6 +50,8 @@ pub(crate) async fn serve_session(
         ctx: ctx.clone(),
         tx: tx.clone(),
         bucket: TokenBucket::new(ctx.config.max_messages_per_sec, ctx.config.message_burst),
+        stats_in_flight: Arc::new(AtomicBool::new(false)),
+        shutdown: shutdown.clone(),
     };
     let mut link = ctx.hub.watch_link();
     link.mark_unchanged();
@@ -132,6 +135,10 @@ struct Session {
     ctx: Arc<Context>,
     tx: mpsc::Sender<Message>,
     bucket: TokenBucket,
+    /// Whether a `request_detailed_stats` of this page is being answered (one at a time).
+    stats_in_flight: Arc<AtomicBool>,
+    /// Handed to the tasks that answer this page's detailed-stats requests.
+    shutdown: Shutdown,
 }
 
 impl Session {
@@ -165,6 +172,30 @@ impl Session {
             }
             PageMessage::Cursor { x, y } => {
                 self.ctx.hub.move_cursor(self.conn, *x, *y);
+                return;
+            }
+            PageMessage::RequestDetailedStats { filters } => {
+                let filters = filters.clone().unwrap_or_default();
+                let started = filters.normalized().and_then(|filters| {
+                    crate::dashboard::spawn_detailed_stats(
+                        &self.ctx,
+                        self.conn,
+                        filters,
+                        &self.stats_in_flight,
+                        self.shutdown.clone(),
+                    )
+                });
+                if let Err(err) = started {
+                    self.refuse(err).await;
+                }
+                return;
+            }
+            PageMessage::TrackDashboardAction { action, .. } => {
+                metrics.dashboard_action(protocol::dashboard::action_label(action));
+                self.send(&ServerMessage::DashboardActionAck {
+                    action: action.clone(),
+                })
+                .await;
                 return;
             }
             PageMessage::Hello { v } => {

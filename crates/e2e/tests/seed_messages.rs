@@ -1,0 +1,172 @@
+//! The seed's dashboard messages on the page WebSocket, through the real relay and
+//! renderer: detailed stats for one dashboard's filter and counted dashboard actions.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use testkit::{http_get, http_request};
+
+/// Posts events and waits for their 202 (they are committed then).
+async fn post_events(addr: &str, events: Value) {
+    let reply = http_request(addr, "POST", "/api/events", &[], &events.to_string()).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+}
+
+/// A page that sent `watch`, after the analytics it is given at once.
+async fn dashboard(relay: &Running) -> testkit::WsClient {
+    let mut client = page(relay, "connected").await;
+    client.send_json(json!({"type": "watch"})).await;
+    client
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|count| count["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detailed_stats_answer_only_the_asking_dashboard_with_its_filter() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let addr = relay.addr.to_string();
+    post_events(
+        &addr,
+        json!([
+            {"type": "pageview", "page": "/pricing", "sessionId": "de1", "country": "DE"},
+            {"type": "pageview", "page": "/", "sessionId": "de1", "country": "DE"},
+            {"type": "pageview", "page": "/pricing", "sessionId": "fr1", "country": "FR"},
+            {"type": "pageview", "page": "/about", "sessionId": "fr2", "country": "FR"},
+        ]),
+    )
+    .await;
+    let mut asking = dashboard(&relay).await;
+    let mut other = dashboard(&relay).await;
+
+    asking
+        .send_json(json!({"type": "request_detailed_stats",
+                          "filters": {"country": "Germany", "page": "/pricing"}}))
+        .await;
+    let answer = asking
+        .wait_for("detailed stats", |msg| msg["type"] == "detailed_stats")
+        .await;
+    assert_eq!(
+        answer["filters"],
+        json!({"country": "DE", "page": "/pricing"})
+    );
+    assert_eq!(names(&answer["summary"]["top_countries"]), ["DE"]);
+    assert_eq!(names(&answer["summary"]["top_pages"]), ["/pricing"]);
+
+    // The other dashboard never hears the first one's answer: the first detailed_stats it
+    // gets is the answer to its own, unfiltered request (`filters` null, as absent).
+    other
+        .send_json(json!({"type": "request_detailed_stats", "filters": null}))
+        .await;
+    let own = other
+        .wait_for("its own detailed stats", |msg| {
+            msg["type"] == "detailed_stats"
+        })
+        .await;
+    assert_eq!(own["filters"], json!({}));
+    let mut countries = names(&own["summary"]["top_countries"]);
+    countries.sort();
+    assert_eq!(countries, ["DE", "FR"]);
+
+    // Blank and "all" mean no filter, as the seed's select boxes send them.
+    other
+        .send_json(json!({"type": "request_detailed_stats",
+                          "filters": {"country": "all", "page": ""}}))
+        .await;
+    let blank = other
+        .wait_for("detailed stats", |msg| msg["type"] == "detailed_stats")
+        .await;
+    assert_eq!(blank["filters"], json!({}));
+
+    for (filters, field) in [
+        (json!({"country": "Gondor"}), "filters.country"),
+        (json!({"page": "pricing"}), "filters.page"),
+        (json!({"country": 7}), "filters.country"),
+        (json!({"page": ["/"]}), "filters.page"),
+    ] {
+        asking
+            .send_json(json!({"type": "request_detailed_stats", "filters": filters}))
+            .await;
+        let error = asking
+            .wait_for("a refusal", |msg| msg["type"] == "error")
+            .await;
+        assert_eq!(error["code"], "bad_field", "{filters}: {error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(field), "{filters}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detailed_stats_without_a_renderer_are_an_error_not_silence() {
+    // A port nothing listens on: bound, read, released.
+    let vacant = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let vacant_addr = vacant.local_addr().unwrap();
+    drop(vacant);
+    let relay = start_relay(&format!("ws://{vacant_addr}")).await;
+    let (mut client, _welcome) = reconnect_page(relay.addr).await;
+    client
+        .send_json(json!({"type": "request_detailed_stats", "filters": {"country": "DE"}}))
+        .await;
+    let error = client
+        .wait_for("a refusal", |msg| msg["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "renderer_unavailable", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("request_detailed_stats:"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_actions_are_acknowledged_and_counted_by_action() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let addr = relay.addr.to_string();
+    let mut client = dashboard(&relay).await;
+
+    for action in ["export", "export", "something_new"] {
+        client
+            .send_json(json!({"type": "track_dashboard_action", "action": action,
+                              "data": {"format": "csv"}}))
+            .await;
+        let ack = client
+            .wait_for("an ack", |msg| msg["type"] == "dashboard_action_ack")
+            .await;
+        assert_eq!(ack["action"], action);
+    }
+    for bad in [json!(""), json!(7), json!("x".repeat(65))] {
+        client
+            .send_json(json!({"type": "track_dashboard_action", "action": bad}))
+            .await;
+        let error = client
+            .wait_for("a refusal", |msg| msg["type"] == "error")
+            .await;
+        assert_eq!(error["code"], "bad_field", "{bad}: {error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("action:"), "{bad}: {message}");
+    }
+
+    let metrics =
+        String::from_utf8(http_get(&addr, "/metrics").await.unwrap().body.to_vec()).unwrap();
+    for expected in [
+        "relay_dashboard_actions_total{action=\"export\"} 2",
+        "relay_dashboard_actions_total{action=\"other\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == expected),
+            "no {expected} in {metrics}"
+        );
+    }
+}
