@@ -1,5 +1,6 @@
 //! The seed's dashboard messages on the page WebSocket, through the real relay and
-//! renderer: detailed stats for one dashboard's filter and counted dashboard actions.
+//! renderer: detailed stats for one dashboard's filter, counted dashboard actions, and
+//! dashboards hearing each other come and go.
 
 mod common;
 
@@ -169,4 +170,55 @@ async fn dashboard_actions_are_acknowledged_and_counted_by_action() {
             "no {expected} in {metrics}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_hear_each_other_connect_and_leave() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    // A recorder page counts as online but not as a dashboard.
+    let _recorder = page(&relay, "connected").await;
+
+    let mut first = dashboard(&relay).await;
+    let joined = first
+        .wait_for("its own arrival", |msg| msg["type"] == "user_connected")
+        .await;
+    assert_eq!(joined["dashboards"], 1);
+
+    let mut second = dashboard(&relay).await;
+    second
+        .wait_for("its own arrival", |msg| {
+            msg["type"] == "user_connected" && msg["dashboards"] == 2
+        })
+        .await;
+    first
+        .wait_for("the second dashboard", |msg| {
+            msg["type"] == "user_connected" && msg["dashboards"] == 2
+        })
+        .await;
+    // Presence counts every page, and the dashboards among them.
+    first
+        .wait_for("presence of three pages, two dashboards", |msg| {
+            msg["type"] == "presence" && msg["online"] == 3 && msg["dashboards"] == 2
+        })
+        .await;
+
+    // Watching again is not a second arrival; leaving is heard by those who stay.
+    second.send_json(json!({"type": "watch"})).await;
+    drop(second);
+    let left = first
+        .wait_for("the second dashboard to leave", |msg| {
+            matches!(
+                msg["type"].as_str(),
+                Some("user_disconnected" | "user_connected")
+            )
+        })
+        .await;
+    assert_eq!(left, json!({"type": "user_disconnected", "dashboards": 1}));
+    first
+        .wait_for("presence of two pages, one dashboard", |msg| {
+            msg["type"] == "presence" && msg["online"] == 2 && msg["dashboards"] == 1
+        })
+        .await;
 }

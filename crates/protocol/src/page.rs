@@ -198,6 +198,10 @@ pub enum ServerMessage {
     Presence {
         /// Pages (recorders and dashboards) connected now.
         online: usize,
+        /// Of those, the dashboards (connections that sent `watch`); what a dashboard shows
+        /// as "dashboards online", since `online` also counts recorders.
+        #[serde(default)]
+        dashboards: usize,
     },
     /// The answer to `request_detailed_stats`, sent only to the connection that asked.
     DetailedStats {
@@ -210,6 +214,16 @@ pub enum ServerMessage {
     DashboardActionAck {
         /// The action, as sent.
         action: String,
+    },
+    /// A dashboard connected (sent `watch`); sent to every dashboard, the new one included.
+    UserConnected {
+        /// Dashboards connected now.
+        dashboards: usize,
+    },
+    /// A dashboard disconnected; sent to the remaining dashboards.
+    UserDisconnected {
+        /// Dashboards connected now.
+        dashboards: usize,
     },
     /// The live analytics feed, for connections that sent `watch`.
     Analytics(AnalyticsUpdate),

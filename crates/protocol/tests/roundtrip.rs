@@ -124,9 +124,15 @@ fn server_messages() -> Vec<ServerMessage> {
             n_points: 3,
             cells: vec![0, 10, 255, 3, 0, 0, 0, 1],
         }),
+        ServerMessage::Presence {
+            online: 3,
+            dashboards: 2,
+        },
         ServerMessage::DashboardActionAck {
             action: "export".into(),
         },
+        ServerMessage::UserConnected { dashboards: 2 },
+        ServerMessage::UserDisconnected { dashboards: 1 },
         ServerMessage::Error {
             code: ErrorCode::NoPoints,
             message: "recording r-1 has no points yet".into(),

@@ -25,8 +25,8 @@ pub(crate) struct Hub {
     next_conn: AtomicU64,
     /// The renderer link's state; every session holds a receiver.
     link: watch::Sender<LinkState>,
-    /// Pages connected, published at most once a second by the feed task.
-    presence: watch::Sender<usize>,
+    /// Pages and dashboards connected, published at most once a second by the feed task.
+    presence: watch::Sender<Presence>,
     /// Connections that asked for the live analytics feed.
     watchers: Mutex<HashSet<ConnId>>,
     /// Whether anyone watches, for the upstream task to tell the renderer (which pushes
@@ -48,6 +48,15 @@ pub(crate) struct Hub {
     pending_acks: Mutex<HashMap<(ConnId, RecordingId, u64), Instant>>,
 }
 
+/// How many pages are connected, and how many of them are dashboards (sent `watch`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Presence {
+    /// Every page socket: recorders and dashboards.
+    pub online: usize,
+    /// Connections watching the analytics feed.
+    pub dashboards: usize,
+}
+
 /// A cursor that has not moved for this long disappears from the others' pages.
 const CURSOR_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -67,7 +76,7 @@ const MAX_PENDING_ACKS: usize = 100_000;
 impl Default for Hub {
     fn default() -> Self {
         let (link, _) = watch::channel(LinkState::Connecting);
-        let (presence, _) = watch::channel(0);
+        let (presence, _) = watch::channel(Presence::default());
         let (watched, _) = watch::channel(false);
         Hub {
             sessions: Mutex::new(HashMap::new()),
@@ -100,12 +109,21 @@ impl Hub {
         if lock(&self.sessions).remove(&conn).is_some() {
             self.metrics.sessions_open.dec();
         }
-        {
+        let left_dashboards = {
             let mut watchers = lock(&self.watchers);
-            watchers.remove(&conn);
+            let was_dashboard = watchers.remove(&conn);
             self.watched.send_if_modified(|watched| {
                 std::mem::replace(watched, !watchers.is_empty()) != *watched
             });
+            was_dashboard.then(|| watchers.iter().copied().collect::<Vec<_>>())
+        };
+        if let Some(dashboards) = left_dashboards {
+            let msg = ServerMessage::UserDisconnected {
+                dashboards: dashboards.len(),
+            };
+            for dashboard in dashboards {
+                self.deliver(dashboard, &msg);
+            }
         }
         let mut cursors = lock(&self.cursors);
         if cursors.latest.remove(&conn).is_some() {
@@ -153,12 +171,25 @@ impl Hub {
         }
     }
 
-    /// Adds a connection to the live analytics feed.
-    /// Adds a connection to the live analytics feed, and gives it the latest numbers.
+    /// Adds a connection to the live analytics feed, gives it the latest numbers, and, the
+    /// first time it watches, tells every dashboard (itself included) how many there are now.
     pub fn watch_analytics(&self, conn: ConnId) {
-        lock(&self.watchers).insert(conn);
+        let new_dashboards = {
+            let mut watchers = lock(&self.watchers);
+            watchers
+                .insert(conn)
+                .then(|| watchers.iter().copied().collect::<Vec<_>>())
+        };
         self.watched
             .send_if_modified(|watched| !std::mem::replace(watched, true));
+        if let Some(dashboards) = new_dashboards {
+            let msg = ServerMessage::UserConnected {
+                dashboards: dashboards.len(),
+            };
+            for dashboard in dashboards {
+                self.deliver(dashboard, &msg);
+            }
+        }
         let latest = lock(&self.latest_analytics).clone();
         if let Some(update) = latest {
             self.deliver(conn, &ServerMessage::Analytics(update));
@@ -185,9 +216,13 @@ impl Hub {
         *lock(&self.latest_analytics) = None;
     }
 
-    /// Publishes the number of pages connected, waking sessions only on a change.
+    /// Publishes the number of pages and dashboards connected, waking sessions only on a
+    /// change.
     pub fn publish_presence(&self) {
-        let online = self.n_sessions();
+        let online = Presence {
+            online: self.n_sessions(),
+            dashboards: lock(&self.watchers).len(),
+        };
         self.presence.send_if_modified(|current| {
             let changed = *current != online;
             *current = online;
@@ -195,8 +230,8 @@ impl Hub {
         });
     }
 
-    /// A receiver that wakes when the number of pages changes.
-    pub fn watch_presence(&self) -> watch::Receiver<usize> {
+    /// A receiver that wakes when the number of pages or dashboards changes.
+    pub fn watch_presence(&self) -> watch::Receiver<Presence> {
         self.presence.subscribe()
     }
 

@@ -106,8 +106,8 @@ pub(crate) async fn serve_session(
                 if changed.is_err() {
                     break "relay stopping";
                 }
-                let online = *presence.borrow_and_update();
-                session.send(&ServerMessage::Presence { online }).await;
+                let counts = *presence.borrow_and_update();
+                session.send(&ServerMessage::Presence { online: counts.online, dashboards: counts.dashboards }).await;
             }
             _ = shutdown.wait() => {
                 let _ = tx.send(close(CloseCode::Away, "relay shutting down".into())).await;
