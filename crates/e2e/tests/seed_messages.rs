@@ -222,3 +222,75 @@ async fn dashboards_hear_each_other_connect_and_leave() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_get_visitor_updates_and_session_activity() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let addr = relay.addr.to_string();
+    let mut watching = dashboard(&relay).await;
+    // The numbers a new dashboard is given at once come in the seed's shape too.
+    let first = watching
+        .wait_for("a visitor update", |msg| msg["type"] == "visitor_update")
+        .await;
+    assert_eq!(first["dashboards"], 1, "{first}");
+
+    post_events(
+        &addr,
+        json!([
+            {"type": "pageview", "page": "/shop", "sessionId": "v7", "country": "DE"},
+            {"type": "click", "page": "/shop", "sessionId": "v7",
+             "metadata": {"x": 10, "y": 20, "vw": 800, "vh": 600}},
+        ]),
+    )
+    .await;
+    let activity = watching
+        .wait_for("the stored events", |msg| msg["type"] == "session_activity")
+        .await;
+    assert_eq!(
+        activity,
+        json!({"type": "session_activity", "dropped": 0, "events": [
+            {"sessionId": "v7", "page": "/shop", "type": "pageview"},
+            {"sessionId": "v7", "page": "/shop", "type": "click"},
+        ]})
+    );
+    let update = watching
+        .wait_for("the visitor in the seed's numbers", |msg| {
+            msg["type"] == "visitor_update" && msg["totalActive"] == 1
+        })
+        .await;
+    assert_eq!(update["pagesVisited"]["/shop"], 1, "{update}");
+    assert_eq!(update["recentEvents"][0]["sessionId"], "v7", "{update}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_activity_is_bounded_per_message() {
+    let renderer = start_renderer().await;
+    // 8 a second at four messages a second: at most 2 events listed per message.
+    let relay = start_relay_with(&renderer.ws_url(), |config| {
+        config.max_activity_per_sec = 8;
+    })
+    .await;
+    wait_linked(&relay).await;
+    let addr = relay.addr.to_string();
+    let mut watching = dashboard(&relay).await;
+    watching
+        .wait_for("the first numbers", |msg| msg["type"] == "analytics")
+        .await;
+    let events: Vec<Value> = (0..5)
+        .map(|n| json!({"type": "pageview", "page": format!("/p{n}"), "sessionId": "burst"}))
+        .collect();
+    post_events(&addr, Value::Array(events)).await;
+    let activity = watching
+        .wait_for("the stored events", |msg| msg["type"] == "session_activity")
+        .await;
+    let pages: Vec<&str> = activity["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["page"].as_str().unwrap())
+        .collect();
+    assert_eq!(pages, ["/p3", "/p4"], "{activity}");
+    assert_eq!(activity["dropped"], 3, "{activity}");
+}

@@ -4,10 +4,12 @@
 //! They live apart from [`crate::page`] because they speak the seed's vocabulary (country
 //! names, free-form action names) and need their own normalisation before the relay acts.
 
+use std::collections::BTreeMap;
+
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::analytics::MAX_PAGE_LEN;
+use crate::analytics::{EventType, RecentEvent, Summary, MAX_PAGE_LEN};
 use crate::country::country_code;
 use crate::error::{Error, ErrorCode};
 
@@ -51,6 +53,58 @@ pub struct StatsFilters {
         deserialize_with = "page_text"
     )]
     pub page: Option<String>,
+}
+
+/// The seed's `visitor_update`: its own fields of the live summary, sent to dashboards
+/// beside every `analytics` push, plus the number of dashboards connected.
+///
+/// A subset rather than the whole summary: the seed's dashboard reads only these, and the
+/// 300-entry `per_second` series would double what every push costs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorUpdate {
+    /// Sessions with an event within the session timeout.
+    #[serde(rename = "totalActive")]
+    pub total_active: usize,
+    /// Visitors (sessions) with an event today (UTC).
+    #[serde(rename = "totalToday")]
+    pub total_today: u64,
+    /// Page views today per page.
+    #[serde(rename = "pagesVisited")]
+    pub pages_visited: BTreeMap<String, u64>,
+    /// Events today per country code.
+    pub countries: BTreeMap<String, u64>,
+    /// The latest events, newest first.
+    #[serde(rename = "recentEvents")]
+    pub recent_events: Vec<RecentEvent>,
+    /// Dashboards connected to the relay now.
+    pub dashboards: usize,
+}
+
+impl VisitorUpdate {
+    /// The seed's fields of `summary`, with the relay's dashboard count.
+    pub fn from_summary(summary: &Summary, dashboards: usize) -> Self {
+        VisitorUpdate {
+            total_active: summary.total_active,
+            total_today: summary.total_today,
+            pages_visited: summary.pages_visited.clone(),
+            countries: summary.countries.clone(),
+            recent_events: summary.recent_events.clone(),
+            dashboards,
+        }
+    }
+}
+
+/// One event just stored, as `session_activity` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// The visitor's session.
+    #[serde(rename = "sessionId")]
+    pub session_id: String,
+    /// The page.
+    pub page: String,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventType,
 }
 
 /// `filters.country` as text or null, refused with its name otherwise (serde's own

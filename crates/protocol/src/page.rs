@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::{SessionInfo, Summary};
-use crate::dashboard::StatsFilters;
+use crate::dashboard::{Activity, StatsFilters, VisitorUpdate};
 use crate::error::ErrorCode;
 use crate::limits::MAX_RECORDING_ID_LEN;
 use crate::options::{HeatKind, RenderOptions};
@@ -219,6 +219,17 @@ pub enum ServerMessage {
     UserConnected {
         /// Dashboards connected now.
         dashboards: usize,
+    },
+    /// The seed's name for the live numbers: sent to dashboards beside every `analytics`.
+    VisitorUpdate(VisitorUpdate),
+    /// Events just stored (oldest first), sent to dashboards at most four times a second;
+    /// past `--max-activity-per-sec` the oldest are left out and counted in `dropped`.
+    SessionActivity {
+        /// The events, oldest first.
+        events: Vec<Activity>,
+        /// Events stored since the last message that are not listed.
+        #[serde(default)]
+        dropped: u64,
     },
     /// A dashboard disconnected; sent to the remaining dashboards.
     UserDisconnected {

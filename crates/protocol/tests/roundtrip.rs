@@ -132,6 +132,19 @@ fn server_messages() -> Vec<ServerMessage> {
             action: "export".into(),
         },
         ServerMessage::UserConnected { dashboards: 2 },
+        ServerMessage::SessionActivity {
+            events: vec![Activity {
+                session_id: "s-1".into(),
+                page: "/pricing".into(),
+                kind: analytics::EventType::Click,
+            }],
+            dropped: 3,
+        },
+        ServerMessage::VisitorUpdate(VisitorUpdate {
+            total_active: 1,
+            dashboards: 2,
+            ..VisitorUpdate::default()
+        }),
         ServerMessage::UserDisconnected { dashboards: 1 },
         ServerMessage::Error {
             code: ErrorCode::NoPoints,

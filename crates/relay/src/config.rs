@@ -131,6 +131,11 @@ pub struct Config {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_stats_requests: u32,
 
+    /// Stored events listed to dashboards per second in session_activity (sent in up to four
+    /// messages a second); more are left out and counted as dropped. 0 turns the feed off.
+    #[arg(long, default_value_t = 200)]
+    pub max_activity_per_sec: usize,
+
     /// Page messages queued for the renderer; when full, pages wait (back-pressure over TCP).
     #[arg(long, default_value_t = 4096)]
     pub upstream_queue: usize,

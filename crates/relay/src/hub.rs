@@ -3,13 +3,14 @@
 //! The upstream task routes each renderer reply through [`Hub::deliver`]; sessions watch
 //! [`Hub::link_state`] to tell their page about every change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use protocol::{
-    encode, AnalyticsUpdate, ConnId, Cursor, LinkLimits, LinkState, RecordingId, ServerMessage,
+    encode, Activity, AnalyticsUpdate, ConnId, Cursor, LinkLimits, LinkState, RecordingId,
+    ServerMessage, VisitorUpdate,
 };
 
 use crate::metrics::RelayMetrics;
@@ -41,6 +42,8 @@ pub(crate) struct Hub {
     /// The bounds the renderer announced in its last `welcome` (`None` before the first
     /// link, or from a renderer that announces none).
     renderer_limits: Mutex<Option<LinkLimits>>,
+    /// Events stored since the last `session_activity`, bounded by what one message may list.
+    activity: Mutex<ActivityQueue>,
     /// Counters and gauges for `/metrics` and `/healthz`.
     pub metrics: RelayMetrics,
     /// When each forwarded batch left, by page and batch, to time its acknowledgement.
@@ -55,6 +58,14 @@ pub(crate) struct Presence {
     pub online: usize,
     /// Connections watching the analytics feed.
     pub dashboards: usize,
+}
+
+/// Stored events waiting for the next `session_activity`: the newest `cap`, and how many
+/// older ones were left out.
+#[derive(Debug, Default)]
+struct ActivityQueue {
+    pending: VecDeque<Activity>,
+    dropped: u64,
 }
 
 /// A cursor that has not moved for this long disappears from the others' pages.
@@ -88,6 +99,7 @@ impl Default for Hub {
             latest_analytics: Mutex::new(None),
             cursors: Mutex::new(CursorTable::default()),
             renderer_limits: Mutex::new(None),
+            activity: Mutex::new(ActivityQueue::default()),
             metrics: RelayMetrics::default(),
             pending_acks: Mutex::new(HashMap::new()),
         }
@@ -192,7 +204,51 @@ impl Hub {
         }
         let latest = lock(&self.latest_analytics).clone();
         if let Some(update) = latest {
+            let dashboards = lock(&self.watchers).len();
+            let visitors = VisitorUpdate::from_summary(&update.summary, dashboards);
             self.deliver(conn, &ServerMessage::Analytics(update));
+            self.deliver(conn, &ServerMessage::VisitorUpdate(visitors));
+        }
+    }
+
+    /// Whether any dashboard watches now (cheap; read on every stored event request).
+    pub fn is_watched(&self) -> bool {
+        *self.watched.borrow()
+    }
+
+    /// Queues events just stored for the next `session_activity`, keeping the newest
+    /// `cap` and counting the rest, and the `skipped` ones never queued, as dropped.
+    pub fn note_activity(
+        &self,
+        events: impl IntoIterator<Item = Activity>,
+        skipped: u64,
+        cap: usize,
+    ) {
+        let mut activity = lock(&self.activity);
+        activity.dropped += skipped;
+        for event in events {
+            activity.pending.push_back(event);
+            if activity.pending.len() > cap {
+                activity.pending.pop_front();
+                activity.dropped += 1;
+            }
+        }
+    }
+
+    /// Sends the queued events to every dashboard as one `session_activity`, if any.
+    pub fn flush_activity(&self) {
+        let (events, dropped) = {
+            let mut activity = lock(&self.activity);
+            if activity.pending.is_empty() {
+                return;
+            }
+            let dropped = std::mem::take(&mut activity.dropped);
+            (activity.pending.drain(..).collect::<Vec<_>>(), dropped)
+        };
+        let msg = ServerMessage::SessionActivity { events, dropped };
+        let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
+        for conn in watchers {
+            self.deliver(conn, &msg);
         }
     }
 
@@ -204,10 +260,15 @@ impl Hub {
     /// Sends the renderer's analytics update to every watcher of the feed.
     pub fn deliver_analytics(&self, update: AnalyticsUpdate) {
         *lock(&self.latest_analytics) = Some(update.clone());
-        let msg = ServerMessage::Analytics(update);
         let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
+        let visitors = ServerMessage::VisitorUpdate(VisitorUpdate::from_summary(
+            &update.summary,
+            watchers.len(),
+        ));
+        let msg = ServerMessage::Analytics(update);
         for conn in watchers {
             self.deliver(conn, &msg);
+            self.deliver(conn, &visitors);
         }
     }
 

@@ -124,6 +124,9 @@ pub async fn run(
     ));
     tokio::spawn(feed::run_presence(ctx.clone(), controller.subscribe()));
     tokio::spawn(feed::run_cursors(ctx.clone(), controller.subscribe()));
+    if ctx.config.max_activity_per_sec > 0 {
+        tokio::spawn(feed::run_activity(ctx.clone(), controller.subscribe()));
+    }
     netkit::serve_until(
         listener,
         serve_config,
