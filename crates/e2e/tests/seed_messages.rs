@@ -294,3 +294,86 @@ async fn session_activity_is_bounded_per_message() {
     assert_eq!(pages, ["/p3", "/p4"], "{activity}");
     assert_eq!(activity["dropped"], 3, "{activity}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_rename_and_leave_by_name() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let mut first = page(&relay, "connected").await;
+    let list = first
+        .wait_for("the members list", |msg| msg["type"] == "members")
+        .await;
+    assert_eq!(list["count"], 1, "{list}");
+    let first_name = list["you"]["name"].as_str().unwrap().to_owned();
+    assert!(first_name.starts_with("User-"), "{list}");
+    assert_eq!(list["recent"], json!([list["you"]]));
+
+    let mut second = page(&relay, "connected").await;
+    let list = second
+        .wait_for("the members list", |msg| msg["type"] == "members")
+        .await;
+    assert_eq!(list["count"], 2, "{list}");
+    let second_id = list["you"]["id"].clone();
+    // Newest first.
+    assert_eq!(list["recent"][0], list["you"], "{list}");
+    assert_eq!(list["recent"][1]["name"], first_name.as_str(), "{list}");
+    let joined = first
+        .wait_for("the second page", |msg| msg["type"] == "user_join")
+        .await;
+    assert_eq!(joined["member"], list["you"]);
+    assert_eq!(joined["count"], 2);
+
+    second
+        .send_json(json!({"type": "set_name", "name": "  Ada "}))
+        .await;
+    for client in [&mut first, &mut second] {
+        let renamed = client
+            .wait_for("the new name", |msg| {
+                msg["type"] == "user_join" && msg["member"]["name"] == "Ada"
+            })
+            .await;
+        assert_eq!(renamed["member"]["id"], second_id);
+    }
+    for bad in [json!(""), json!("x".repeat(33)), json!(5)] {
+        second
+            .send_json(json!({"type": "set_name", "name": bad}))
+            .await;
+        let error = second
+            .wait_for("a refusal", |msg| msg["type"] == "error")
+            .await;
+        assert_eq!(error["code"], "bad_field", "{bad}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("name"),
+            "{bad}: {error}"
+        );
+    }
+
+    drop(second);
+    let left = first
+        .wait_for("the second page to leave", |msg| {
+            msg["type"] == "user_leave"
+        })
+        .await;
+    assert_eq!(
+        left,
+        json!({"type": "user_leave", "member": {"id": second_id, "name": "Ada"}, "count": 1})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_room_lists_the_count_and_only_the_most_recent_names() {
+    let renderer = start_renderer().await;
+    let relay = start_relay_with(&renderer.ws_url(), |config| config.members_shown = 2).await;
+    wait_linked(&relay).await;
+    let _first = page(&relay, "connected").await;
+    let _second = page(&relay, "connected").await;
+    let mut third = page(&relay, "connected").await;
+    let list = third
+        .wait_for("the members list", |msg| msg["type"] == "members")
+        .await;
+    assert_eq!(list["count"], 3, "{list}");
+    let recent = list["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 2, "{list}");
+    assert_eq!(recent[0], list["you"], "{list}");
+}

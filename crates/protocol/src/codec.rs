@@ -69,6 +69,7 @@ const PAGE_TYPES: &[&str] = &[
     "cursor",
     "request_detailed_stats",
     "track_dashboard_action",
+    "set_name",
 ];
 /// The `type` values the relay may send the renderer.
 const RELAY_TYPES: &[&str] = &["hello", "page", "events", "watch"];

@@ -107,6 +107,37 @@ pub struct Activity {
     pub kind: EventType,
 }
 
+/// Longest member name accepted from `set_name`, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// A page in the members list: the relay's number for it and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The relay's number for the page (the same as its live cursor's `id`).
+    pub id: u64,
+    /// `User-417` until the page sets one with `set_name`.
+    pub name: String,
+}
+
+/// Checks a `set_name` name: 1 to [`MAX_NAME_CHARS`] characters after trimming, no
+/// control characters (it is shown to every page).
+///
+/// # Errors
+/// [`ErrorCode::BadField`] naming `name`.
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let trimmed = name.trim();
+    if trimmed.is_empty()
+        || trimmed.chars().count() > MAX_NAME_CHARS
+        || trimmed.chars().any(char::is_control)
+    {
+        return Err(Error::new(
+            ErrorCode::BadField,
+            format!("name: must be 1 to {MAX_NAME_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// `filters.country` as text or null, refused with its name otherwise (serde's own
 /// message would not say which field held the number).
 fn country_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
@@ -122,6 +153,12 @@ fn page_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String
 pub(crate) fn action_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     text_or_null(deserializer, "action")?
         .ok_or_else(|| D::Error::custom("action: expected a string, found null"))
+}
+
+/// `name` as text, refused with its name otherwise.
+pub(crate) fn name_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    text_or_null(deserializer, "name")?
+        .ok_or_else(|| D::Error::custom("name: expected a string, found null"))
 }
 
 fn text_or_null<'de, D: Deserializer<'de>>(

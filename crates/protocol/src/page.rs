@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::{SessionInfo, Summary};
-use crate::dashboard::{Activity, StatsFilters, VisitorUpdate};
+use crate::dashboard::{Activity, Member, StatsFilters, VisitorUpdate};
 use crate::error::ErrorCode;
 use crate::limits::MAX_RECORDING_ID_LEN;
 use crate::options::{HeatKind, RenderOptions};
@@ -57,6 +57,12 @@ pub enum PageMessage {
         /// What to narrow to; missing or `null` means the whole site.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         filters: Option<StatsFilters>,
+    },
+    /// The name this page shows in the members list (the person chose it; the page keeps it).
+    SetName {
+        /// 1 to [`crate::dashboard::MAX_NAME_CHARS`] characters, trimmed.
+        #[serde(deserialize_with = "crate::dashboard::name_text")]
+        name: String,
     },
     /// The seed's usage report from a dashboard (a filter changed, a session opened);
     /// acknowledged with `dashboard_action_ack` and counted by action.
@@ -230,6 +236,31 @@ pub enum ServerMessage {
         /// Events stored since the last message that are not listed.
         #[serde(default)]
         dropped: u64,
+    },
+    /// The members list as this page joins it (after `hello`): who it is, how many pages
+    /// are members, and the most recent ones (`--members-shown`), newest first.
+    Members {
+        /// This page, with the name it was given.
+        you: Member,
+        /// Pages that said `hello` and are still here.
+        count: usize,
+        /// The most recent members, newest first.
+        recent: Vec<Member>,
+    },
+    /// A page joined the members list, or renamed itself (an `id` already known); sent to
+    /// every member.
+    UserJoin {
+        /// The page.
+        member: Member,
+        /// Members now.
+        count: usize,
+    },
+    /// A page left; sent to the members that stay.
+    UserLeave {
+        /// The page.
+        member: Member,
+        /// Members now.
+        count: usize,
     },
     /// A dashboard disconnected; sent to the remaining dashboards.
     UserDisconnected {

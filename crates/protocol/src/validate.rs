@@ -37,6 +37,7 @@ pub fn validate_page(msg: &PageMessage, limits: &Limits) -> Result<(), Error> {
             Some(filters) => filters.normalized().map(drop),
             None => Ok(()),
         },
+        PageMessage::SetName { name } => crate::dashboard::validate_name(name),
         PageMessage::TrackDashboardAction { action, .. } => {
             crate::dashboard::validate_action(action)
         }

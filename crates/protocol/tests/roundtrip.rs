@@ -76,6 +76,7 @@ fn page_messages() -> Vec<PageMessage> {
                 page: Some("/pricing".into()),
             }),
         },
+        PageMessage::SetName { name: "Ada".into() },
         PageMessage::TrackDashboardAction {
             action: "export".into(),
             data: Some(serde_json::json!({"format": "csv"})),
@@ -132,6 +133,24 @@ fn server_messages() -> Vec<ServerMessage> {
             action: "export".into(),
         },
         ServerMessage::UserConnected { dashboards: 2 },
+        ServerMessage::Members {
+            you: Member {
+                id: 7,
+                name: "User-417".into(),
+            },
+            count: 2,
+            recent: vec![Member {
+                id: 7,
+                name: "User-417".into(),
+            }],
+        },
+        ServerMessage::UserLeave {
+            member: Member {
+                id: 7,
+                name: "Ada".into(),
+            },
+            count: 1,
+        },
         ServerMessage::SessionActivity {
             events: vec![Activity {
                 session_id: "s-1".into(),

@@ -136,6 +136,12 @@ pub struct Config {
     #[arg(long, default_value_t = 200)]
     pub max_activity_per_sec: usize,
 
+    /// Names listed in the members list a page gets when it joins (the most recent members;
+    /// the count covers everyone), and the room size up to which joins and leaves are
+    /// announced to every page one by one (above it only the counts, in presence).
+    #[arg(long, default_value_t = 20)]
+    pub members_shown: usize,
+
     /// Page messages queued for the renderer; when full, pages wait (back-pressure over TCP).
     #[arg(long, default_value_t = 4096)]
     pub upstream_queue: usize,

@@ -3,13 +3,13 @@
 //! The upstream task routes each renderer reply through [`Hub::deliver`]; sessions watch
 //! [`Hub::link_state`] to tell their page about every change.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use protocol::{
-    encode, Activity, AnalyticsUpdate, ConnId, Cursor, LinkLimits, LinkState, RecordingId,
+    encode, Activity, AnalyticsUpdate, ConnId, Cursor, LinkLimits, LinkState, Member, RecordingId,
     ServerMessage, VisitorUpdate,
 };
 
@@ -42,6 +42,12 @@ pub(crate) struct Hub {
     /// The bounds the renderer announced in its last `welcome` (`None` before the first
     /// link, or from a renderer that announces none).
     renderer_limits: Mutex<Option<LinkLimits>>,
+    /// Pages that said `hello`, by connection id (ids grow, so the last entries are the
+    /// most recent members), with their names. One short name per connection.
+    members: Mutex<BTreeMap<ConnId, String>>,
+    /// `--members-shown`: names listed, and the room size up to which joins, leaves and
+    /// renames are announced one by one (set by `join`, which every member passes).
+    members_shown: std::sync::atomic::AtomicUsize,
     /// Events stored since the last `session_activity`, bounded by what one message may list.
     activity: Mutex<ActivityQueue>,
     /// Counters and gauges for `/metrics` and `/healthz`.
@@ -100,6 +106,8 @@ impl Default for Hub {
             cursors: Mutex::new(CursorTable::default()),
             renderer_limits: Mutex::new(None),
             activity: Mutex::new(ActivityQueue::default()),
+            members: Mutex::new(BTreeMap::new()),
+            members_shown: std::sync::atomic::AtomicUsize::new(0),
             metrics: RelayMetrics::default(),
             pending_acks: Mutex::new(HashMap::new()),
         }
@@ -137,10 +145,105 @@ impl Hub {
                 self.deliver(dashboard, &msg);
             }
         }
-        let mut cursors = lock(&self.cursors);
-        if cursors.latest.remove(&conn).is_some() {
-            cursors.changed = true;
+        {
+            let mut cursors = lock(&self.cursors);
+            if cursors.latest.remove(&conn).is_some() {
+                cursors.changed = true;
+            }
         }
+        let left = {
+            let mut members = lock(&self.members);
+            let shown = self.members_shown.load(Ordering::Relaxed);
+            members
+                .remove(&conn)
+                .filter(|_| members.len() < shown)
+                .map(|name| {
+                    let others: Vec<ConnId> = members.keys().copied().collect();
+                    (name, others)
+                })
+        };
+        if let Some((name, others)) = left {
+            let msg = ServerMessage::UserLeave {
+                member: Member { id: conn, name },
+                count: others.len(),
+            };
+            for other in others {
+                self.deliver(other, &msg);
+            }
+        }
+    }
+
+    /// Adds a page to the members list under a generated name (once; a second `hello`
+    /// changes nothing), tells it the list (the `shown` most recent names), and tells the
+    /// others it joined.
+    ///
+    /// Joins, leaves and renames are announced one by one only while the room holds at
+    /// most `shown` members: each costs a message to every member, so a large room's churn
+    /// would cost n² messages; past it, a page learns the count from `presence`.
+    pub fn join(&self, conn: ConnId, shown: usize) {
+        self.members_shown.store(shown, Ordering::Relaxed);
+        let (me, recent, others) = {
+            let mut members = lock(&self.members);
+            if members.contains_key(&conn) {
+                return;
+            }
+            let name = generated_name(conn);
+            members.insert(conn, name.clone());
+            let recent: Vec<Member> = members
+                .iter()
+                .rev()
+                .take(shown)
+                .map(|(&id, name)| Member {
+                    id,
+                    name: name.clone(),
+                })
+                .collect();
+            let others: Vec<ConnId> = members.keys().copied().collect();
+            (Member { id: conn, name }, recent, others)
+        };
+        let count = others.len();
+        self.deliver(
+            conn,
+            &ServerMessage::Members {
+                you: me.clone(),
+                count,
+                recent,
+            },
+        );
+        if count > shown {
+            return;
+        }
+        let msg = ServerMessage::UserJoin { member: me, count };
+        for other in others.into_iter().filter(|other| *other != conn) {
+            self.deliver(other, &msg);
+        }
+    }
+
+    /// Renames a member and tells every member (itself included) with a `user_join` of the
+    /// known id. `false` if the page has not joined (sent no `hello`).
+    pub fn rename(&self, conn: ConnId, name: &str) -> bool {
+        let everyone = {
+            let mut members = lock(&self.members);
+            match members.get_mut(&conn) {
+                Some(current) => *current = name.to_owned(),
+                None => return false,
+            }
+            if members.len() > self.members_shown.load(Ordering::Relaxed) {
+                return true;
+            }
+            members.keys().copied().collect::<Vec<_>>()
+        };
+        let msg = ServerMessage::UserJoin {
+            member: Member {
+                id: conn,
+                name: name.to_owned(),
+            },
+            count: everyone.len(),
+        };
+        for member in everyone {
+            self.deliver(member, &msg);
+        }
+        true
     }
 
     /// Notes where a page's pointer is.
@@ -363,6 +466,14 @@ impl Hub {
             changed
         })
     }
+}
+
+/// `User-417`: a three-digit name from the connection id, scattered so neighbours differ.
+fn generated_name(conn: ConnId) -> String {
+    format!(
+        "User-{}",
+        100 + conn.wrapping_mul(7919).wrapping_add(311) % 900
+    )
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -190,6 +190,16 @@ impl Session {
                 }
                 return;
             }
+            PageMessage::SetName { name } => {
+                if !self.ctx.hub.rename(self.conn, name.trim()) {
+                    self.refuse(Error::new(
+                        ErrorCode::BadField,
+                        "set_name: send hello first; names belong to members",
+                    ))
+                    .await;
+                }
+                return;
+            }
             PageMessage::TrackDashboardAction { action, .. } => {
                 metrics.dashboard_action(protocol::dashboard::action_label(action));
                 self.send(&ServerMessage::DashboardActionAck {
@@ -206,6 +216,7 @@ impl Session {
                         renderer,
                     })
                     .await;
+                    self.ctx.hub.join(self.conn, self.ctx.config.members_shown);
                 } else {
                     self.refuse(Error::new(
                         ErrorCode::UnsupportedVersion,

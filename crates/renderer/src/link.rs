@@ -304,7 +304,8 @@ impl Link {
             | PageMessage::Watch
             | PageMessage::Cursor { .. }
             | PageMessage::RequestDetailedStats { .. }
-            | PageMessage::TrackDashboardAction { .. } => return,
+            | PageMessage::TrackDashboardAction { .. }
+            | PageMessage::SetName { .. } => return,
             PageMessage::Start {
                 recording,
                 viewport,
