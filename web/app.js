@@ -239,6 +239,11 @@
       case 'error':
         handleError(msg);
         break;
+      // The members list (docs/protocol.md, "Members"); no widget shows it yet.
+      case 'members':
+      case 'user_join':
+      case 'user_leave':
+        break;
       default:
         console.warn('unknown message from the relay', msg);
     }

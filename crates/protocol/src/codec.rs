@@ -59,7 +59,17 @@ pub fn encode<T: Serialize>(msg: &T) -> String {
 
 /// The `type` values a page may send.
 const PAGE_TYPES: &[&str] = &[
-    "hello", "start", "points", "stop", "generate", "preview", "watch", "cursor",
+    "hello",
+    "start",
+    "points",
+    "stop",
+    "generate",
+    "preview",
+    "watch",
+    "cursor",
+    "request_detailed_stats",
+    "track_dashboard_action",
+    "set_name",
 ];
 /// The `type` values the relay may send the renderer.
 const RELAY_TYPES: &[&str] = &["hello", "page", "events", "watch"];

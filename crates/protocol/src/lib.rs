@@ -12,6 +12,7 @@
 //! - [`validate`]: the checks every receiver runs before it trusts a message.
 //! - [`codec`]: decoding with errors a sender can act on.
 //! - [`options`]: how a heatmap should look ([`RenderOptions`]).
+//! - [`dashboard`]: the seed's dashboard messages: detailed-stats filters and counted actions.
 //! - [`names`]: the only shape a heatmap file name may have.
 //! - [`analytics`]: the HTTP event API of tracked sites ([`analytics::decode_events`]), and the
 //!   analytics read back; `country` and `timestamp` turn the seed API's country names and
@@ -22,6 +23,7 @@
 pub mod analytics;
 pub mod codec;
 mod country;
+pub mod dashboard;
 mod error;
 pub mod limits;
 pub mod link;
@@ -33,6 +35,7 @@ pub mod validate;
 
 pub use codec::{decode_page, decode_relay, decode_renderer, encode};
 pub use country::country_code;
+pub use dashboard::{Activity, Member, StatsFilters, VisitorUpdate};
 pub use error::{Error, ErrorCode};
 pub use limits::Limits;
 pub use link::{ConnId, LinkLimits, RelayMessage, RendererMessage};

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::{SessionInfo, Summary};
+use crate::dashboard::{Activity, Member, StatsFilters, VisitorUpdate};
 use crate::error::ErrorCode;
 use crate::limits::MAX_RECORDING_ID_LEN;
 use crate::options::{HeatKind, RenderOptions};
@@ -48,6 +49,30 @@ pub enum PageMessage {
         x: f32,
         /// Vertical position as a fraction of the viewport height, 0 to 1.
         y: f32,
+    },
+    /// The seed's request for the summary narrowed to a country and/or a page; answered
+    /// with `detailed_stats` to this connection alone, so one dashboard's filter never
+    /// changes what the others see.
+    RequestDetailedStats {
+        /// What to narrow to; missing or `null` means the whole site.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filters: Option<StatsFilters>,
+    },
+    /// The name this page shows in the members list (the person chose it; the page keeps it).
+    SetName {
+        /// 1 to [`crate::dashboard::MAX_NAME_CHARS`] characters, trimmed.
+        #[serde(deserialize_with = "crate::dashboard::name_text")]
+        name: String,
+    },
+    /// The seed's usage report from a dashboard (a filter changed, a session opened);
+    /// acknowledged with `dashboard_action_ack` and counted by action.
+    TrackDashboardAction {
+        /// What the person did, 1 to [`crate::dashboard::MAX_ACTION_LEN`] bytes.
+        #[serde(deserialize_with = "crate::dashboard::action_text")]
+        action: String,
+        /// Whatever the dashboard adds; accepted (the frame size bounds it) and not kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<serde_json::Value>,
     },
 }
 
@@ -179,6 +204,68 @@ pub enum ServerMessage {
     Presence {
         /// Pages (recorders and dashboards) connected now.
         online: usize,
+        /// Of those, the dashboards (connections that sent `watch`); what a dashboard shows
+        /// as "dashboards online", since `online` also counts recorders.
+        #[serde(default)]
+        dashboards: usize,
+    },
+    /// The answer to `request_detailed_stats`, sent only to the connection that asked.
+    DetailedStats {
+        /// The filters applied, normalised (country as its two-letter code, blanks dropped).
+        filters: StatsFilters,
+        /// As `GET /api/analytics/summary` with those filters.
+        summary: Summary,
+    },
+    /// The answer to `track_dashboard_action`: it was counted.
+    DashboardActionAck {
+        /// The action, as sent.
+        action: String,
+    },
+    /// A dashboard connected (sent `watch`); sent to every dashboard, the new one included.
+    UserConnected {
+        /// Dashboards connected now.
+        dashboards: usize,
+    },
+    /// The seed's name for the live numbers: sent to dashboards beside every `analytics`.
+    VisitorUpdate(VisitorUpdate),
+    /// Events just stored (oldest first), sent to dashboards at most four times a second;
+    /// past `--max-activity-per-sec` the oldest are left out and counted in `dropped`.
+    SessionActivity {
+        /// The events, oldest first.
+        events: Vec<Activity>,
+        /// Events stored since the last message that are not listed.
+        #[serde(default)]
+        dropped: u64,
+    },
+    /// The members list as this page joins it (after `hello`): who it is, how many pages
+    /// are members, and the most recent ones (`--members-shown`), newest first.
+    Members {
+        /// This page, with the name it was given.
+        you: Member,
+        /// Pages that said `hello` and are still here.
+        count: usize,
+        /// The most recent members, newest first.
+        recent: Vec<Member>,
+    },
+    /// A page joined the members list, or renamed itself (an `id` already known); sent to
+    /// every member.
+    UserJoin {
+        /// The page.
+        member: Member,
+        /// Members now.
+        count: usize,
+    },
+    /// A page left; sent to the members that stay.
+    UserLeave {
+        /// The page.
+        member: Member,
+        /// Members now.
+        count: usize,
+    },
+    /// A dashboard disconnected; sent to the remaining dashboards.
+    UserDisconnected {
+        /// Dashboards connected now.
+        dashboards: usize,
     },
     /// The live analytics feed, for connections that sent `watch`.
     Analytics(AnalyticsUpdate),

@@ -33,6 +33,14 @@ pub fn validate_page(msg: &PageMessage, limits: &Limits) -> Result<(), Error> {
             }
         }
         PageMessage::Start { viewport, .. } => validate_viewport(viewport),
+        PageMessage::RequestDetailedStats { filters } => match filters {
+            Some(filters) => filters.normalized().map(drop),
+            None => Ok(()),
+        },
+        PageMessage::SetName { name } => crate::dashboard::validate_name(name),
+        PageMessage::TrackDashboardAction { action, .. } => {
+            crate::dashboard::validate_action(action)
+        }
         PageMessage::Points(batch) => validate_batch(batch, limits),
     }
 }

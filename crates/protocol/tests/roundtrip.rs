@@ -69,6 +69,18 @@ fn page_messages() -> Vec<PageMessage> {
             recording: id("r-1"),
             kind: Some(HeatKind::Moves),
         }),
+        PageMessage::RequestDetailedStats { filters: None },
+        PageMessage::RequestDetailedStats {
+            filters: Some(StatsFilters {
+                country: Some("DE".into()),
+                page: Some("/pricing".into()),
+            }),
+        },
+        PageMessage::SetName { name: "Ada".into() },
+        PageMessage::TrackDashboardAction {
+            action: "export".into(),
+            data: Some(serde_json::json!({"format": "csv"})),
+        },
     ]
 }
 
@@ -113,6 +125,46 @@ fn server_messages() -> Vec<ServerMessage> {
             n_points: 3,
             cells: vec![0, 10, 255, 3, 0, 0, 0, 1],
         }),
+        ServerMessage::Presence {
+            online: 3,
+            dashboards: 2,
+        },
+        ServerMessage::DashboardActionAck {
+            action: "export".into(),
+        },
+        ServerMessage::UserConnected { dashboards: 2 },
+        ServerMessage::Members {
+            you: Member {
+                id: 7,
+                name: "User-417".into(),
+            },
+            count: 2,
+            recent: vec![Member {
+                id: 7,
+                name: "User-417".into(),
+            }],
+        },
+        ServerMessage::UserLeave {
+            member: Member {
+                id: 7,
+                name: "Ada".into(),
+            },
+            count: 1,
+        },
+        ServerMessage::SessionActivity {
+            events: vec![Activity {
+                session_id: "s-1".into(),
+                page: "/pricing".into(),
+                kind: analytics::EventType::Click,
+            }],
+            dropped: 3,
+        },
+        ServerMessage::VisitorUpdate(VisitorUpdate {
+            total_active: 1,
+            dashboards: 2,
+            ..VisitorUpdate::default()
+        }),
+        ServerMessage::UserDisconnected { dashboards: 1 },
         ServerMessage::Error {
             code: ErrorCode::NoPoints,
             message: "recording r-1 has no points yet".into(),

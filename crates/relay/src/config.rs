@@ -126,6 +126,22 @@ pub struct Config {
     #[arg(long, default_value_t = 256)]
     pub session_queue: usize,
 
+    /// Dashboards' request_detailed_stats answered at once, relay-wide (each is one summary read
+    /// from the renderer over HTTP); past it, and past one per dashboard, the request gets busy.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_stats_requests: u32,
+
+    /// Stored events listed to dashboards per second in session_activity (sent in up to four
+    /// messages a second); more are left out and counted as dropped. 0 turns the feed off.
+    #[arg(long, default_value_t = 200)]
+    pub max_activity_per_sec: usize,
+
+    /// Names listed in the members list a page gets when it joins (the most recent members;
+    /// the count covers everyone), and the room size up to which joins and leaves are
+    /// announced to every page one by one (above it only the counts, in presence).
+    #[arg(long, default_value_t = 20)]
+    pub members_shown: usize,
+
     /// Page messages queued for the renderer; when full, pages wait (back-pressure over TCP).
     #[arg(long, default_value_t = 4096)]
     pub upstream_queue: usize,

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use netkit::TokenBucket;
 use protocol::Limits;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Config;
 use crate::events::EventSender;
@@ -35,6 +35,9 @@ pub(crate) struct Context {
     pub origins: PublicOrigins,
     /// Event-API rate limits, one bucket per client address.
     pub api_limits: ApiLimits,
+    /// Places for dashboards' `request_detailed_stats` reads from the renderer
+    /// (`--max-stats-requests`), so many dashboards cannot open unbounded HTTP requests.
+    pub stats_permits: Arc<Semaphore>,
 }
 
 /// Token buckets per client address for the event API, bounded in size: past

@@ -14,6 +14,7 @@ use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use netkit::http::{self, Body};
 use protocol::analytics::{decode_events, EventsAccepted};
+use protocol::Activity;
 use protocol::{encode, ErrorCode, LinkState, RelayMessage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -135,10 +136,32 @@ pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Re
     if n_events == 0 {
         return accepted(0);
     }
+    // What the dashboards' session_activity will list, taken only while one watches, and
+    // only as many as one message may hold.
+    let cap = activity_cap(ctx.config.max_activity_per_sec);
+    let noted = cap > 0 && ctx.hub.is_watched();
+    let skipped = if noted {
+        n_events.saturating_sub(cap)
+    } else {
+        0
+    };
+    let activity: Vec<Activity> = if noted {
+        events[skipped..]
+            .iter()
+            .map(|event| Activity {
+                session_id: event.session_id.clone(),
+                page: event.page.clone(),
+                kind: event.kind,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let answer = send(ctx, events).await;
     match answer {
         EventsAnswer::Stored { accepted: n } => {
             metrics.events_accepted.inc_by(n as u64);
+            ctx.hub.note_activity(activity, skipped as u64, cap);
             accepted(n)
         }
         EventsAnswer::Refused {
@@ -157,6 +180,13 @@ pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Re
             response
         }
     }
+}
+
+/// Most events one `session_activity` lists: a tick's share of `--max-activity-per-sec`
+/// (at least one, unless the feed is off).
+fn activity_cap(per_sec: usize) -> usize {
+    let ticks_per_sec = (1000 / crate::feed::ACTIVITY_TICK.as_millis()).max(1) as usize;
+    per_sec.div_ceil(ticks_per_sec)
 }
 
 /// The visitor's country as the first of `names` that a proxy set to a known country
@@ -269,6 +299,14 @@ mod tests {
             country_from_headers(&headers, &names).as_deref(),
             Some("IN")
         );
+    }
+
+    #[test]
+    fn activity_per_message_is_a_tick_share_of_the_rate() {
+        assert_eq!(activity_cap(200), 50);
+        assert_eq!(activity_cap(8), 2);
+        assert_eq!(activity_cap(1), 1);
+        assert_eq!(activity_cap(0), 0);
     }
 
     #[test]

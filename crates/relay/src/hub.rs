@@ -3,13 +3,14 @@
 //! The upstream task routes each renderer reply through [`Hub::deliver`]; sessions watch
 //! [`Hub::link_state`] to tell their page about every change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use protocol::{
-    encode, AnalyticsUpdate, ConnId, Cursor, LinkLimits, LinkState, RecordingId, ServerMessage,
+    encode, Activity, AnalyticsUpdate, ConnId, Cursor, LinkLimits, LinkState, Member, RecordingId,
+    ServerMessage, VisitorUpdate,
 };
 
 use crate::metrics::RelayMetrics;
@@ -25,8 +26,8 @@ pub(crate) struct Hub {
     next_conn: AtomicU64,
     /// The renderer link's state; every session holds a receiver.
     link: watch::Sender<LinkState>,
-    /// Pages connected, published at most once a second by the feed task.
-    presence: watch::Sender<usize>,
+    /// Pages and dashboards connected, published at most once a second by the feed task.
+    presence: watch::Sender<Presence>,
     /// Connections that asked for the live analytics feed.
     watchers: Mutex<HashSet<ConnId>>,
     /// Whether anyone watches, for the upstream task to tell the renderer (which pushes
@@ -41,11 +42,36 @@ pub(crate) struct Hub {
     /// The bounds the renderer announced in its last `welcome` (`None` before the first
     /// link, or from a renderer that announces none).
     renderer_limits: Mutex<Option<LinkLimits>>,
+    /// Pages that said `hello`, by connection id (ids grow, so the last entries are the
+    /// most recent members), with their names. One short name per connection.
+    members: Mutex<BTreeMap<ConnId, String>>,
+    /// `--members-shown`: names listed, and the room size up to which joins, leaves and
+    /// renames are announced one by one (set by `join`, which every member passes).
+    members_shown: std::sync::atomic::AtomicUsize,
+    /// Events stored since the last `session_activity`, bounded by what one message may list.
+    activity: Mutex<ActivityQueue>,
     /// Counters and gauges for `/metrics` and `/healthz`.
     pub metrics: RelayMetrics,
     /// When each forwarded batch left, by page and batch, to time its acknowledgement.
     /// Bounded by [`MAX_PENDING_ACKS`]; cleared if a page never gets its acks.
     pending_acks: Mutex<HashMap<(ConnId, RecordingId, u64), Instant>>,
+}
+
+/// How many pages are connected, and how many of them are dashboards (sent `watch`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Presence {
+    /// Every page socket: recorders and dashboards.
+    pub online: usize,
+    /// Connections watching the analytics feed.
+    pub dashboards: usize,
+}
+
+/// Stored events waiting for the next `session_activity`: the newest `cap`, and how many
+/// older ones were left out.
+#[derive(Debug, Default)]
+struct ActivityQueue {
+    pending: VecDeque<Activity>,
+    dropped: u64,
 }
 
 /// A cursor that has not moved for this long disappears from the others' pages.
@@ -67,7 +93,7 @@ const MAX_PENDING_ACKS: usize = 100_000;
 impl Default for Hub {
     fn default() -> Self {
         let (link, _) = watch::channel(LinkState::Connecting);
-        let (presence, _) = watch::channel(0);
+        let (presence, _) = watch::channel(Presence::default());
         let (watched, _) = watch::channel(false);
         Hub {
             sessions: Mutex::new(HashMap::new()),
@@ -79,6 +105,9 @@ impl Default for Hub {
             latest_analytics: Mutex::new(None),
             cursors: Mutex::new(CursorTable::default()),
             renderer_limits: Mutex::new(None),
+            activity: Mutex::new(ActivityQueue::default()),
+            members: Mutex::new(BTreeMap::new()),
+            members_shown: std::sync::atomic::AtomicUsize::new(0),
             metrics: RelayMetrics::default(),
             pending_acks: Mutex::new(HashMap::new()),
         }
@@ -100,17 +129,121 @@ impl Hub {
         if lock(&self.sessions).remove(&conn).is_some() {
             self.metrics.sessions_open.dec();
         }
-        {
+        let left_dashboards = {
             let mut watchers = lock(&self.watchers);
-            watchers.remove(&conn);
+            let was_dashboard = watchers.remove(&conn);
             self.watched.send_if_modified(|watched| {
                 std::mem::replace(watched, !watchers.is_empty()) != *watched
             });
+            was_dashboard.then(|| watchers.iter().copied().collect::<Vec<_>>())
+        };
+        if let Some(dashboards) = left_dashboards {
+            let msg = ServerMessage::UserDisconnected {
+                dashboards: dashboards.len(),
+            };
+            for dashboard in dashboards {
+                self.deliver(dashboard, &msg);
+            }
         }
-        let mut cursors = lock(&self.cursors);
-        if cursors.latest.remove(&conn).is_some() {
-            cursors.changed = true;
+        {
+            let mut cursors = lock(&self.cursors);
+            if cursors.latest.remove(&conn).is_some() {
+                cursors.changed = true;
+            }
         }
+        let left = {
+            let mut members = lock(&self.members);
+            let shown = self.members_shown.load(Ordering::Relaxed);
+            members
+                .remove(&conn)
+                .filter(|_| members.len() < shown)
+                .map(|name| {
+                    let others: Vec<ConnId> = members.keys().copied().collect();
+                    (name, others)
+                })
+        };
+        if let Some((name, others)) = left {
+            let msg = ServerMessage::UserLeave {
+                member: Member { id: conn, name },
+                count: others.len(),
+            };
+            for other in others {
+                self.deliver(other, &msg);
+            }
+        }
+    }
+
+    /// Adds a page to the members list under a generated name (once; a second `hello`
+    /// changes nothing), tells it the list (the `shown` most recent names), and tells the
+    /// others it joined.
+    ///
+    /// Joins, leaves and renames are announced one by one only while the room holds at
+    /// most `shown` members: each costs a message to every member, so a large room's churn
+    /// would cost n² messages; past it, a page learns the count from `presence`.
+    pub fn join(&self, conn: ConnId, shown: usize) {
+        self.members_shown.store(shown, Ordering::Relaxed);
+        let (me, recent, others) = {
+            let mut members = lock(&self.members);
+            if members.contains_key(&conn) {
+                return;
+            }
+            let name = generated_name(conn);
+            members.insert(conn, name.clone());
+            let recent: Vec<Member> = members
+                .iter()
+                .rev()
+                .take(shown)
+                .map(|(&id, name)| Member {
+                    id,
+                    name: name.clone(),
+                })
+                .collect();
+            let others: Vec<ConnId> = members.keys().copied().collect();
+            (Member { id: conn, name }, recent, others)
+        };
+        let count = others.len();
+        self.deliver(
+            conn,
+            &ServerMessage::Members {
+                you: me.clone(),
+                count,
+                recent,
+            },
+        );
+        if count > shown {
+            return;
+        }
+        let msg = ServerMessage::UserJoin { member: me, count };
+        for other in others.into_iter().filter(|other| *other != conn) {
+            self.deliver(other, &msg);
+        }
+    }
+
+    /// Renames a member and tells every member (itself included) with a `user_join` of the
+    /// known id. `false` if the page has not joined (sent no `hello`).
+    pub fn rename(&self, conn: ConnId, name: &str) -> bool {
+        let everyone = {
+            let mut members = lock(&self.members);
+            match members.get_mut(&conn) {
+                Some(current) => *current = name.to_owned(),
+                None => return false,
+            }
+            if members.len() > self.members_shown.load(Ordering::Relaxed) {
+                return true;
+            }
+            members.keys().copied().collect::<Vec<_>>()
+        };
+        let msg = ServerMessage::UserJoin {
+            member: Member {
+                id: conn,
+                name: name.to_owned(),
+            },
+            count: everyone.len(),
+        };
+        for member in everyone {
+            self.deliver(member, &msg);
+        }
+        true
     }
 
     /// Notes where a page's pointer is.
@@ -153,15 +286,72 @@ impl Hub {
         }
     }
 
-    /// Adds a connection to the live analytics feed.
-    /// Adds a connection to the live analytics feed, and gives it the latest numbers.
+    /// Adds a connection to the live analytics feed, gives it the latest numbers, and, the
+    /// first time it watches, tells every dashboard (itself included) how many there are now.
     pub fn watch_analytics(&self, conn: ConnId) {
-        lock(&self.watchers).insert(conn);
+        let new_dashboards = {
+            let mut watchers = lock(&self.watchers);
+            watchers
+                .insert(conn)
+                .then(|| watchers.iter().copied().collect::<Vec<_>>())
+        };
         self.watched
             .send_if_modified(|watched| !std::mem::replace(watched, true));
+        if let Some(dashboards) = new_dashboards {
+            let msg = ServerMessage::UserConnected {
+                dashboards: dashboards.len(),
+            };
+            for dashboard in dashboards {
+                self.deliver(dashboard, &msg);
+            }
+        }
         let latest = lock(&self.latest_analytics).clone();
         if let Some(update) = latest {
+            let dashboards = lock(&self.watchers).len();
+            let visitors = VisitorUpdate::from_summary(&update.summary, dashboards);
             self.deliver(conn, &ServerMessage::Analytics(update));
+            self.deliver(conn, &ServerMessage::VisitorUpdate(visitors));
+        }
+    }
+
+    /// Whether any dashboard watches now (cheap; read on every stored event request).
+    pub fn is_watched(&self) -> bool {
+        *self.watched.borrow()
+    }
+
+    /// Queues events just stored for the next `session_activity`, keeping the newest
+    /// `cap` and counting the rest, and the `skipped` ones never queued, as dropped.
+    pub fn note_activity(
+        &self,
+        events: impl IntoIterator<Item = Activity>,
+        skipped: u64,
+        cap: usize,
+    ) {
+        let mut activity = lock(&self.activity);
+        activity.dropped += skipped;
+        for event in events {
+            activity.pending.push_back(event);
+            if activity.pending.len() > cap {
+                activity.pending.pop_front();
+                activity.dropped += 1;
+            }
+        }
+    }
+
+    /// Sends the queued events to every dashboard as one `session_activity`, if any.
+    pub fn flush_activity(&self) {
+        let (events, dropped) = {
+            let mut activity = lock(&self.activity);
+            if activity.pending.is_empty() {
+                return;
+            }
+            let dropped = std::mem::take(&mut activity.dropped);
+            (activity.pending.drain(..).collect::<Vec<_>>(), dropped)
+        };
+        let msg = ServerMessage::SessionActivity { events, dropped };
+        let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
+        for conn in watchers {
+            self.deliver(conn, &msg);
         }
     }
 
@@ -173,10 +363,15 @@ impl Hub {
     /// Sends the renderer's analytics update to every watcher of the feed.
     pub fn deliver_analytics(&self, update: AnalyticsUpdate) {
         *lock(&self.latest_analytics) = Some(update.clone());
-        let msg = ServerMessage::Analytics(update);
         let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
+        let visitors = ServerMessage::VisitorUpdate(VisitorUpdate::from_summary(
+            &update.summary,
+            watchers.len(),
+        ));
+        let msg = ServerMessage::Analytics(update);
         for conn in watchers {
             self.deliver(conn, &msg);
+            self.deliver(conn, &visitors);
         }
     }
 
@@ -185,9 +380,13 @@ impl Hub {
         *lock(&self.latest_analytics) = None;
     }
 
-    /// Publishes the number of pages connected, waking sessions only on a change.
+    /// Publishes the number of pages and dashboards connected, waking sessions only on a
+    /// change.
     pub fn publish_presence(&self) {
-        let online = self.n_sessions();
+        let online = Presence {
+            online: self.n_sessions(),
+            dashboards: lock(&self.watchers).len(),
+        };
         self.presence.send_if_modified(|current| {
             let changed = *current != online;
             *current = online;
@@ -195,8 +394,8 @@ impl Hub {
         });
     }
 
-    /// A receiver that wakes when the number of pages changes.
-    pub fn watch_presence(&self) -> watch::Receiver<usize> {
+    /// A receiver that wakes when the number of pages or dashboards changes.
+    pub fn watch_presence(&self) -> watch::Receiver<Presence> {
         self.presence.subscribe()
     }
 
@@ -267,6 +466,14 @@ impl Hub {
             changed
         })
     }
+}
+
+/// `User-417`: a three-digit name from the connection id, scattered so neighbours differ.
+fn generated_name(conn: ConnId) -> String {
+    format!(
+        "User-{}",
+        100 + conn.wrapping_mul(7919).wrapping_add(311) % 900
+    )
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -9,6 +9,8 @@
 //! - `config`: the flags ([`Config`]).
 //! - `server`: HTTP routes, the Origin check and the WebSocket upgrade.
 //! - `session`: one page's socket.
+//! - `dashboard`: the seed's dashboard requests (`request_detailed_stats`,
+//!   `track_dashboard_action`), answered to the asking page alone.
 //! - `hub`: sessions by connection id and the link state they watch.
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `upstream`: the renderer link, its reconnects and reply routing.
@@ -27,6 +29,7 @@ mod backoff;
 mod config;
 mod context;
 mod cors;
+mod dashboard;
 mod events;
 mod feed;
 mod hub;
@@ -103,6 +106,9 @@ pub async fn run(
         renderer_authority: renderer_connector.authority().to_owned(),
         renderer_connector,
         api_limits: context::ApiLimits::default(),
+        stats_permits: Arc::new(tokio::sync::Semaphore::new(
+            config.max_stats_requests as usize,
+        )),
         origins,
         config,
     });
@@ -118,6 +124,9 @@ pub async fn run(
     ));
     tokio::spawn(feed::run_presence(ctx.clone(), controller.subscribe()));
     tokio::spawn(feed::run_cursors(ctx.clone(), controller.subscribe()));
+    if ctx.config.max_activity_per_sec > 0 {
+        tokio::spawn(feed::run_activity(ctx.clone(), controller.subscribe()));
+    }
     netkit::serve_until(
         listener,
         serve_config,

@@ -25,6 +25,13 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// The label of the dashboard-action series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// One of `protocol::dashboard::DASHBOARD_ACTIONS`, or `other`.
+    pub action: &'static str,
+}
+
 /// The label of the API-response series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -73,6 +80,8 @@ pub struct RelayMetrics {
     pub events_refused: Family<ReasonLabel, Counter>,
     /// `/api/` answers by HTTP status.
     pub api_responses: Family<StatusLabel, Counter>,
+    /// Dashboards' `track_dashboard_action` reports, by action (a fixed label set).
+    pub dashboard_actions: Family<ActionLabel, Counter>,
     /// All of the above, for `/metrics`.
     pub registry: Registry,
 }
@@ -99,6 +108,7 @@ impl Default for RelayMetrics {
             events_accepted: Counter::default(),
             events_refused: Family::default(),
             api_responses: Family::default(),
+            dashboard_actions: Family::default(),
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
@@ -192,6 +202,11 @@ impl Default for RelayMetrics {
             "Answers to /api/ requests by HTTP status",
             metrics.api_responses.clone(),
         );
+        registry.register(
+            "relay_dashboard_actions",
+            "Dashboard actions reported with track_dashboard_action, by action (unlisted ones as other)",
+            metrics.dashboard_actions.clone(),
+        );
         metrics.errors.register(registry, "relay");
         metrics.set_link_state(LinkState::Connecting);
         metrics
@@ -203,6 +218,13 @@ impl RelayMetrics {
     pub fn events_refused(&self, reason: &'static str) {
         self.events_refused
             .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts one dashboard action under its label.
+    pub fn dashboard_action(&self, action: &'static str) {
+        self.dashboard_actions
+            .get_or_create(&ActionLabel { action })
             .inc();
     }
 

@@ -95,12 +95,55 @@ pub(crate) async fn forward(
     }
 }
 
+/// Reads `path` from the renderer (`GET`), giving its status and whole body, within
+/// [`FETCH_TIMEOUT`] and [`MAX_RESPONSE_BYTES`]; for answers the relay reads itself rather
+/// than passes on (the dashboards' `detailed_stats`).
+///
+/// # Errors
+/// The renderer cannot be reached, does not answer in time, or sends a body too large.
+pub(crate) async fn get_bytes(ctx: &Context, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+    let response = tokio::time::timeout(FETCH_TIMEOUT, async {
+        let response = send(ctx, Method::GET, path, Bytes::new()).await?;
+        let status = response.status();
+        let body = read_body(response).await?;
+        anyhow::Ok((status, body))
+    })
+    .await
+    .map_err(|_| anyhow!("no answer within {} s", FETCH_TIMEOUT.as_secs()))??;
+    Ok(response)
+}
+
 async fn fetch(
     ctx: &Context,
     method: Method,
     path: &str,
     body: Bytes,
 ) -> anyhow::Result<Response<Body>> {
+    let response = send(ctx, method, path, body).await?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    // A 503 from a full store says when to try again; the sender must hear it too.
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
+    let body = read_body(response).await?;
+    let mut reply = http::with_body(status, "application/octet-stream", body);
+    reply.headers_mut().insert(CONTENT_TYPE, content_type);
+    if let Some(retry_after) = retry_after {
+        reply.headers_mut().insert(RETRY_AFTER, retry_after);
+    }
+    Ok(reply)
+}
+
+/// Sends one request to the renderer on a new connection and returns its answer's head.
+async fn send(
+    ctx: &Context,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<Response<Incoming>> {
     let authority = &ctx.renderer_authority;
     let stream = ctx.renderer_connector.connect().await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -118,24 +161,14 @@ async fn fetch(
             request.headers_mut().insert(AUTHORIZATION, value);
         }
     }
-    let response = sender.send_request(request).await.context("send request")?;
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    // A 503 from a full store says when to try again; the sender must hear it too.
-    let retry_after = response.headers().get(RETRY_AFTER).cloned();
-    let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+    sender.send_request(request).await.context("send request")
+}
+
+/// Reads a renderer answer's body, up to [`MAX_RESPONSE_BYTES`].
+async fn read_body(response: Response<Incoming>) -> anyhow::Result<Bytes> {
+    Ok(Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
         .await
         .map_err(|err| anyhow!("read body: {err}"))?
-        .to_bytes();
-    let mut reply = http::with_body(status, "application/octet-stream", body);
-    reply.headers_mut().insert(CONTENT_TYPE, content_type);
-    if let Some(retry_after) = retry_after {
-        reply.headers_mut().insert(RETRY_AFTER, retry_after);
-    }
-    Ok(reply)
+        .to_bytes())
 }

@@ -6,6 +6,7 @@
 //! behind slows the page's reads (TCP back-pressure) rather than growing memory.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -49,6 +50,8 @@ pub(crate) async fn serve_session(
         ctx: ctx.clone(),
         tx: tx.clone(),
         bucket: TokenBucket::new(ctx.config.max_messages_per_sec, ctx.config.message_burst),
+        stats_in_flight: Arc::new(AtomicBool::new(false)),
+        shutdown: shutdown.clone(),
     };
     let mut link = ctx.hub.watch_link();
     link.mark_unchanged();
@@ -103,8 +106,8 @@ pub(crate) async fn serve_session(
                 if changed.is_err() {
                     break "relay stopping";
                 }
-                let online = *presence.borrow_and_update();
-                session.send(&ServerMessage::Presence { online }).await;
+                let counts = *presence.borrow_and_update();
+                session.send(&ServerMessage::Presence { online: counts.online, dashboards: counts.dashboards }).await;
             }
             _ = shutdown.wait() => {
                 let _ = tx.send(close(CloseCode::Away, "relay shutting down".into())).await;
@@ -132,6 +135,10 @@ struct Session {
     ctx: Arc<Context>,
     tx: mpsc::Sender<Message>,
     bucket: TokenBucket,
+    /// Whether a `request_detailed_stats` of this page is being answered (one at a time).
+    stats_in_flight: Arc<AtomicBool>,
+    /// Handed to the tasks that answer this page's detailed-stats requests.
+    shutdown: Shutdown,
 }
 
 impl Session {
@@ -167,6 +174,40 @@ impl Session {
                 self.ctx.hub.move_cursor(self.conn, *x, *y);
                 return;
             }
+            PageMessage::RequestDetailedStats { filters } => {
+                let filters = filters.clone().unwrap_or_default();
+                let started = filters.normalized().and_then(|filters| {
+                    crate::dashboard::spawn_detailed_stats(
+                        &self.ctx,
+                        self.conn,
+                        filters,
+                        &self.stats_in_flight,
+                        self.shutdown.clone(),
+                    )
+                });
+                if let Err(err) = started {
+                    self.refuse(err).await;
+                }
+                return;
+            }
+            PageMessage::SetName { name } => {
+                if !self.ctx.hub.rename(self.conn, name.trim()) {
+                    self.refuse(Error::new(
+                        ErrorCode::BadField,
+                        "set_name: send hello first; names belong to members",
+                    ))
+                    .await;
+                }
+                return;
+            }
+            PageMessage::TrackDashboardAction { action, .. } => {
+                metrics.dashboard_action(protocol::dashboard::action_label(action));
+                self.send(&ServerMessage::DashboardActionAck {
+                    action: action.clone(),
+                })
+                .await;
+                return;
+            }
             PageMessage::Hello { v } => {
                 if *v == PROTOCOL_VERSION {
                     let renderer = self.ctx.hub.link_state();
@@ -175,6 +216,7 @@ impl Session {
                         renderer,
                     })
                     .await;
+                    self.ctx.hub.join(self.conn, self.ctx.config.members_shown);
                 } else {
                     self.refuse(Error::new(
                         ErrorCode::UnsupportedVersion,

@@ -299,8 +299,13 @@ impl Link {
     async fn handle_page(&mut self, conn: ConnId, msg: PageMessage) {
         let store = &self.ctx.store;
         let reply = match msg {
-            // The relay answers hello and watch itself; forwarded ones need no answer.
-            PageMessage::Hello { .. } | PageMessage::Watch | PageMessage::Cursor { .. } => return,
+            // The relay answers these itself; forwarded ones need no answer.
+            PageMessage::Hello { .. }
+            | PageMessage::Watch
+            | PageMessage::Cursor { .. }
+            | PageMessage::RequestDetailedStats { .. }
+            | PageMessage::TrackDashboardAction { .. }
+            | PageMessage::SetName { .. } => return,
             PageMessage::Start {
                 recording,
                 viewport,
