@@ -7,23 +7,10 @@ mod common;
 use common::browser::*;
 use common::nginx::{free_port, Nginx};
 use common::*;
-use fantoccini::{Client, Locator};
+use fantoccini::Locator;
 use serde_json::json;
 use testkit::tls::TestPki;
 use testkit::{eventually, http_get, Image, TempDir};
-
-/// Loads `url` and waits until the snippet has started.
-async fn visit(browser: &Client, url: &str) {
-    browser.goto(url).await.unwrap();
-    eventually("the snippet to load over https", || async {
-        let loaded = browser
-            .execute("return !!window.heatmapTracker;", vec![])
-            .await
-            .ok()?;
-        (loaded == json!(true)).then_some(())
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_site_over_https_through_nginx_records_clicks_into_its_heatmap() {

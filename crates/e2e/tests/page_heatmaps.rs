@@ -411,15 +411,7 @@ async fn moves_recorded_at_one_width_land_on_their_element_at_another() {
 
     // A desktop visitor rests the pointer on the Pro button (the plans side by side).
     browser.set_window_size(1400, 900).await.unwrap();
-    browser.goto(&format!("http://{addr}{PAGE}")).await.unwrap();
-    eventually("the snippet to load", || async {
-        let loaded = browser
-            .execute("return !!window.heatmapTracker;", vec![])
-            .await
-            .ok()?;
-        (loaded == json!(true)).then_some(())
-    })
-    .await;
+    visit(&browser, &format!("http://{addr}{PAGE}")).await;
     let button = browser.find(Locator::Css("#buy-pro")).await.unwrap();
     let n_events = || async {
         let stats = browser

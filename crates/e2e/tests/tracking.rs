@@ -13,19 +13,6 @@ use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 use testkit::{eventually, http_get, Image, TempDir};
 
-/// Loads `url` and waits until the snippet has started.
-async fn visit(browser: &Client, url: &str) {
-    browser.goto(url).await.unwrap();
-    eventually("the snippet to load", || async {
-        let loaded = browser
-            .execute("return !!window.heatmapTracker;", vec![])
-            .await
-            .ok()?;
-        (loaded == json!(true)).then_some(())
-    })
-    .await;
-}
-
 /// Clicks an element for real and returns its centre in document coordinates and the
 /// document's size.
 async fn click_and_locate(browser: &Client, selector: &str) -> (f64, f64, f64, f64) {

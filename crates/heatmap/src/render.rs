@@ -598,8 +598,8 @@ fn recording_caption(input: &RenderInput<'_>, settings: &RenderSettings) -> Stri
     format!(
         "{} · {} moves, {} {} · {} · started {}",
         shown,
-        group_thousands(input.n_moves()),
-        group_thousands(input.n_clicks()),
+        group_thousands(input.n_moves() as u64),
+        group_thousands(input.n_clicks() as u64),
         if input.n_clicks() == 1 {
             "click"
         } else {
@@ -994,8 +994,9 @@ pub fn preview_cells(
     cells
 }
 
-/// `1234567` → `1,234,567`.
-fn group_thousands(n: usize) -> String {
+/// `1234567` → `1,234,567`: how every count in a caption is written, here and in the
+/// renderer's page-map captions.
+pub fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (idx, digit) in digits.chars().enumerate() {

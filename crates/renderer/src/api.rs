@@ -357,7 +357,11 @@ fn page_caption(
         other => other.as_str(),
     };
     let plural = |n: u64, one: &str, many: &str| {
-        format!("{} {}", thousands(n), if n == 1 { one } else { many })
+        format!(
+            "{} {}",
+            heatmap::render::group_thousands(n),
+            if n == 1 { one } else { many }
+        )
     };
     format!(
         "{kind} · {} · {} · {widths} · {range}",
@@ -391,19 +395,6 @@ fn range_text(query: &HashMap<String, String>, filter: &Filter) -> String {
         (None, Some(to)) => format!("until {}", when(to)),
         (None, None) => "all time".to_owned(),
     }
-}
-
-/// `1234567` → `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (idx, digit) in digits.chars().enumerate() {
-        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 /// A fraction of the document (0 to 1) in 16-bit fixed point, as the renderer's points are.

@@ -117,6 +117,19 @@ pub async fn open_browser_with_args(
 }
 
 /// Chooses `value` in the `<select>` with id `id`.
+/// Loads `url` and waits until the tracking snippet has started on it.
+pub async fn visit(browser: &Client, url: &str) {
+    browser.goto(url).await.unwrap();
+    eventually("the snippet to load", || async {
+        let loaded = browser
+            .execute("return !!window.heatmapTracker;", vec![])
+            .await
+            .ok()?;
+        (loaded == json!(true)).then_some(())
+    })
+    .await;
+}
+
 pub async fn choose(browser: &Client, id: &str, value: &str) {
     browser
         .find(fantoccini::Locator::Id(id))
