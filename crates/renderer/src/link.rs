@@ -598,8 +598,8 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
     let (moves, clicks, duration_ms, created) = {
         let recording = lock(&recording);
         (
-            recording.moves.clone(),
-            recording.clicks.clone(),
+            Arc::clone(&recording.moves),
+            Arc::clone(&recording.clicks),
             recording.duration_ms,
             recording.created,
         )
@@ -634,6 +634,7 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
         &ctx.config.out_dir,
         &local_stamp(chrono::Local::now()),
         &rendered.png,
+        ctx.config.fsync,
     )
     .map_err(render_failed)?;
     ctx.metrics.renders.inc();

@@ -17,9 +17,14 @@ const MAX_ATTEMPTS: u32 = 10_000;
 /// `create_new` makes the choice atomic: two renders in the same second never overwrite
 /// each other, even from two renderer processes sharing the folder.
 ///
+/// With `sync` (the renderer's `--fsync`) the file is on disk before the name is
+/// returned; without it the operating system has it, as for stored batches: a heatmap is
+/// derived from the stored points and can be generated again, so it takes no more care
+/// than they do.
+///
 /// # Errors
 /// [`Error::Write`] if the folder is missing, not writable or full.
-pub fn write_heatmap(out_dir: &Path, stamp: &str, png: &[u8]) -> Result<String, Error> {
+pub fn write_heatmap(out_dir: &Path, stamp: &str, png: &[u8], sync: bool) -> Result<String, Error> {
     for attempt in 0..MAX_ATTEMPTS {
         let name = heatmap_file_name(stamp, attempt);
         let path = out_dir.join(&name);
@@ -28,7 +33,10 @@ pub fn write_heatmap(out_dir: &Path, stamp: &str, png: &[u8]) -> Result<String, 
             Err(err) if err.kind() == ErrorKind::AlreadyExists => continue,
             Err(source) => return Err(Error::Write { path, source }),
         };
-        if let Err(source) = file.write_all(png).and_then(|()| file.sync_data()) {
+        if let Err(source) =
+            file.write_all(png)
+                .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
+        {
             // Leave no truncated image behind for the page to show.
             let _ = std::fs::remove_file(&path);
             return Err(Error::Write { path, source });
@@ -97,7 +105,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let stamp = "2026-11-29_19-30-05";
         let names: Vec<String> = (0..3)
-            .map(|_| write_heatmap(&dir, stamp, b"png").unwrap())
+            .map(|_| write_heatmap(&dir, stamp, b"png", false).unwrap())
             .collect();
         assert_eq!(
             names,
@@ -113,7 +121,7 @@ mod tests {
     #[test]
     fn unwritable_folder_is_a_clear_error() {
         let missing = std::env::temp_dir().join("heatmap-output-test-missing/nested");
-        let err = write_heatmap(&missing, "2026-11-29_19-30-05", b"png").unwrap_err();
+        let err = write_heatmap(&missing, "2026-11-29_19-30-05", b"png", true).unwrap_err();
         assert!(err.to_string().starts_with("cannot write"), "{err}");
     }
 

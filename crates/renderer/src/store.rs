@@ -30,12 +30,16 @@ pub struct StoreLimits {
 }
 
 /// One recording: points in fixed point, split by kind, and the batches already counted.
+///
+/// The point lists are shared (`Arc`), so a render takes them by reference count under the
+/// lock instead of copying a million points; a batch arriving while a render still holds
+/// them copies them once (`Arc::make_mut`), and only then.
 #[derive(Debug)]
 pub struct Recording {
     /// Pointer positions, in arrival order.
-    pub moves: Vec<NormPoint>,
+    pub moves: Arc<Vec<NormPoint>>,
     /// Click positions, in arrival order.
-    pub clicks: Vec<NormPoint>,
+    pub clicks: Arc<Vec<NormPoint>>,
     /// Largest `t` seen: the recording's length in milliseconds.
     pub duration_ms: u32,
     /// When the renderer first heard of it (wall clock, for captions).
@@ -52,8 +56,8 @@ pub struct Recording {
 impl Recording {
     fn new(now: SystemTime, touched: u64) -> Self {
         Recording {
-            moves: Vec::new(),
-            clicks: Vec::new(),
+            moves: Arc::default(),
+            clicks: Arc::default(),
             duration_ms: 0,
             created: now,
             touched,
@@ -154,8 +158,8 @@ impl RecordingStore {
                     dropped += n_new as usize;
                     continue;
                 }
-                recording.moves.extend_from_slice(&batch.moves);
-                recording.clicks.extend_from_slice(&batch.clicks);
+                Arc::make_mut(&mut recording.moves).extend_from_slice(&batch.moves);
+                Arc::make_mut(&mut recording.clicks).extend_from_slice(&batch.clicks);
                 recording.duration_ms = recording.duration_ms.max(batch.max_t);
                 recording.seqs.insert(batch.seq);
             }
@@ -239,8 +243,8 @@ impl RecordingStore {
                 return Err(storage_failed(&batch.recording, &err));
             }
         }
-        recording.moves.extend_from_slice(&stored.moves);
-        recording.clicks.extend_from_slice(&stored.clicks);
+        Arc::make_mut(&mut recording.moves).extend_from_slice(&stored.moves);
+        Arc::make_mut(&mut recording.clicks).extend_from_slice(&stored.clicks);
         recording.duration_ms = recording.duration_ms.max(stored.max_t);
         recording.seqs.insert(batch.seq);
         recording.touched = self.touch();
