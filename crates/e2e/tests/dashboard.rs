@@ -231,6 +231,20 @@ async fn events_sent_over_http_appear_in_two_tabs_and_a_row_opens_the_whole_visi
         dialog["canvases"][0]["red"].as_u64().unwrap() > 50,
         "the clicks are drawn: {dialog}"
     );
+    // On a phone-wide window the table scrolls sideways; no column is squeezed to nothing.
+    browser.set_window_size(420, 900).await.unwrap();
+    let widths = until(
+        &browser,
+        "the narrow layout",
+        "if (window.innerWidth > 500) return null;
+         const row = document.querySelector('#sessions tr[data-session]');
+         return [...row.cells].map((cell) => cell.getBoundingClientRect().width);",
+    )
+    .await;
+    for width in widths.as_array().unwrap() {
+        assert!(width.as_f64().unwrap() >= 40.0, "{widths}");
+    }
+
     // Opening it was counted as a dashboard action.
     eventually("the view_session action to be counted", || async {
         let viewed = metric(
