@@ -509,7 +509,8 @@
   function onFilterChange(which) {
     send({ type: 'track_dashboard_action', action: 'filter_change', data: { filter: which } });
     live.detailed = null;
-    resetSeries();
+    // The device filter is applied on this page to the lists alone; the numbers stay.
+    if (which !== 'device') resetSeries();
     if (serverFiltered()) {
       live.statsSentAt = 0;
       requestStats();
