@@ -47,6 +47,9 @@
     presence: $('presence'),
   };
 
+  /** Who is here, by name (presence.js); it sends through this page's socket. */
+  const members = window.heatmapPresence.create($('members'), (msg) => send(msg));
+
   const state = {
     socket: null,
     relay: 'connecting',
@@ -200,6 +203,7 @@
             case 'started':
         break;
             case 'presence': {
+        members.handle(msg);
         const here = msg.online === 1 ? 'Only you here' : `${msg.online} people here`;
         const change = state.online === null || msg.online === state.online ? ''
           : msg.online > state.online ? ' · someone joined' : ' · someone left';
@@ -237,13 +241,15 @@
         if (ours) drawPreview(msg);
         return;
       case 'error':
+        if (members.handle(msg)) return;
         handleError(msg);
         break;
-      // The members list (docs/protocol.md, "Members"); no widget shows it yet.
+      // The members list (docs/protocol.md, "Members"): drawn by presence.js.
       case 'members':
       case 'user_join':
       case 'user_leave':
-        break;
+        members.handle(msg);
+        return;
       default:
         console.warn('unknown message from the relay', msg);
     }

@@ -32,6 +32,10 @@ pub(crate) fn lookup(path: &str) -> Option<Asset> {
             "text/html; charset=utf-8",
             include_bytes!("../../../web/dashboard.html"),
         ),
+        "/presence.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../../web/presence.js"),
+        ),
         "/dashboard.js" => (
             "text/javascript; charset=utf-8",
             include_bytes!("../../../web/dashboard.js"),

@@ -1,4 +1,4 @@
-//! The HTTP event API: `GET /api/analytics/{summary,sessions}` and `GET /api/heatmaps`,
+//! The HTTP event API: `GET /api/analytics/{summary,sessions,session}` and `GET /api/heatmaps`,
 //! which the relay passes through from dashboards (after its CORS check), and a direct
 //! `POST /api/events` for clients of the renderer itself; the relay sends events over its
 //! link instead (`link`). The renderer owns the state.
@@ -54,6 +54,10 @@ pub(crate) async fn handle(request: Request<Incoming>, ctx: Arc<Context>) -> Res
         (Method::GET, "/api/heatmaps") => {
             let job_ctx = ctx.clone();
             blocking(move || heatmap(&job_ctx, &query)).await
+        }
+        (Method::GET, "/api/analytics/session") => {
+            let job_ctx = ctx.clone();
+            blocking(move || session_clicks(&job_ctx, &query)).await
         }
         (method, "/api/events") => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -338,6 +342,57 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         Ok(png) => http::with_body(StatusCode::OK, "image/png", png),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+}
+
+/// Most clicks one session's answer lists (the dialog draws them on small canvases).
+const MAX_SESSION_CLICKS: usize = 2_000;
+
+/// One session's clicks, with their pages and document positions, for the dashboard's
+/// session dialog (a mini heatmap per page). The store has no index by session, so this
+/// reads the raw events of the session's span (`from` and `to`, both required) and keeps
+/// the session's own: bounded by `--max-raw-events` like every raw read, with `truncated`
+/// saying when the span held more events than that (the later clicks are then missing).
+fn session_clicks(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
+    let Some(session) = query
+        .get("id")
+        .filter(|id| !id.is_empty() && id.len() <= 64)
+    else {
+        return bad_request("id: the session id is required (1 to 64 bytes)".into());
+    };
+    let filter = match filter_of(query, ctx.analytics.now_ms()) {
+        Ok(filter) => filter,
+        Err(message) => return bad_request(message),
+    };
+    if filter.from.is_none() || filter.to.is_none() {
+        return bad_request("from, to: the session's span is required (epoch ms)".into());
+    }
+    let limit = ctx.config.max_raw_events;
+    let raw = match ctx
+        .analytics
+        .store()
+        .events(filter.range(), &filter.store_filter(), limit)
+    {
+        Ok(raw) => raw,
+        Err(err) => return store_error(&err),
+    };
+    let truncated = raw.len() >= limit;
+    let clicks: Vec<serde_json::Value> = raw
+        .iter()
+        .filter(|event| event.kind == EventType::Click && event.session == *session)
+        .filter_map(|event| {
+            let position = event.position.as_ref()?;
+            Some(serde_json::json!({
+                "page": event.page, "at": event.at_ms, "x": position.x, "y": position.y,
+                "dw": position.doc_width, "dh": position.doc_height,
+            }))
+        })
+        .take(MAX_SESSION_CLICKS)
+        .collect();
+    json_ok(&serde_json::json!({
+        "sessionId": session,
+        "clicks": clicks,
+        "truncated": truncated,
+    }))
 }
 
 /// What a page map shows, as its caption says it: the kind, the events and sessions behind
