@@ -8,7 +8,8 @@
 // What is sent: the page's path (no query string), a random per-tab session id, times,
 // and positions with the viewport and document sizes they are relative to; for clicks and
 // sampled moves also a short CSS path of the element under the pointer (tag names, ids,
-// positions among siblings) and where inside it the pointer was.
+// positions among siblings) and where inside it the pointer was; for clicks also whether
+// anything answered them within a second (`dead`, see below).
 //
 // Delivery: every event gets its session's next number (`seq`) and its own time once, when
 // it happens, and waits in an outbox kept in sessionStorage until the relay has answered
@@ -41,6 +42,14 @@
   const RETRY_MAX_MS = 60 * 1000;
   /** The shortest wait, even when the relay says `Retry-After: 0`. */
   const RETRY_MIN_MS = 250;
+  /**
+   * A click that nothing answers within this long (no change of the page, no navigation)
+   * is a dead click, as Microsoft Clarity counts them: the element looks clickable but
+   * is not. Each click waits this long for its verdict before it is queued.
+   */
+  const DEAD_CLICK_MS = 1000;
+  /** Clicks waiting for their verdict at most; past it the oldest goes without one. */
+  const MAX_PENDING_CLICKS = 20;
   // The browser's language (`en-IN`), sent with the first event of each request: its
   // region stands for the visitor's country where no proxy header gives one.
   const LOCALE = /^[A-Za-z0-9_-]{1,35}$/.test(navigator.language || '') ? navigator.language : null;
@@ -173,9 +182,20 @@
   }
 
   function track(type, metadata) {
-    if (stopped) return;
+    const event = newEvent(type, metadata);
+    if (event) enqueue(event);
+  }
+
+  /** An event numbered and timed now, when it happens, but not yet queued (null when stopped). */
+  function newEvent(type, metadata) {
+    if (stopped) return null;
     const session = nextInSession();
-    const event = { type, page: location.pathname, sessionId: session.id, seq: session.seq, timestamp: Date.now(), metadata };
+    return { type, page: location.pathname, sessionId: session.id, seq: session.seq, timestamp: Date.now(), metadata };
+  }
+
+  function enqueue(event) {
+    if (stopped) return;
+    const type = event.type;
     const bytes = bytesOf(event);
     if (bytes > MAX_BATCH_BYTES || !makeRoom(type, bytes)) {
       stats.dropped += 1;
@@ -367,10 +387,56 @@
     }
   }, MOVE_SAMPLE_MS);
 
-  document.addEventListener('click', (event) => {
-    track('click', { x: event.pageX, y: event.pageY, ...sizes(), ...anchorOf(event.target, event.pageX, event.pageY) });
+  // Dead clicks. Each click waits DEAD_CLICK_MS for a sign that the page answered it: a
+  // change of the DOM (a MutationObserver, connected only while clicks wait), a new URL
+  // (a link within the page, `pushState`) or leaving the page (`pagehide`, or the tab
+  // hidden, as a link opening a new tab does). Then it is queued with `dead: true` or
+  // `dead: false`; rage clicks are found by the server from the clicks themselves.
+  const pendingClicks = [];
+  const observer = typeof MutationObserver === 'function'
+    ? new MutationObserver(() => { for (const pending of pendingClicks) pending.answered = true; })
+    : null;
+
+  /** Queues the waiting click at `idx` with its verdict (`null`: none, it was cut short). */
+  function judgeClick(idx, dead) {
+    const [pending] = pendingClicks.splice(idx, 1);
+    clearTimeout(pending.timer);
+    if (dead !== null) pending.event.metadata.dead = dead;
+    enqueue(pending.event);
+    if (pendingClicks.length === 0 && observer) observer.disconnect();
+  }
+
+  /** The page answered every waiting click (it is being left or hidden): none was dead. */
+  function answerAllClicks() {
+    while (pendingClicks.length > 0) judgeClick(0, false);
     flush();
+  }
+
+  document.addEventListener('click', (event) => {
+    const click = newEvent('click', { x: event.pageX, y: event.pageY, ...sizes(), ...anchorOf(event.target, event.pageX, event.pageY) });
+    if (!click) return;
+    if (!observer) {
+      enqueue(click);
+      flush();
+      return;
+    }
+    if (pendingClicks.length >= MAX_PENDING_CLICKS) judgeClick(0, null);
+    if (pendingClicks.length === 0) {
+      observer.observe(document.documentElement, { subtree: true, childList: true, attributes: true, characterData: true });
+    }
+    const pending = { event: click, href: location.href, answered: false, timer: null };
+    pending.timer = setTimeout(() => {
+      const idx = pendingClicks.indexOf(pending);
+      if (idx < 0) return;
+      // Mutations made just now may not have reached the observer's callback yet.
+      if (observer.takeRecords().length > 0) for (const other of pendingClicks) other.answered = true;
+      judgeClick(idx, !pending.answered && location.href === pending.href);
+      flush();
+    }, DEAD_CLICK_MS);
+    pendingClicks.push(pending);
   }, { passive: true, capture: true });
+  window.addEventListener('hashchange', () => { for (const pending of pendingClicks) pending.answered = true; });
+  window.addEventListener('popstate', () => { for (const pending of pendingClicks) pending.answered = true; });
 
   let deepest = 0;
   let scrollTimer = null;
@@ -386,10 +452,12 @@
   window.addEventListener('scroll', noteScroll, { passive: true });
 
   document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'hidden') answerAllClicks();
     track('visibility', { visible: document.visibilityState === 'visible' });
     if (document.visibilityState === 'hidden') beacon();
   });
   window.addEventListener('pagehide', () => {
+    answerAllClicks();
     track('leave', {});
     beacon();
   });
