@@ -93,6 +93,7 @@
     }
     if (!current()) return;
     const confidence = $('ins-confidence');
+    confidence.dataset.page = view.page;
     confidence.dataset.sessions = String(sessions);
     confidence.dataset.events = String(events);
     const plural = (n, one, many) => `${n.toLocaleString('en')} ${n === 1 ? one : many}`;

@@ -67,16 +67,18 @@
     get tracking() { return !stopped; },
     /**
      * A copy of the delivery counters, for tests and curious site owners: events waiting
-     * (`queued`), delivered (`sent`), given up (`dropped`: the outbox was full or the
+     * (`queued`, with clicks still waiting for their verdict), delivered (`sent`), given up (`dropped`: the outbox was full or the
      * relay refused them as invalid), failed attempts that will be retried (`retries`) and
      * the last answer's status (0 for a network error).
      */
-    get stats() { return { queued: outbox.length, ...stats }; },
+    get stats() { return { queued: outbox.length + pendingClicks.length, ...stats }; },
   };
   window.heatmapTracker = api;
 
   /** Events not yet acknowledged, oldest first; the first `inFlight` are in a request now. */
   let outbox = [];
+  /** Clicks waiting (up to DEAD_CLICK_MS) to learn whether they were dead, oldest first. */
+  const pendingClicks = [];
   let outboxBytes = 0;
   let inFlight = 0;
   /** Bumped when the outbox is reloaded, so a request from before cannot settle it. */
@@ -392,7 +394,6 @@
   // (a link within the page, `pushState`) or leaving the page (`pagehide`, or the tab
   // hidden, as a link opening a new tab does). Then it is queued with `dead: true` or
   // `dead: false`; rage clicks are found by the server from the clicks themselves.
-  const pendingClicks = [];
   const observer = typeof MutationObserver === 'function'
     ? new MutationObserver(() => { for (const pending of pendingClicks) pending.answered = true; })
     : null;
@@ -406,9 +407,17 @@
     if (pendingClicks.length === 0 && observer) observer.disconnect();
   }
 
-  /** The page answered every waiting click (it is being left or hidden): none was dead. */
+  /**
+   * The page is being left or hidden: that answers the latest click (a link, a button that
+   * navigates). Earlier waiting clicks were followed by another click before anything
+   * answered them, so they are judged on what they saw until now.
+   */
   function answerAllClicks() {
-    while (pendingClicks.length > 0) judgeClick(0, false);
+    while (pendingClicks.length > 1) {
+      const pending = pendingClicks[0];
+      judgeClick(0, !pending.answered && location.href === pending.href);
+    }
+    if (pendingClicks.length === 1) judgeClick(0, false);
     flush();
   }
 
