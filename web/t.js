@@ -67,17 +67,20 @@
     get tracking() { return !stopped; },
     /**
      * A copy of the delivery counters, for tests and curious site owners: events waiting
-     * (`queued`, with clicks still waiting for their verdict), delivered (`sent`), given up (`dropped`: the outbox was full or the
+     * (`queued`), delivered (`sent`), given up (`dropped`: the outbox was full or the
      * relay refused them as invalid), failed attempts that will be retried (`retries`) and
      * the last answer's status (0 for a network error).
      */
-    get stats() { return { queued: outbox.length + pendingClicks.length, ...stats }; },
+    get stats() { return { queued: outbox.length, ...stats }; },
   };
   window.heatmapTracker = api;
 
   /** Events not yet acknowledged, oldest first; the first `inFlight` are in a request now. */
   let outbox = [];
-  /** Clicks waiting (up to DEAD_CLICK_MS) to learn whether they were dead, oldest first. */
+  /**
+   * Clicks waiting (up to DEAD_CLICK_MS) to learn whether they were dead, oldest first.
+   * They wait in the outbox, bounded and saved with the rest; only their sending waits.
+   */
   const pendingClicks = [];
   let outboxBytes = 0;
   let inFlight = 0;
@@ -195,16 +198,18 @@
     return { type, page: location.pathname, sessionId: session.id, seq: session.seq, timestamp: Date.now(), metadata };
   }
 
+  /** Puts the event in the outbox; false when it had to be dropped. */
   function enqueue(event) {
-    if (stopped) return;
+    if (stopped) return false;
     const type = event.type;
     const bytes = bytesOf(event);
     if (bytes > MAX_BATCH_BYTES || !makeRoom(type, bytes)) {
       stats.dropped += 1;
-      return;
+      return false;
     }
     outbox.push(event);
     outboxBytes += bytes;
+    return true;
   }
 
   /** A short CSS path: up to five ancestors, tag names with ids or positions, never text. */
@@ -226,11 +231,14 @@
     return parts.join('>');
   }
 
-  /** The end of the batch that starts at `from`: bounded in events and in bytes. */
+  /**
+   * The end of the batch that starts at `from`: bounded in events and in bytes, and
+   * before the first click still waiting for its verdict (it and what follows go later).
+   */
   function batchEnd(from) {
     let end = from;
     let bytes = 2;
-    while (end < outbox.length && end - from < MAX_BATCH_EVENTS) {
+    while (end < outbox.length && end - from < MAX_BATCH_EVENTS && !pendingClicks.some((pending) => pending.event === outbox[end])) {
       const size = bytesOf(outbox[end]) + 1;
       if (bytes + size > MAX_BATCH_BYTES) break;
       bytes += size;
@@ -286,7 +294,10 @@
       retryTimer = setTimeout(flush, wait);
       return;
     }
-    inFlight = batchEnd(0);
+    const end = batchEnd(0);
+    // The oldest event is a click still waiting for its verdict: its timer flushes again.
+    if (end === 0) return;
+    inFlight = end;
     const sentGeneration = generation;
     const body = JSON.stringify(asSent(outbox.slice(0, inFlight)));
     saveOutbox();
@@ -392,18 +403,22 @@
   // Dead clicks. Each click waits DEAD_CLICK_MS for a sign that the page answered it: a
   // change of the DOM (a MutationObserver, connected only while clicks wait), a new URL
   // (a link within the page, `pushState`) or leaving the page (`pagehide`, or the tab
-  // hidden, as a link opening a new tab does). Then it is queued with `dead: true` or
-  // `dead: false`; rage clicks are found by the server from the clicks themselves.
+  // hidden, as a link opening a new tab does). It waits in the outbox meanwhile (bounded
+  // and saved like every event), and no batch takes it or anything after it until it has
+  // `dead: true` or `dead: false`; rage clicks are found by the server from the clicks.
   const observer = typeof MutationObserver === 'function'
     ? new MutationObserver(() => { for (const pending of pendingClicks) pending.answered = true; })
     : null;
 
-  /** Queues the waiting click at `idx` with its verdict (`null`: none, it was cut short). */
+  /** Gives the waiting click at `idx` its verdict (`null`: none, it was cut short) and lets it go. */
   function judgeClick(idx, dead) {
     const [pending] = pendingClicks.splice(idx, 1);
     clearTimeout(pending.timer);
-    if (dead !== null) pending.event.metadata.dead = dead;
-    enqueue(pending.event);
+    if (dead !== null) {
+      const before = bytesOf(pending.event);
+      pending.event.metadata.dead = dead;
+      if (outbox.includes(pending.event)) outboxBytes += bytesOf(pending.event) - before;
+    }
     if (pendingClicks.length === 0 && observer) observer.disconnect();
   }
 
@@ -423,9 +438,8 @@
 
   document.addEventListener('click', (event) => {
     const click = newEvent('click', { x: event.pageX, y: event.pageY, ...sizes(), ...anchorOf(event.target, event.pageX, event.pageY) });
-    if (!click) return;
+    if (!click || !enqueue(click)) return;
     if (!observer) {
-      enqueue(click);
       flush();
       return;
     }
