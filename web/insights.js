@@ -77,12 +77,14 @@
   async function showConfidence(view, current) {
     let sessions = 0;
     let events = 0;
+    const params = new URLSearchParams({ page: view.page, width: view.width });
+    if (view.range) params.set('range', view.range);
     try {
-      const response = await fetch(`/api/heatmaps?${heatmapParams(view, 'json')}`);
+      const response = await fetch(`/api/insights/confidence/${encodeURIComponent(view.kind)}?${params}`);
       if (response.ok) {
-        const grid = await response.json();
-        sessions = grid.n_sessions || 0;
-        events = grid.n_points || 0;
+        const counts = await response.json();
+        sessions = counts.sessions || 0;
+        events = counts.events || 0;
       } else if (response.status !== 404) {
         throw new Error(await errorOf(response));
       }

@@ -247,6 +247,34 @@ async fn the_csv_export_counts_exactly_the_events_in_the_range() {
     assert_eq!(cells.len(), 3, "three spots, three cells: {csv}");
     assert!(cells.iter().all(|&(x, _, _)| x < 64), "{csv}");
 
+    // The confidence numbers of the same view agree, and a wrong kind is named.
+    let (status, confidence) = get_json(
+        &addr,
+        &format!(
+            "/api/insights/confidence/click?page={page}&width=desktop&from={day}&to={}",
+            day + DAY_MS
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{confidence}");
+    assert_eq!(
+        confidence,
+        json!({"kind": "click", "events": 7, "sessions": 7})
+    );
+    let (status, refused) = get_json(
+        &addr,
+        &format!("/api/insights/confidence/hover?page={page}"),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("kind \"hover\" is not one of"),
+        "{refused}"
+    );
+
     // A pixel width reads raw events instead of stored cells, and counts the same.
     let raw = http_get(&addr, &path.replace("width=desktop", "width=1400"))
         .await

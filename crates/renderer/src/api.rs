@@ -60,6 +60,16 @@ pub(crate) async fn handle(request: Request<Incoming>, ctx: Arc<Context>) -> Res
             let job_ctx = ctx.clone();
             blocking(move || click_insights(&job_ctx, &query)).await
         }
+        (Method::GET, confidence) if confidence.starts_with("/api/insights/confidence/") => {
+            // The numbers behind one heatmap view, read exactly as the map reads them; the
+            // kind is the path's last part (`/api/insights/confidence/click?page=…`).
+            let mut query = query;
+            let kind = confidence.trim_start_matches("/api/insights/confidence/");
+            query.insert("kind".into(), kind.to_owned());
+            query.insert("format".into(), "counts".into());
+            let job_ctx = ctx.clone();
+            blocking(move || heatmap(&job_ctx, &query)).await
+        }
         (method, "/api/events") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} /api/events: events are sent with POST"),
@@ -201,9 +211,11 @@ fn click_insights(ctx: &Context, query: &HashMap<String, String>) -> Response<Bo
         None => max_elements,
         Some(text) => match text.parse::<usize>() {
             Ok(limit) if (1..=max_elements).contains(&limit) => limit,
-            _ => return bad_request(format!(
+            _ => {
+                return bad_request(format!(
                 "limit: {text:?} is not a number from 1 to {max_elements} (--max-insight-elements)"
-            )),
+            ))
+            }
         },
     };
     let raw = match ctx.analytics.store().events(
@@ -332,6 +344,8 @@ enum Format {
     Clicks,
     /// The events themselves under `points`, for any kind.
     Points,
+    /// Only the events and sessions behind the map (`/api/insights/confidence/{kind}`).
+    Counts,
     /// The counts of the JSON grid as a spreadsheet: `x,y,count` per non-empty cell under
     /// a header naming the page, kind, widths and range, for a site owner's own analysis.
     Csv,
@@ -382,9 +396,10 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         Some("clicks") => Format::Clicks,
         Some("points") => Format::Points,
         Some("csv") => Format::Csv,
+        Some("counts") => Format::Counts,
         Some(other) => {
             return bad_request(format!(
-                "format {other:?} is not one of: png, json, csv, points, clicks"
+                "format {other:?} is not one of: png, json, csv, counts, points, clicks"
             ))
         }
     };
@@ -402,7 +417,7 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         (
             EventType::Click | EventType::Move,
             Some(stored),
-            Format::Png | Format::Json | Format::Csv,
+            Format::Png | Format::Json | Format::Csv | Format::Counts,
         ) => Some(stored),
         _ => None,
     };
@@ -480,6 +495,13 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     match format {
         Format::Png => {}
         Format::Json => return grid_json(&points, &counts, n_sessions, kind, width, height),
+        Format::Counts => {
+            return json_ok(&serde_json::json!({
+                "kind": kind.as_str(),
+                "events": n_events,
+                "sessions": n_sessions,
+            }))
+        }
         Format::Csv => {
             let header = CsvHeader {
                 page,
