@@ -8,7 +8,8 @@
 // What is sent: the page's path (no query string), a random per-tab session id, times,
 // and positions with the viewport and document sizes they are relative to; for clicks and
 // sampled moves also a short CSS path of the element under the pointer (tag names, ids,
-// positions among siblings) and where inside it the pointer was.
+// positions among siblings) and where inside it the pointer was; for clicks also whether
+// anything answered them within a second (`dead`, see below).
 //
 // Delivery: every event gets its session's next number (`seq`) and its own time once, when
 // it happens, and waits in an outbox kept in sessionStorage until the relay has answered
@@ -41,6 +42,14 @@
   const RETRY_MAX_MS = 60 * 1000;
   /** The shortest wait, even when the relay says `Retry-After: 0`. */
   const RETRY_MIN_MS = 250;
+  /**
+   * A click that nothing answers within this long (no change of the page, no navigation)
+   * is a dead click, as Microsoft Clarity counts them: the element looks clickable but
+   * is not. Each click waits this long for its verdict before it is queued.
+   */
+  const DEAD_CLICK_MS = 1000;
+  /** Clicks waiting for their verdict at most; past it the oldest goes without one. */
+  const MAX_PENDING_CLICKS = 20;
   // The browser's language (`en-IN`), sent with the first event of each request: its
   // region stands for the visitor's country where no proxy header gives one.
   const LOCALE = /^[A-Za-z0-9_-]{1,35}$/.test(navigator.language || '') ? navigator.language : null;
@@ -68,6 +77,11 @@
 
   /** Events not yet acknowledged, oldest first; the first `inFlight` are in a request now. */
   let outbox = [];
+  /**
+   * Clicks waiting (up to DEAD_CLICK_MS) to learn whether they were dead, oldest first.
+   * They wait in the outbox, bounded and saved with the rest; only their sending waits.
+   */
+  const pendingClicks = [];
   let outboxBytes = 0;
   let inFlight = 0;
   /** Bumped when the outbox is reloaded, so a request from before cannot settle it. */
@@ -173,16 +187,29 @@
   }
 
   function track(type, metadata) {
-    if (stopped) return;
+    const event = newEvent(type, metadata);
+    if (event) enqueue(event);
+  }
+
+  /** An event numbered and timed now, when it happens, but not yet queued (null when stopped). */
+  function newEvent(type, metadata) {
+    if (stopped) return null;
     const session = nextInSession();
-    const event = { type, page: location.pathname, sessionId: session.id, seq: session.seq, timestamp: Date.now(), metadata };
+    return { type, page: location.pathname, sessionId: session.id, seq: session.seq, timestamp: Date.now(), metadata };
+  }
+
+  /** Puts the event in the outbox; false when it had to be dropped. */
+  function enqueue(event) {
+    if (stopped) return false;
+    const type = event.type;
     const bytes = bytesOf(event);
     if (bytes > MAX_BATCH_BYTES || !makeRoom(type, bytes)) {
       stats.dropped += 1;
-      return;
+      return false;
     }
     outbox.push(event);
     outboxBytes += bytes;
+    return true;
   }
 
   /** A short CSS path: up to five ancestors, tag names with ids or positions, never text. */
@@ -204,11 +231,14 @@
     return parts.join('>');
   }
 
-  /** The end of the batch that starts at `from`: bounded in events and in bytes. */
+  /**
+   * The end of the batch that starts at `from`: bounded in events and in bytes, and
+   * before the first click still waiting for its verdict (it and what follows go later).
+   */
   function batchEnd(from) {
     let end = from;
     let bytes = 2;
-    while (end < outbox.length && end - from < MAX_BATCH_EVENTS) {
+    while (end < outbox.length && end - from < MAX_BATCH_EVENTS && !pendingClicks.some((pending) => pending.event === outbox[end])) {
       const size = bytesOf(outbox[end]) + 1;
       if (bytes + size > MAX_BATCH_BYTES) break;
       bytes += size;
@@ -264,7 +294,10 @@
       retryTimer = setTimeout(flush, wait);
       return;
     }
-    inFlight = batchEnd(0);
+    const end = batchEnd(0);
+    // The oldest event is a click still waiting for its verdict: its timer flushes again.
+    if (end === 0) return;
+    inFlight = end;
     const sentGeneration = generation;
     const body = JSON.stringify(asSent(outbox.slice(0, inFlight)));
     saveOutbox();
@@ -367,10 +400,66 @@
     }
   }, MOVE_SAMPLE_MS);
 
-  document.addEventListener('click', (event) => {
-    track('click', { x: event.pageX, y: event.pageY, ...sizes(), ...anchorOf(event.target, event.pageX, event.pageY) });
+  // Dead clicks. Each click waits DEAD_CLICK_MS for a sign that the page answered it: a
+  // change of the DOM (a MutationObserver, connected only while clicks wait), a new URL
+  // (a link within the page, `pushState`) or leaving the page (`pagehide`, or the tab
+  // hidden, as a link opening a new tab does). It waits in the outbox meanwhile (bounded
+  // and saved like every event), and no batch takes it or anything after it until it has
+  // `dead: true` or `dead: false`; rage clicks are found by the server from the clicks.
+  const observer = typeof MutationObserver === 'function'
+    ? new MutationObserver(() => { for (const pending of pendingClicks) pending.answered = true; })
+    : null;
+
+  /** Gives the waiting click at `idx` its verdict (`null`: none, it was cut short) and lets it go. */
+  function judgeClick(idx, dead) {
+    const [pending] = pendingClicks.splice(idx, 1);
+    clearTimeout(pending.timer);
+    if (dead !== null) {
+      const before = bytesOf(pending.event);
+      pending.event.metadata.dead = dead;
+      if (outbox.includes(pending.event)) outboxBytes += bytesOf(pending.event) - before;
+    }
+    if (pendingClicks.length === 0 && observer) observer.disconnect();
+  }
+
+  /**
+   * The page is being left or hidden: that answers the latest click (a link, a button that
+   * navigates). Earlier waiting clicks were followed by another click before anything
+   * answered them, so they are judged on what they saw until now.
+   */
+  function answerAllClicks() {
+    while (pendingClicks.length > 1) {
+      const pending = pendingClicks[0];
+      judgeClick(0, !pending.answered && location.href === pending.href);
+    }
+    if (pendingClicks.length === 1) judgeClick(0, false);
     flush();
+  }
+
+  document.addEventListener('click', (event) => {
+    const click = newEvent('click', { x: event.pageX, y: event.pageY, ...sizes(), ...anchorOf(event.target, event.pageX, event.pageY) });
+    if (!click || !enqueue(click)) return;
+    if (!observer) {
+      flush();
+      return;
+    }
+    if (pendingClicks.length >= MAX_PENDING_CLICKS) judgeClick(0, null);
+    if (pendingClicks.length === 0) {
+      observer.observe(document.documentElement, { subtree: true, childList: true, attributes: true, characterData: true });
+    }
+    const pending = { event: click, href: location.href, answered: false, timer: null };
+    pending.timer = setTimeout(() => {
+      const idx = pendingClicks.indexOf(pending);
+      if (idx < 0) return;
+      // Mutations made just now may not have reached the observer's callback yet.
+      if (observer.takeRecords().length > 0) for (const other of pendingClicks) other.answered = true;
+      judgeClick(idx, !pending.answered && location.href === pending.href);
+      flush();
+    }, DEAD_CLICK_MS);
+    pendingClicks.push(pending);
   }, { passive: true, capture: true });
+  window.addEventListener('hashchange', () => { for (const pending of pendingClicks) pending.answered = true; });
+  window.addEventListener('popstate', () => { for (const pending of pendingClicks) pending.answered = true; });
 
   let deepest = 0;
   let scrollTimer = null;
@@ -386,10 +475,12 @@
   window.addEventListener('scroll', noteScroll, { passive: true });
 
   document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'hidden') answerAllClicks();
     track('visibility', { visible: document.visibilityState === 'visible' });
     if (document.visibilityState === 'hidden') beacon();
   });
   window.addEventListener('pagehide', () => {
+    answerAllClicks();
     track('leave', {});
     beacon();
   });

@@ -110,6 +110,9 @@ pub fn sample_events(rng: &mut Rng, n: usize, start_ms: i64, span_ms: i64) -> Ve
             if kind == EventType::Click && rng.below(2) == 0 {
                 event.element = Some("main>a.buy".into());
                 event.element_offset = Some((0.25, 0.5));
+                // Some said dead, some not; drawn from the number, not the generator,
+                // so the other events stay as they were.
+                event.dead = Some(seq.is_multiple_of(3));
             }
             if kind == EventType::Scroll {
                 event.depth = Some(rng.below(100) as f32 / 100.0);

@@ -52,6 +52,9 @@ pub struct Event {
     pub device: Option<String>,
     /// The host the visitor came from.
     pub referrer: Option<String>,
+    /// For clicks: whether the snippet saw nothing answer it within a second (a dead
+    /// click); `None` when the sender did not say (older snippets, other kinds).
+    pub dead: Option<bool>,
 }
 
 impl Event {
@@ -73,6 +76,7 @@ impl Event {
             visible: None,
             device: None,
             referrer: None,
+            dead: None,
         }
     }
 }

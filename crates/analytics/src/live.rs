@@ -115,6 +115,7 @@ pub fn stored_event(event: TrackedEvent, received_ms: i64) -> Event {
         visible: meta.visible,
         device: meta.device.clone(),
         referrer: meta.referrer.clone(),
+        dead: meta.dead,
         page: event.page,
         session: event.session_id,
     }

@@ -49,13 +49,19 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 /// The migrations, in order: element `i` takes the schema from version `i` to `i + 1`.
 /// Applied at open in one transaction under an advisory lock, so two renderers starting
 /// together migrate once; a database with a newer version than this list is refused.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// Version 2 keeps the device and referrer of events and sessions (the seed's
 /// `metadata.device` and `metadata.referrer`).
 const MIGRATION_2: &str = "
 ALTER TABLE events ADD COLUMN device TEXT, ADD COLUMN referrer TEXT;
 ALTER TABLE session_hourly ADD COLUMN device TEXT, ADD COLUMN referrer TEXT;
+";
+
+/// Version 3 keeps whether a click was dead (the snippet's `metadata.dead`); older rows
+/// read `NULL`, "not said".
+const MIGRATION_3: &str = "
+ALTER TABLE events ADD COLUMN dead BOOLEAN;
 ";
 
 /// The schema's first version.
@@ -346,15 +352,15 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
 /// returns the key of each one stored; a key already there is skipped.
 const INSERT_EVENTS_SQL: &str = "INSERT INTO events
     (at_ms, received_ms, kind, page_id, session, seq, country,
-     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer)
+     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer, dead)
     SELECT at_ms, received_ms, kind, page_id, session, seq, country,
-     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer
+     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer, dead
     FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::int4[], $5::text[], $6::int8[],
                 $7::text[], $8::float4[], $9::float4[], $10::float4[], $11::float4[],
                 $12::float4[], $13::text[], $14::float4[], $15::float4[], $16::float4[],
-                $17::bool[], $18::text[], $19::text[])
+                $17::bool[], $18::text[], $19::text[], $20::bool[])
         WITH ORDINALITY AS batch (at_ms, received_ms, kind, page_id, session, seq, country,
-            x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer, ord)
+            x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer, dead, ord)
     ORDER BY ord
     ON CONFLICT (at_ms, session, seq) DO NOTHING
     RETURNING at_ms, session, seq";
@@ -381,6 +387,7 @@ struct EventColumns<'a> {
     visible: Vec<Option<bool>>,
     device: Vec<Option<&'a str>>,
     referrer: Vec<Option<&'a str>>,
+    dead: Vec<Option<bool>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -406,6 +413,7 @@ impl<'a> EventColumns<'a> {
         self.visible.push(event.visible);
         self.device.push(event.device.as_deref());
         self.referrer.push(event.referrer.as_deref());
+        self.dead.push(event.dead);
     }
 }
 
@@ -650,7 +658,7 @@ impl Store for PostgresStore {
             let rows = client.query(
                 "SELECT e.kind, p.path, e.session, e.seq, e.at_ms, e.received_ms, e.country,
                         e.x, e.y, e.vw, e.dw, e.dh, e.element, e.ox, e.oy, e.depth, e.visible,
-                        e.device, e.referrer
+                        e.device, e.referrer, e.dead
                  FROM events e JOIN pages p ON p.id = e.page_id
                  WHERE e.at_ms >= $1 AND e.at_ms < $2
                    AND ($3::text IS NULL OR p.path = $3) AND ($4::text IS NULL OR e.country = $4)
@@ -690,6 +698,7 @@ impl Store for PostgresStore {
                         visible: row.get(16),
                         device: row.get(17),
                         referrer: row.get(18),
+                        dead: row.get(19),
                     }
                 })
                 .collect())
@@ -830,7 +839,7 @@ fn ingest_in(
         columns.push(event, page_id);
         event_pages.push(page_id);
     }
-    let params: [&(dyn postgres::types::ToSql + Sync); 19] = [
+    let params: [&(dyn postgres::types::ToSql + Sync); 20] = [
         &columns.at_ms,
         &columns.received_ms,
         &columns.kind,
@@ -850,6 +859,7 @@ fn ingest_in(
         &columns.visible,
         &columns.device,
         &columns.referrer,
+        &columns.dead,
     ];
     let insert_events = prepared(tx, statements, INSERT_EVENTS_SQL)?;
     let inserted = tx.query(&insert_events, &params)?;

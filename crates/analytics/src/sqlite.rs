@@ -44,7 +44,7 @@ use crate::store::{Ingested, Store};
 use protocol::analytics::EventType;
 
 /// The schema's version, stored in `PRAGMA user_version`; a newer file is refused.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// The default page cache of each connection, in MiB (see [`SqliteConfig::cache_mib`]).
 pub const DEFAULT_CACHE_MIB: u32 = 16;
@@ -285,6 +285,9 @@ impl SqliteStore {
         }
         if version < 4 {
             migrate_3_to_4(&conn)?;
+        }
+        if version < 5 {
+            migrate_4_to_5(&conn)?;
         }
         conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
         let pending = unflushed_heat(&conn)?;
@@ -661,7 +664,7 @@ impl Store for SqliteStore {
         let mut statement = reader.prepare_cached(
             "SELECT e.kind, p.path, e.session, e.seq, e.at_ms, e.received_ms, e.country,
                     e.x, e.y, e.vw, e.dw, e.dh, e.element, e.ox, e.oy, e.depth, e.visible,
-                    e.device, e.referrer
+                    e.device, e.referrer, e.dead
              FROM events e JOIN pages p ON p.id = e.page_id
              WHERE e.at_ms >= ?1 AND e.at_ms < ?2
                AND (?3 IS NULL OR p.path = ?3) AND (?4 IS NULL OR e.country = ?4)
@@ -704,6 +707,7 @@ impl Store for SqliteStore {
                     visible: row.get::<_, Option<i64>>(16)?.map(|visible| visible != 0),
                     device: row.get(17)?,
                     referrer: row.get(18)?,
+                    dead: row.get::<_, Option<i64>>(19)?.map(|dead| dead != 0),
                 })
             },
         )?;
@@ -829,9 +833,9 @@ const UNWRITTEN_HEAT_SQL: &str =
 /// tenth of the ingest's instructions.
 const INSERT_EVENT_SQL: &str = "INSERT OR IGNORE INTO events
     (id, at_ms, received_ms, kind, page_id, session, seq, country,
-     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer)
+     x, y, vw, dw, dh, element, ox, oy, depth, visible, device, referrer, dead)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19, ?20)";
+            ?19, ?20, ?21)";
 
 /// Binds one event's values to [`INSERT_EVENT_SQL`].
 fn bind_event(
@@ -863,6 +867,7 @@ fn bind_event(
     statement.raw_bind_parameter(18, event.visible.map(i64::from))?;
     statement.raw_bind_parameter(19, event.device.as_deref())?;
     statement.raw_bind_parameter(20, event.referrer.as_deref())?;
+    statement.raw_bind_parameter(21, event.dead.map(i64::from))?;
     Ok(())
 }
 
@@ -1187,6 +1192,19 @@ impl<'a> PageSessionsKey<'a> {
             country,
         }
     }
+}
+
+/// Adds version 5's column, whether a click was dead (`NULL` for every older event and
+/// every other kind), where it is missing: one `ALTER TABLE`, which SQLite does without
+/// rewriting the rows.
+fn migrate_4_to_5(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let present: bool = conn
+        .prepare("SELECT COUNT(*) > 0 FROM pragma_table_info('events') WHERE name = 'dead'")?
+        .query_row([], |row| row.get(0))?;
+    if !present {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN dead INTEGER")?;
+    }
+    Ok(())
 }
 
 /// Adds version 4's columns and table in one transaction. A column is added only where it

@@ -198,7 +198,7 @@ fn a_version_2_file_keeps_its_heat_and_counts_new_events_once() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5, "migrated through to the newest version");
 }
 
 #[test]

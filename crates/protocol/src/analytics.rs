@@ -130,6 +130,11 @@ pub struct EventMetadata {
     /// For visibility events: whether the page is now visible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible: Option<bool>,
+    /// For clicks: `true` when nothing answered the click within a second (no navigation,
+    /// no change of the page), a "dead click" that tells a site owner an element looks
+    /// clickable but is not. Only the snippet can see this, so it sends the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead: Option<bool>,
     /// The kind of device as the sender names it (`mobile`, `tablet`, `desktop`), lower
     /// case, for the session details and the device filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -621,6 +626,11 @@ fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProb
         Some(Value::Bool(visible)) => Some(*visible),
         Some(_) => return Err((Some("metadata.visible"), "expected true or false".into())),
     };
+    let dead = match meta.get("dead") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(dead)) => Some(*dead),
+        Some(_) => return Err((Some("metadata.dead"), "expected true or false".into())),
+    };
     Ok(EventMetadata {
         x: number("x", "metadata.x")?,
         y: number("y", "metadata.y")?,
@@ -637,6 +647,7 @@ fn decode_metadata(meta: &Map<String, Value>) -> Result<EventMetadata, FieldProb
         oy: number("oy", "metadata.oy")?,
         depth: number("depth", "metadata.depth")?,
         visible,
+        dead,
         device: text("device", "metadata.device")?
             .map(|device| device.trim().to_lowercase())
             .filter(|device| !device.is_empty()),

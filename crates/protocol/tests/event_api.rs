@@ -145,3 +145,21 @@ fn a_locale_gives_its_region_and_a_bad_one_is_refused_by_name() {
     let err = decode_events(body.as_bytes()).unwrap_err().to_string();
     assert!(err.starts_with("event 0: metadata.locale: "), "{err}");
 }
+
+#[test]
+fn a_click_may_say_it_was_dead_and_a_wrong_flag_is_refused_by_name() {
+    let dead = decode_events(
+        br#"[{"type":"click","page":"/","sessionId":"a","metadata":{"x":5,"y":5,"dead":true}},
+            {"type":"click","page":"/","sessionId":"a","metadata":{"x":5,"y":5}}]"#,
+    )
+    .unwrap();
+    assert_eq!(dead[0].metadata.dead, Some(true));
+    assert_eq!(dead[1].metadata.dead, None, "an older snippet says nothing");
+    let err =
+        decode_events(br#"{"type":"click","page":"/","sessionId":"a","metadata":{"dead":"yes"}}"#)
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "event 0: metadata.dead: expected true or false"
+    );
+}

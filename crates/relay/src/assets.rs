@@ -40,6 +40,10 @@ pub(crate) fn lookup(path: &str) -> Option<Asset> {
             "text/javascript; charset=utf-8",
             include_bytes!("../../../web/dashboard.js"),
         ),
+        "/insights.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../../web/insights.js"),
+        ),
         "/demo/" | "/demo/index.html" => (
             "text/html; charset=utf-8",
             include_bytes!("../../../web/demo/index.html"),

@@ -1,13 +1,14 @@
-//! The HTTP event API: `GET /api/analytics/{summary,sessions,session}` and `GET /api/heatmaps`,
-//! which the relay passes through from dashboards (after its CORS check), and a direct
+//! The HTTP event API: `GET /api/analytics/{summary,sessions,session}`, `GET /api/heatmaps`
+//! and `GET /api/insights/clicks` (rage and dead clicks per element), which the relay passes
+//! through from dashboards (after its CORS check), and a direct
 //! `POST /api/events` for clients of the renderer itself; the relay sends events over its
 //! link instead (`link`). The renderer owns the state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ::analytics::{
-    HeatmapCells, HeatmapQuery, StoreError, WidthBucket as StoredBucket, HEAT_COLUMNS,
+    Event, HeatmapCells, HeatmapQuery, StoreError, WidthBucket as StoredBucket, HEAT_COLUMNS,
 };
 use heatmap::density::Density;
 use heatmap::encode::encode_png;
@@ -58,6 +59,20 @@ pub(crate) async fn handle(request: Request<Incoming>, ctx: Arc<Context>) -> Res
         (Method::GET, "/api/analytics/session") => {
             let job_ctx = ctx.clone();
             blocking(move || session_clicks(&job_ctx, &query)).await
+        }
+        (Method::GET, "/api/insights/clicks") => {
+            let job_ctx = ctx.clone();
+            blocking(move || click_insights(&job_ctx, &query)).await
+        }
+        (Method::GET, confidence) if confidence.starts_with("/api/insights/confidence/") => {
+            // The numbers behind one heatmap view, read exactly as the map reads them; the
+            // kind is the path's last part (`/api/insights/confidence/click?page=…`).
+            let mut query = query;
+            let kind = confidence.trim_start_matches("/api/insights/confidence/");
+            query.insert("kind".into(), kind.to_owned());
+            query.insert("format".into(), "counts".into());
+            let job_ctx = ctx.clone();
+            blocking(move || heatmap(&job_ctx, &query)).await
         }
         (method, "/api/events") => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -124,6 +139,187 @@ async fn post_events(request: Request<Incoming>, ctx: Arc<Context>) -> Response<
     }
 }
 
+/// A rage click, as Microsoft Clarity defines it: at least this many clicks of one
+/// session ...
+const RAGE_MIN_CLICKS: usize = 3;
+
+/// ... within this many milliseconds of the first ...
+const RAGE_WINDOW_MS: i64 = 1_000;
+
+/// ... and within this many CSS pixels of it (in the document).
+const RAGE_RADIUS_PX: f32 = 30.0;
+
+/// Where in a session's clicks (oldest first) each rage burst starts: a burst is the
+/// first click and every following one within [`RAGE_WINDOW_MS`] and [`RAGE_RADIUS_PX`]
+/// of it, when there are at least [`RAGE_MIN_CLICKS`]; the next burst starts after it, so
+/// five angry clicks are one burst, not three. Clicks without a position are near each
+/// other when they name the same element.
+///
+/// Detected here, from the stored clicks, rather than in the snippet: history recorded
+/// before the snippet knew of rage clicks counts too, and the thresholds can change
+/// without a new snippet on every site.
+fn rage_bursts(clicks: &[&Event]) -> Vec<usize> {
+    let near = |first: &Event, other: &Event| match (first.position, other.position) {
+        (Some(a), Some(b)) => (a.x - b.x).hypot(a.y - b.y) <= RAGE_RADIUS_PX,
+        (None, None) => first.element.is_some() && first.element == other.element,
+        _ => false,
+    };
+    let mut starts = Vec::new();
+    let mut first = 0;
+    while first < clicks.len() {
+        let mut end = first + 1;
+        while end < clicks.len()
+            && clicks[end].at_ms - clicks[first].at_ms <= RAGE_WINDOW_MS
+            && near(clicks[first], clicks[end])
+        {
+            end += 1;
+        }
+        if end - first >= RAGE_MIN_CLICKS {
+            starts.push(first);
+            first = end;
+        } else {
+            first += 1;
+        }
+    }
+    starts
+}
+
+/// What the frustration list counts for one element.
+#[derive(Debug, Default)]
+struct ElementFrustration<'a> {
+    clicks: u64,
+    rage_bursts: u64,
+    dead_clicks: u64,
+    sessions: HashSet<&'a str>,
+}
+
+/// `GET /api/insights/clicks?page=&range=|from=&to=&limit=`: per clicked element, its
+/// clicks, rage bursts, dead clicks and sessions, the worst first (rage bursts plus dead
+/// clicks, then clicks), at most `--max-insight-elements`; with the spots of the rage
+/// bursts and dead clicks (the latest `--max-listed-points`), so a dashboard can mark
+/// them on the heatmap.
+fn click_insights(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
+    let Some(page) = query.get("page") else {
+        return bad_request("page is required, e.g. ?page=/pricing".into());
+    };
+    let mut filter = match filter_of(query, ctx.analytics.now_ms()) {
+        Ok(filter) => filter,
+        Err(message) => return bad_request(message),
+    };
+    if filter.kind.is_some() {
+        return bad_request("type: the click insights read clicks only; leave it out".into());
+    }
+    filter.page = Some(page.clone());
+    let max_elements = ctx.config.max_insight_elements.max(1);
+    let limit = match query.get("limit") {
+        None => max_elements,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=max_elements).contains(&limit) => limit,
+            _ => {
+                return bad_request(format!(
+                "limit: {text:?} is not a number from 1 to {max_elements} (--max-insight-elements)"
+            ))
+            }
+        },
+    };
+    let raw = match ctx.analytics.store().events(
+        filter.range(),
+        &filter.store_filter(),
+        ctx.config.max_raw_events,
+    ) {
+        Ok(raw) => raw,
+        Err(err) => return store_error(&err),
+    };
+    let truncated = raw.len() >= ctx.config.max_raw_events;
+    let clicks: Vec<&Event> = raw
+        .iter()
+        .filter(|event| event.kind == EventType::Click)
+        .collect();
+    let mut by_session: HashMap<&str, Vec<&Event>> = HashMap::new();
+    for &click in &clicks {
+        by_session.entry(&click.session).or_default().push(click);
+    }
+    const NO_ELEMENT: &str = "(no element)";
+    let mut elements: HashMap<&str, ElementFrustration<'_>> = HashMap::new();
+    let mut spots: Vec<(i64, &'static str, &Event)> = Vec::new();
+    let mut n_rage = 0u64;
+    let mut n_dead = 0u64;
+    for (session, session_clicks) in &by_session {
+        for &click in session_clicks {
+            let entry = elements
+                .entry(click.element.as_deref().unwrap_or(NO_ELEMENT))
+                .or_default();
+            entry.clicks += 1;
+            entry.sessions.insert(session);
+            if click.dead == Some(true) {
+                entry.dead_clicks += 1;
+                n_dead += 1;
+                spots.push((click.at_ms, "dead", click));
+            }
+        }
+        for start in rage_bursts(session_clicks) {
+            let click = session_clicks[start];
+            if let Some(entry) = elements.get_mut(click.element.as_deref().unwrap_or(NO_ELEMENT)) {
+                entry.rage_bursts += 1;
+            }
+            n_rage += 1;
+            spots.push((click.at_ms, "rage", click));
+        }
+    }
+    let n_elements = elements.len();
+    let mut ranked: Vec<(&str, ElementFrustration<'_>)> = elements.into_iter().collect();
+    ranked.sort_by(|(a_path, a), (b_path, b)| {
+        (b.rage_bursts + b.dead_clicks)
+            .cmp(&(a.rage_bursts + a.dead_clicks))
+            .then(b.rage_bursts.cmp(&a.rage_bursts))
+            .then(b.clicks.cmp(&a.clicks))
+            .then(a_path.cmp(b_path))
+    });
+    ranked.truncate(limit);
+    let listed: Vec<serde_json::Value> = ranked
+        .iter()
+        .map(|(path, counts)| {
+            serde_json::json!({
+                "path": path,
+                "clicks": counts.clicks,
+                "rage_bursts": counts.rage_bursts,
+                "dead_clicks": counts.dead_clicks,
+                "sessions": counts.sessions.len(),
+            })
+        })
+        .collect();
+    spots.sort_by_key(|(at_ms, _, _)| *at_ms);
+    let skip = spots.len().saturating_sub(ctx.config.max_listed_points);
+    let spots: Vec<serde_json::Value> = spots[skip..]
+        .iter()
+        .map(|(_, what, click)| {
+            let position = click.position;
+            serde_json::json!({
+                "kind": what,
+                "path": click.element.as_deref(),
+                "ox": click.element_offset.map(|offset| offset.0),
+                "oy": click.element_offset.map(|offset| offset.1),
+                "x": position.map(|p| p.x),
+                "y": position.map(|p| p.y),
+                "dw": position.map(|p| p.doc_width),
+                "dh": position.map(|p| p.doc_height),
+            })
+        })
+        .collect();
+    json_ok(&serde_json::json!({
+        "page": page,
+        "range": range_text(query, &filter),
+        "clicks": clicks.len(),
+        "sessions": by_session.len(),
+        "rage_bursts": n_rage,
+        "dead_clicks": n_dead,
+        "n_elements": n_elements,
+        "truncated": truncated,
+        "elements": listed,
+        "spots": spots,
+    }))
+}
+
 /// The answer to a store error: 503 with `Retry-After` when trying again later can work
 /// (a full disk, a busy database), 400 for a query the store cannot answer, else 500.
 fn store_error(err: &StoreError) -> Response<Body> {
@@ -152,6 +348,11 @@ enum Format {
     Clicks,
     /// The events themselves under `points`, for any kind.
     Points,
+    /// Only the events and sessions behind the map (`/api/insights/confidence/{kind}`).
+    Counts,
+    /// The counts of the JSON grid as a spreadsheet: `x,y,count` per non-empty cell under
+    /// a header naming the page, kind, widths and range, for a site owner's own analysis.
+    Csv,
 }
 
 /// One event as a heatmap draws it: a point in the document (fractions of its width and
@@ -198,9 +399,11 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         Some("json") => Format::Json,
         Some("clicks") => Format::Clicks,
         Some("points") => Format::Points,
+        Some("csv") => Format::Csv,
+        Some("counts") => Format::Counts,
         Some(other) => {
             return bad_request(format!(
-                "format {other:?} is not one of: png, json, points, clicks"
+                "format {other:?} is not one of: png, json, csv, counts, points, clicks"
             ))
         }
     };
@@ -215,9 +418,11 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     let range = filter.range();
     let width = bucket.image_width();
     let pre_counted = match (kind, bucket.stored(), format) {
-        (EventType::Click | EventType::Move, Some(stored), Format::Png | Format::Json) => {
-            Some(stored)
-        }
+        (
+            EventType::Click | EventType::Move,
+            Some(stored),
+            Format::Png | Format::Json | Format::Csv | Format::Counts,
+        ) => Some(stored),
         _ => None,
     };
     // Pre-counted maps pass each stored cell's centre once with its count (`counts`), so
@@ -294,6 +499,23 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     match format {
         Format::Png => {}
         Format::Json => return grid_json(&points, &counts, n_sessions, kind, width, height),
+        Format::Counts => {
+            return json_ok(&serde_json::json!({
+                "kind": kind.as_str(),
+                "events": n_events,
+                "sessions": n_sessions,
+            }))
+        }
+        Format::Csv => {
+            let header = CsvHeader {
+                page,
+                kind,
+                widths: &bucket.name(),
+                range: &range_text(query, &filter),
+                n_sessions,
+            };
+            return grid_csv(&header, &points, &counts, width, height);
+        }
         Format::Clicks => return points_json(&events, n_sessions, kind, "clicks", ctx),
         Format::Points => return points_json(&events, n_sessions, kind, "points", ctx),
     }
@@ -537,6 +759,24 @@ fn scroll_map(events: &[Placed], settings: &RenderSettings) -> Result<Vec<u8>, h
     encode_png(&pixels, settings.width, settings.height)
 }
 
+/// Columns of the coarse grid that `format=json` and `format=csv` count on.
+const COARSE_COLUMNS: u32 = 64;
+
+/// The points counted on the coarse grid ([`COARSE_COLUMNS`] wide, as many rows as the
+/// image's proportions give), with its rows and the number of events the points stand
+/// for. Every point falls in exactly one cell, so the cells sum to the events.
+fn coarse_grid(points: &[[u16; 2]], counts: &[u32], width: u32, height: u32) -> (Grid, u32, u64) {
+    let rows = (COARSE_COLUMNS * height / width).max(1);
+    let mut grid = Grid::new(COARSE_COLUMNS, rows);
+    grid.accumulate_counted(points, counts, 1.0);
+    let n_points: u64 = if counts.is_empty() {
+        points.len() as u64
+    } else {
+        counts.iter().map(|&n| u64::from(n)).sum()
+    };
+    (grid, rows, n_points)
+}
+
 /// Counts on a coarse grid (64 columns), for programs that draw their own.
 fn grid_json(
     points: &[[u16; 2]],
@@ -546,19 +786,11 @@ fn grid_json(
     width: u32,
     height: u32,
 ) -> Response<Body> {
-    const COLUMNS: u32 = 64;
-    let rows = (COLUMNS * height / width).max(1);
-    let mut grid = Grid::new(COLUMNS, rows);
-    grid.accumulate_counted(points, counts, 1.0);
+    let (grid, rows, n_points) = coarse_grid(points, counts, width, height);
     let cells: Vec<u32> = grid.cells().iter().map(|&count| count as u32).collect();
-    let n_points: u64 = if counts.is_empty() {
-        points.len() as u64
-    } else {
-        counts.iter().map(|&n| u64::from(n)).sum()
-    };
     json_ok(&serde_json::json!({
         "kind": kind.as_str(),
-        "width": COLUMNS,
+        "width": COARSE_COLUMNS,
         "height": rows,
         "image_width": width,
         "image_height": height,
@@ -566,6 +798,67 @@ fn grid_json(
         "n_sessions": n_sessions,
         "cells": cells,
     }))
+}
+
+/// What a CSV export's header names, so the file says what it counts when it is read
+/// away from the dashboard.
+struct CsvHeader<'a> {
+    page: &'a str,
+    kind: EventType,
+    widths: &'a str,
+    range: &'a str,
+    n_sessions: usize,
+}
+
+/// The coarse grid's counts as CSV: `#` lines naming the page, kind, widths, range, the
+/// events and sessions and the grid's size, then `x,y,count` for every non-empty cell
+/// (`x` the column from the left, `y` the row from the top), so the counts sum to the
+/// events of the range.
+fn grid_csv(
+    header: &CsvHeader<'_>,
+    points: &[[u16; 2]],
+    counts: &[u32],
+    width: u32,
+    height: u32,
+) -> Response<Body> {
+    use std::fmt::Write as _;
+    let (grid, rows, n_points) = coarse_grid(points, counts, width, height);
+    // Commas and line ends in a page path would break a spreadsheet's reading of the
+    // header line; they are rare in paths and shown as their percent codes.
+    let page = header
+        .page
+        .replace(',', "%2C")
+        .replace('\n', "%0A")
+        .replace('\r', "%0D");
+    let mut csv = String::with_capacity(64 + grid.cells().len() * 4);
+    // Writing to a String cannot fail. ok: `fmt::Write` for String never errors.
+    let _ = write!(
+        csv,
+        "# page: {page}\n# kind: {}\n# widths: {}\n# range: {}\n# events: {n_points}\n# sessions: {}\n# grid: {COARSE_COLUMNS} columns x {rows} rows over the document\nx,y,count\n",
+        header.kind.as_str(),
+        header.widths,
+        header.range,
+        header.n_sessions,
+    );
+    for (cell_idx, &count) in grid.cells().iter().enumerate() {
+        if count > 0.0 {
+            let column = cell_idx % COARSE_COLUMNS as usize;
+            let row = cell_idx / COARSE_COLUMNS as usize;
+            let _ = writeln!(csv, "{column},{row},{}", count as u64);
+        }
+    }
+    let mut response = http::with_body(StatusCode::OK, "text/csv; charset=utf-8", csv.into_bytes());
+    let name = format!(
+        "attachment; filename=\"heatmap-{}-{}.csv\"",
+        header.kind.as_str(),
+        header.widths.replace(' ', "-")
+    );
+    if let Ok(value) = HeaderValue::from_str(&name) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_DISPOSITION, value);
+    }
+    response
 }
 
 /// The events themselves, with their elements, so a dashboard can place each one on its
@@ -904,6 +1197,85 @@ mod tests {
             ),
             "scroll depth · 12 events · 3 sessions · desktop · since 2025-07-18 00:00 UTC"
         );
+    }
+
+    fn click_at(session: &str, at_ms: i64, x: f32, y: f32) -> Event {
+        let mut click = Event::new(EventType::Click, "/", session, at_ms);
+        click.position = Some(::analytics::Position {
+            x,
+            y,
+            viewport_width: 1400.0,
+            doc_width: 1400.0,
+            doc_height: 1800.0,
+        });
+        click
+    }
+
+    #[test]
+    fn rage_bursts_are_three_clicks_within_a_second_and_thirty_pixels() {
+        let bursts = |clicks: &[Event]| rage_bursts(&clicks.iter().collect::<Vec<_>>());
+        let quick = [0, 200, 400].map(|at| click_at("a", at, 100.0, 100.0));
+        assert_eq!(bursts(&quick), vec![0]);
+        // Five angry clicks are one burst.
+        let five = [0, 150, 300, 450, 600].map(|at| click_at("a", at, 100.0, 100.0));
+        assert_eq!(bursts(&five), vec![0]);
+        // Two quick clicks are a double click, not rage.
+        let double = [0, 150].map(|at| click_at("a", at, 100.0, 100.0));
+        assert!(bursts(&double).is_empty());
+        // The third click more than a second after the first is too slow.
+        let slow = [0, 500, 1_001].map(|at| click_at("a", at, 100.0, 100.0));
+        assert!(bursts(&slow).is_empty());
+        // Three quick clicks spread over 40 px are a visitor working through a list.
+        let spread =
+            [(0, 100.0), (100, 120.0), (200, 140.0)].map(|(at, x)| click_at("a", at, x, 100.0));
+        assert!(bursts(&spread).is_empty());
+        // Within 30 px of the first counts, in any direction.
+        let near =
+            [(0, 100.0), (100, 121.0), (200, 79.0)].map(|(at, x)| click_at("a", at, x, 100.0));
+        assert_eq!(bursts(&near), vec![0]);
+        // A slow click before a quick three: the burst starts at the second.
+        let later = [0, 2_000, 2_100, 2_200].map(|at| click_at("a", at, 100.0, 100.0));
+        assert_eq!(bursts(&later), vec![1]);
+    }
+
+    #[test]
+    fn csv_counts_sum_to_the_events() {
+        let points = [[0u16, 0], [65535, 65535], [32768, 32768], [32768, 32768]];
+        let header = CsvHeader {
+            page: "/a,b",
+            kind: EventType::Click,
+            widths: "desktop",
+            range: "last 7 days",
+            n_sessions: 2,
+        };
+        let response = grid_csv(&header, &points, &[1, 2, 3, 4], 1440, 1440);
+        let body = futures_body(response);
+        assert!(
+            body.starts_with("# page: /a%2Cb\n# kind: click\n"),
+            "{body}"
+        );
+        assert!(body.contains("# events: 10\n"), "{body}");
+        let rows: Vec<&str> = body.lines().filter(|line| !line.starts_with('#')).collect();
+        assert_eq!(rows[0], "x,y,count");
+        let sum: u64 = rows[1..]
+            .iter()
+            .map(|row| row.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(sum, 10);
+        assert!(rows.contains(&"0,0,1"), "{body}");
+        assert!(rows.contains(&"63,63,2"), "{body}");
+        assert!(rows.contains(&"32,32,7"), "{body}");
+    }
+
+    /// A fully buffered body as text.
+    fn futures_body(response: Response<Body>) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 
     #[test]

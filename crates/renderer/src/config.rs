@@ -67,6 +67,10 @@ pub struct Config {
     #[arg(long, default_value_t = 5_000)]
     pub max_listed_points: usize,
 
+    /// Most elements one frustration list (`GET /api/insights/clicks`) names, the worst first: a person reads it, and the answer stays small however many elements a page has. A request's `limit` may ask for fewer.
+    #[arg(long, default_value_t = 50)]
+    pub max_insight_elements: usize,
+
     /// Delete stored recordings not changed for this many hours, at start (0 keeps them until --max-recordings evicts them).
     #[arg(long, default_value_t = 24 * 30)]
     pub retention_hours: u64,
