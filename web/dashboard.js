@@ -27,6 +27,8 @@
   /** Sooner than that when today's visitors change, but not more often than this. */
   const HISTORY_MIN_GAP_MS = 3000;
   const SOUND_KEY = 'heatmap.dashboard.sound';
+  /** Alerts listed at once; older ones are dropped. */
+  const MAX_ALERTS = 5;
   const $ = (id) => document.getElementById(id);
 
   const live = {
@@ -130,6 +132,9 @@
         break;
       case 'session_activity':
         onActivity(msg.events || [], msg.dropped || 0);
+        break;
+      case 'alert':
+        onAlert(msg);
         break;
       case 'error':
         if (msg.code === 'busy' || String(msg.message || '').startsWith('request_detailed_stats')
@@ -469,6 +474,17 @@
     if (live.seenSessions.size >= MAX_SEEN_SESSIONS) live.seenSessions.clear();
     live.seenSessions.add(sessionId);
     return announce;
+  }
+
+  /** The relay's alerts (a spike began), newest first; the last few only. */
+  function onAlert(alert) {
+    const item = document.createElement('li');
+    item.dataset.kind = String(alert.kind || '');
+    item.textContent = `${new Date().toLocaleTimeString()} — ${alert.message || alert.kind}`;
+    const list = $('alerts');
+    list.prepend(item);
+    while (list.children.length > MAX_ALERTS) list.lastElementChild.remove();
+    if (soundOn()) beep();
   }
 
   function soundOn() {

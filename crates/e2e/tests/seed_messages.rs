@@ -377,3 +377,46 @@ async fn a_large_room_lists_the_count_and_only_the_most_recent_names() {
     assert_eq!(recent.len(), 2, "{list}");
     assert_eq!(recent[0], list["you"], "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_traffic_alerts_every_dashboard_once() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let addr = relay.addr.to_string();
+    let mut first = dashboard(&relay).await;
+    let mut second = dashboard(&relay).await;
+    first
+        .wait_for("the first numbers", |msg| msg["type"] == "analytics")
+        .await;
+
+    // A silent site, then 30 events at once: 3 a second over the last 10 s.
+    let events: Vec<Value> = (0..30)
+        .map(|n| json!({"type": "pageview", "page": "/launch", "sessionId": format!("b{n}")}))
+        .collect();
+    post_events(&addr, Value::Array(events)).await;
+    for client in [&mut first, &mut second] {
+        let alert = client
+            .wait_for("the spike alert", |msg| msg["type"] == "alert")
+            .await;
+        assert_eq!(alert["kind"], "traffic_spike", "{alert}");
+        assert_eq!(alert["rate"], 3.0, "{alert}");
+        assert_eq!(alert["factor"], 3.0, "{alert}");
+    }
+
+    // The spike goes on for ten seconds; it alerted once, not on every push.
+    let mut pushes = 0;
+    while pushes < 3 {
+        let msg = first.next_json().await.expect("the socket stays open");
+        assert_ne!(
+            msg["type"], "alert",
+            "a second alert for the same spike: {msg}"
+        );
+        if msg["type"] == "analytics" {
+            pushes += 1;
+        }
+    }
+    let metrics =
+        String::from_utf8(http_get(&addr, "/metrics").await.unwrap().body.to_vec()).unwrap();
+    assert!(metrics.contains("relay_alerts_total 1"), "{metrics}");
+}

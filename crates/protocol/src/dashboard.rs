@@ -55,6 +55,26 @@ pub struct StatsFilters {
     pub page: Option<String>,
 }
 
+/// The seed's `alert`, sent to every dashboard when the relay sees traffic spike.
+///
+/// Judged by the relay on the renderer's live series (`relay --spike-factor`), so every
+/// dashboard hears of a spike once, whatever its own banner's setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What happened: `traffic_spike`.
+    pub kind: String,
+    /// `warning`.
+    pub severity: String,
+    /// A sentence for people, with the figures.
+    pub message: String,
+    /// Events a second over the last 10 seconds.
+    pub rate: f64,
+    /// Events a second over the minutes before them.
+    pub baseline: f64,
+    /// How many times the baseline counts as a spike.
+    pub factor: f64,
+}
+
 /// The seed's `visitor_update`: its own fields of the live summary, sent to dashboards
 /// beside every `analytics` push, plus the number of dashboards connected.
 ///

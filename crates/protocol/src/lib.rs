@@ -35,7 +35,7 @@ pub mod validate;
 
 pub use codec::{decode_page, decode_relay, decode_renderer, encode};
 pub use country::country_code;
-pub use dashboard::{Activity, Member, StatsFilters, VisitorUpdate};
+pub use dashboard::{Activity, Alert, Member, StatsFilters, VisitorUpdate};
 pub use error::{Error, ErrorCode};
 pub use limits::Limits;
 pub use link::{ConnId, LinkLimits, RelayMessage, RendererMessage};

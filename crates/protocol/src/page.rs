@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::{SessionInfo, Summary};
-use crate::dashboard::{Activity, Member, StatsFilters, VisitorUpdate};
+use crate::dashboard::{Activity, Alert, Member, StatsFilters, VisitorUpdate};
 use crate::error::ErrorCode;
 use crate::limits::MAX_RECORDING_ID_LEN;
 use crate::options::{HeatKind, RenderOptions};
@@ -228,6 +228,8 @@ pub enum ServerMessage {
     },
     /// The seed's name for the live numbers: sent to dashboards beside every `analytics`.
     VisitorUpdate(VisitorUpdate),
+    /// Traffic spiked (the relay's judgement, once per spike); sent to every dashboard.
+    Alert(Alert),
     /// Events just stored (oldest first), sent to dashboards at most four times a second;
     /// past `--max-activity-per-sec` the oldest are left out and counted in `dropped`.
     SessionActivity {

@@ -142,6 +142,11 @@ pub struct Config {
     #[arg(long, default_value_t = 20)]
     pub members_shown: usize,
 
+    /// Traffic counts as spiking, and every dashboard gets an `alert`, when the last 10 s
+    /// run above this many times the average of the minutes before them.
+    #[arg(long, default_value_t = 3.0, value_parser = spike_factor)]
+    pub spike_factor: f64,
+
     /// Page messages queued for the renderer; when full, pages wait (back-pressure over TCP).
     #[arg(long, default_value_t = 4096)]
     pub upstream_queue: usize,
@@ -189,5 +194,17 @@ impl Default for Config {
     fn default() -> Self {
         // Parsing no arguments cannot fail: every flag has a default or is optional.
         Config::parse_from(["relay"])
+    }
+}
+
+/// A `--spike-factor`: a number from 1.5 to 50, as the dashboard's own banner allows.
+fn spike_factor(text: &str) -> Result<f64, String> {
+    let factor: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (1.5..=50.0).contains(&factor) {
+        Ok(factor)
+    } else {
+        Err(format!("{factor} is outside 1.5 to 50"))
     }
 }

@@ -13,6 +13,7 @@ use protocol::{
     ServerMessage, VisitorUpdate,
 };
 
+use crate::alerts::SpikeWatch;
 use crate::metrics::RelayMetrics;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -36,6 +37,8 @@ pub(crate) struct Hub {
     /// The renderer's latest analytics update, so a dashboard that starts watching sees
     /// numbers at once rather than at the next push. Cleared when the link drops.
     latest_analytics: Mutex<Option<AnalyticsUpdate>>,
+    /// Whether the live series shows a spike now, so one spike makes one `alert`.
+    spikes: Mutex<SpikeWatch>,
     /// The latest cursor of each page that shares one, and whether any moved since the
     /// last broadcast.
     cursors: Mutex<CursorTable>,
@@ -103,6 +106,7 @@ impl Default for Hub {
             watchers: Mutex::new(HashSet::new()),
             watched,
             latest_analytics: Mutex::new(None),
+            spikes: Mutex::default(),
             cursors: Mutex::new(CursorTable::default()),
             renderer_limits: Mutex::new(None),
             activity: Mutex::new(ActivityQueue::default()),
@@ -360,10 +364,19 @@ impl Hub {
         self.watched.subscribe()
     }
 
-    /// Sends the renderer's analytics update to every watcher of the feed.
-    pub fn deliver_analytics(&self, update: AnalyticsUpdate) {
+    /// Sends the renderer's analytics update to every watcher of the feed, and an `alert`
+    /// when a spike (over `spike_factor`) begins with it.
+    pub fn deliver_analytics(&self, update: AnalyticsUpdate, spike_factor: f64) {
         *lock(&self.latest_analytics) = Some(update.clone());
         let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
+        let alert = lock(&self.spikes).observe(&update.summary.per_second, spike_factor);
+        if let Some(alert) = alert {
+            self.metrics.alerts.inc();
+            let msg = ServerMessage::Alert(alert);
+            for &conn in &watchers {
+                self.deliver(conn, &msg);
+            }
+        }
         let visitors = ServerMessage::VisitorUpdate(VisitorUpdate::from_summary(
             &update.summary,
             watchers.len(),

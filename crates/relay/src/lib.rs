@@ -24,6 +24,7 @@
 //! - `cors`: which sites may call the event API.
 //! - `assets`: the page, compiled in.
 
+mod alerts;
 mod assets;
 mod backoff;
 mod config;

@@ -82,6 +82,8 @@ pub struct RelayMetrics {
     pub api_responses: Family<StatusLabel, Counter>,
     /// Dashboards' `track_dashboard_action` reports, by action (a fixed label set).
     pub dashboard_actions: Family<ActionLabel, Counter>,
+    /// Traffic-spike alerts sent to the dashboards (one per spike).
+    pub alerts: Counter,
     /// All of the above, for `/metrics`.
     pub registry: Registry,
 }
@@ -109,6 +111,7 @@ impl Default for RelayMetrics {
             events_refused: Family::default(),
             api_responses: Family::default(),
             dashboard_actions: Family::default(),
+            alerts: Counter::default(),
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
@@ -206,6 +209,11 @@ impl Default for RelayMetrics {
             "relay_dashboard_actions",
             "Dashboard actions reported with track_dashboard_action, by action (unlisted ones as other)",
             metrics.dashboard_actions.clone(),
+        );
+        registry.register(
+            "relay_alerts",
+            "Traffic-spike alerts sent to the dashboards (one per spike, --spike-factor)",
+            metrics.alerts.clone(),
         );
         metrics.errors.register(registry, "relay");
         metrics.set_link_state(LinkState::Connecting);

@@ -498,7 +498,9 @@ fn route(
             };
             lock(pending_events).answer(request, answer);
         }
-        Ok(RendererMessage::Analytics(update)) => ctx.hub.deliver_analytics(update),
+        Ok(RendererMessage::Analytics(update)) => {
+            ctx.hub.deliver_analytics(update, ctx.config.spike_factor)
+        }
         Ok(RendererMessage::Error { code, message }) => {
             warn!(%code, %message, "renderer reported a link error");
         }
