@@ -44,7 +44,6 @@
     previewSection: $('preview-section'),
     previewMeta: $('preview-meta'),
         preview: $('preview'),
-    presence: $('presence'),
   };
 
   /** Who is here, by name (presence.js); it sends through this page's socket. */
@@ -73,10 +72,8 @@
     /** The page's next Generate request number. */
     nextRequest: 1,
     /** When the pending preview request was sent (0: none pending). */
-        previewSentAt: 0,
+    previewSentAt: 0,
     lastPreviewAt: 0,
-    /** Pages connected, as last told by the relay (null before the first word). */
-    online: null,
     lastCursorAt: 0,
   };
 
@@ -200,17 +197,12 @@
           else if (msg.renderer !== 'connected') showMessage('The renderer went away; retrying your heatmap once it is back…');
         }
         break;
-            case 'started':
+      case 'started':
         break;
-            case 'presence': {
+      case 'presence':
+        // The count and the names, with joins and leaves, are presence.js's to show.
         members.handle(msg);
-        const here = msg.online === 1 ? 'Only you here' : `${msg.online} people here`;
-        const change = state.online === null || msg.online === state.online ? ''
-          : msg.online > state.online ? ' · someone joined' : ' · someone left';
-        state.online = msg.online;
-        ui.presence.textContent = here + change;
         return;
-      }
       case 'cursors':
         drawCursors(msg.cursors);
         return;
