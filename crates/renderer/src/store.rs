@@ -531,6 +531,43 @@ mod tests {
     }
 
     #[test]
+    fn a_prepared_batch_counts_only_once_the_database_stored_it() {
+        let store = RecordingStore::new(limits());
+        let id = RecordingId::try_from("a").unwrap();
+        let stored = store
+            .prepare_batch(&batch("a", 0, 3))
+            .unwrap()
+            .expect("new");
+        assert_eq!(
+            store.n_points(),
+            3,
+            "room reserved while the database commits"
+        );
+        // Another renderer stored it first: this copy does not take it, the room is freed.
+        store.finish_batch(&id, &stored, false);
+        assert_eq!(store.n_points(), 0);
+        assert_eq!(lock(&store.get(&id).unwrap()).n_batches(), 0);
+
+        let stored = store
+            .prepare_batch(&batch("a", 0, 3))
+            .unwrap()
+            .expect("new");
+        // A second copy prepared while the first commits is taken once.
+        let again = store
+            .prepare_batch(&batch("a", 0, 3))
+            .unwrap()
+            .expect("not held yet");
+        store.finish_batch(&id, &stored, true);
+        store.finish_batch(&id, &again, true);
+        assert_eq!(store.n_points(), 3);
+        assert_eq!(lock(&store.get(&id).unwrap()).n_batches(), 1);
+        assert!(
+            store.prepare_batch(&batch("a", 0, 3)).unwrap().is_none(),
+            "held now"
+        );
+    }
+
+    #[test]
     fn far_ahead_sequence_numbers_are_refused() {
         let store = RecordingStore::new(limits());
         let err = store.add_batch(&batch("a", MAX_SEQ_AHEAD, 1)).unwrap_err();
