@@ -62,6 +62,8 @@ pub struct RelayMetrics {
     pub backlog_depth: Gauge,
     /// Bytes waiting for the renderer to come back.
     pub backlog_bytes: Gauge,
+    /// The backlog's bound (`--buffer-bytes`), so an alert can compare the two.
+    pub backlog_limit_bytes: Gauge,
     /// 1 for the renderer link's current state, 0 for the others.
     pub link_state: Family<StateLabel, Gauge>,
     /// Time from forwarding a batch to routing its acknowledgement back.
@@ -101,6 +103,7 @@ impl Default for RelayMetrics {
             replies_dropped: Counter::default(),
             backlog_depth: Gauge::default(),
             backlog_bytes: Gauge::default(),
+            backlog_limit_bytes: Gauge::default(),
             link_state: Family::default(),
             ack_latency: Histogram::new(netkit::metrics::latency_buckets()),
             cors_refused: Counter::default(),
@@ -164,6 +167,11 @@ impl Default for RelayMetrics {
             "relay_backlog_bytes",
             "Bytes held while the renderer is away (limit --buffer-bytes)",
             metrics.backlog_bytes.clone(),
+        );
+        registry.register(
+            "relay_backlog_limit_bytes",
+            "Bytes the backlog may hold for the renderer (--buffer-bytes); past it pages are answered busy",
+            metrics.backlog_limit_bytes.clone(),
         );
         registry.register(
             "relay_renderer_link",

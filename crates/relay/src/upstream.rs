@@ -152,6 +152,10 @@ pub(crate) async fn run_upstream(
         Duration::from_millis(config.backoff_max_ms),
     );
     let mut backlog = Backlog::new(config.buffer_bytes);
+    ctx.hub
+        .metrics
+        .backlog_limit_bytes
+        .set(i64::try_from(config.buffer_bytes).unwrap_or(i64::MAX));
     let mut failures_in_a_row = 0u32;
     // The link starts out `connecting`; once lost it stays `disconnected` through the
     // retries (no amber/red flicker on every attempt) until it is `connected` again.

@@ -40,8 +40,9 @@ pub struct Config {
 
     /// Where tracked-site events are stored: unset, the embedded SQLite file in --data-dir;
     /// postgres://user@host:port/database, a PostgreSQL database several renderers can share
-    /// (needs a renderer built with the cluster feature). URL parameters such as
-    /// connect_timeout (default 10 s) apply.
+    /// (needs a renderer built with the cluster feature), which then also keeps the recordings'
+    /// batches (instead of --data-dir/recordings), so any renderer renders any recording.
+    /// URL parameters such as connect_timeout (default 10 s) apply.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
 
@@ -163,6 +164,16 @@ pub struct Config {
     /// Most events the store's writer commits in one transaction (waiting requests are committed together, never split).
     #[arg(long, default_value_t = 20_000)]
     pub max_commit_events: usize,
+
+    /// With --store postgres://…: recording writes (batches, starts, stops) waiting for the
+    /// database's writer; past it a batch is answered busy and the page sends it again.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_queued_batches: u64,
+
+    /// With --store postgres://…: most recording writes committed in one transaction (the
+    /// writes waiting are committed together, so a commit's cost is shared under load).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_commit_batches: u64,
 
     /// A tracked visitor's session ends after this many seconds without events.
     #[arg(long, default_value_t = 300)]

@@ -47,6 +47,10 @@ pub(crate) struct Context {
     pub preview_permits: Arc<Semaphore>,
     /// Generate requests by the page's number, so a resent one draws no second image.
     pub generates: GenerateRequests,
+    /// With `--store postgres://…`: where recordings' batches are stored (instead of the
+    /// journal), so any renderer sharing the database renders any recording.
+    #[cfg(feature = "cluster")]
+    pub recording_db: Option<Arc<crate::recording_db::RecordingDb>>,
 }
 
 impl Context {
@@ -63,23 +67,56 @@ impl Context {
         };
         let retention = (config.retention_hours > 0)
             .then(|| Duration::from_secs(config.retention_hours * 3600));
-        let (journal, replayed, recordings_damage) =
-            Journal::open(&config.data_dir, config.fsync, retention).map_err(|source| {
-                crate::Error::Write {
-                    path: config.data_dir.clone(),
-                    source,
-                }
-            })?;
-        let store = RecordingStore::with_journal(
-            StoreLimits {
-                max_recordings: config.max_recordings,
-                max_points_per_recording: config.max_points_per_recording,
-                max_total_points: config.max_total_points,
-            },
-            Some(journal),
-        );
-        store.restore(replayed);
+        let limits = StoreLimits {
+            max_recordings: config.max_recordings,
+            max_points_per_recording: config.max_points_per_recording,
+            max_total_points: config.max_total_points,
+        };
+        let metrics = Arc::new(RendererMetrics::default());
         let event_store = EventStore::open(&config)?;
+        // With a shared database the recordings live there and this renderer's copy is a
+        // cache; without one, the journal in --data-dir keeps them.
+        #[cfg(feature = "cluster")]
+        let recording_db = match (&event_store, &config.store) {
+            (EventStore::Postgres(_), Some(url)) => Some(Arc::new(
+                crate::recording_db::RecordingDb::open(
+                    url,
+                    crate::recording_db::RecordingDbLimits {
+                        max_queued: usize::try_from(config.max_queued_batches)
+                            .unwrap_or(usize::MAX),
+                        max_commit: usize::try_from(config.max_commit_batches)
+                            .unwrap_or(usize::MAX),
+                        max_points_per_recording: config.max_points_per_recording,
+                    },
+                    retention,
+                    metrics.clone(),
+                )
+                .map_err(|source| crate::Error::Store {
+                    path: crate::event_store::redact(url),
+                    source,
+                })?,
+            )),
+            _ => None,
+        };
+        #[cfg(feature = "cluster")]
+        let in_database = recording_db.is_some();
+        #[cfg(not(feature = "cluster"))]
+        let in_database = false;
+        let store = if in_database {
+            RecordingStore::new(limits)
+        } else {
+            let (journal, replayed, recordings_damage) =
+                Journal::open(&config.data_dir, config.fsync, retention).map_err(|source| {
+                    crate::Error::Write {
+                        path: config.data_dir.clone(),
+                        source,
+                    }
+                })?;
+            metrics.record_storage_damage(recordings_damage);
+            let store = RecordingStore::with_journal(limits, Some(journal));
+            store.restore(replayed);
+            store
+        };
         let analytics = Arc::new(Analytics::new(
             Arc::new(SystemClock),
             event_store.store(),
@@ -97,8 +134,6 @@ impl Context {
                 "cannot read recent events from the store; live numbers start empty"
             ),
         }
-        let metrics = Arc::new(RendererMetrics::default());
-        metrics.record_storage_damage(recordings_damage);
         if let Ok(bytes) = event_store.size_bytes() {
             metrics
                 .store_bytes
@@ -147,6 +182,8 @@ impl Context {
             render_permits: Semaphore::new(config.max_concurrent_renders.max(1)),
             preview_permits: Arc::new(Semaphore::new(PREVIEW_SLOTS)),
             generates: GenerateRequests::new(config.remembered_generates),
+            #[cfg(feature = "cluster")]
+            recording_db,
             config,
         })
     }

@@ -54,6 +54,13 @@ pub struct StoredBatch {
     pub clicks: Vec<NormPoint>,
 }
 
+impl StoredBatch {
+    /// Its points, moves and clicks.
+    pub fn n_points(&self) -> u64 {
+        (self.moves.len() + self.clicks.len()) as u64
+    }
+}
+
 /// The set of log files.
 #[derive(Debug)]
 pub struct Journal {

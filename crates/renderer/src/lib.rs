@@ -21,6 +21,9 @@
 //! - `store`: recordings, their points and the batches already counted.
 //! - `metrics`: counters, gauges and histograms for `/metrics`.
 //! - `journal`: the append-only log per recording that makes them survive restarts.
+//! - `recording_db` (feature `cluster`): with `--store postgres://…`, the recordings'
+//!   batches in the shared database instead of the journal, so any renderer renders any
+//!   recording.
 //! - `append_log`: whole-record appends and recovery for `journal`.
 //! - `output`: file names and writes inside the output folder.
 
@@ -36,6 +39,8 @@ mod link;
 mod metrics;
 pub mod output;
 mod push;
+#[cfg(feature = "cluster")]
+mod recording_db;
 mod requests;
 mod retention;
 mod server;

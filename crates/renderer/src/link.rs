@@ -12,9 +12,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
+use heatmap::grid::NormPoint;
 use heatmap::render::{preview_cells, render_png, RenderInput, RenderSettings};
 use netkit::ws::{Inbound, ServerSocket};
 use netkit::Shutdown;
@@ -297,6 +298,14 @@ impl Link {
 
     /// Applies one page message and answers it.
     async fn handle_page(&mut self, conn: ConnId, msg: PageMessage) {
+        #[cfg(feature = "cluster")]
+        let msg = match self.ctx.recording_db.clone() {
+            Some(db) => match self.write_to_database(db, conn, msg).await {
+                Some(msg) => msg,
+                None => return,
+            },
+            None => msg,
+        };
         let store = &self.ctx.store;
         let reply = match msg {
             // The relay answers these itself; forwarded ones need no answer.
@@ -418,6 +427,155 @@ impl Link {
         };
         self.send(&RendererMessage::Reply { conn, msg: reply })
             .await;
+    }
+
+    /// Cluster mode: starts, batches and stops go to the shared database's writer, and
+    /// their answers go out once it has committed, while this link reads on (so batches of
+    /// many pages are committed together). Other messages are handed back.
+    #[cfg(feature = "cluster")]
+    async fn write_to_database(
+        &mut self,
+        db: Arc<crate::recording_db::RecordingDb>,
+        conn: ConnId,
+        msg: PageMessage,
+    ) -> Option<PageMessage> {
+        use crate::recording_db::{encode_points, Write, Written};
+        let (write, recording, prepared) = match msg {
+            PageMessage::Start {
+                recording,
+                viewport,
+            } => {
+                // The local copy exists too, for previews.
+                if let Err(err) = self.ctx.store.start(&recording, viewport) {
+                    let reply = self.page_error(err, Some(recording), None);
+                    self.send(&RendererMessage::Reply { conn, msg: reply })
+                        .await;
+                    return None;
+                }
+                let write = Write::Start {
+                    recording: recording.clone(),
+                    viewport,
+                };
+                (write, recording, None)
+            }
+            PageMessage::Points(batch) => {
+                let n_points = batch.points.len() as u64;
+                let stored = match self.ctx.store.prepare_batch(&batch) {
+                    Ok(Some(stored)) => stored,
+                    // This copy holds it, so the database does (a copy only takes what the
+                    // database committed).
+                    Ok(None) => {
+                        self.ctx.metrics.batches_duplicate.inc();
+                        let n_points = self
+                            .ctx
+                            .store
+                            .get(&batch.recording)
+                            .map_or(0, |recording| lock(&recording).n_points());
+                        let reply = ServerMessage::Ack {
+                            recording: batch.recording,
+                            seq: batch.seq,
+                            n_points,
+                        };
+                        self.send(&RendererMessage::Reply { conn, msg: reply })
+                            .await;
+                        return None;
+                    }
+                    Err(err) => {
+                        self.ctx.metrics.points_rejected.inc_by(n_points);
+                        let reply = self.page_error(err, Some(batch.recording), Some(batch.seq));
+                        self.send(&RendererMessage::Reply { conn, msg: reply })
+                            .await;
+                        return None;
+                    }
+                };
+                let Ok(seq) = i64::try_from(batch.seq) else {
+                    self.ctx
+                        .store
+                        .finish_batch(&batch.recording, &stored, false);
+                    let err = Error::new(ErrorCode::OutOfRange, "seq is over 2^63");
+                    let reply = self.page_error(err, Some(batch.recording), Some(batch.seq));
+                    self.send(&RendererMessage::Reply { conn, msg: reply })
+                        .await;
+                    return None;
+                };
+                let write = Write::Batch {
+                    recording: batch.recording.clone(),
+                    viewport: batch.viewport,
+                    seq,
+                    max_t: stored.max_t,
+                    n_moves: stored.moves.len() as u32,
+                    points: encode_points(&stored),
+                };
+                (write, batch.recording, Some(stored))
+            }
+            PageMessage::Stop { recording } => {
+                let write = Write::Stop {
+                    recording: recording.clone(),
+                };
+                (write, recording, None)
+            }
+            other => return Some(other),
+        };
+        while self.ingests.try_join_next().is_some() {}
+        let ctx = self.ctx.clone();
+        let tx = self.tx.clone();
+        self.ingests.spawn(async move {
+            let outcome = db.submit(write).await;
+            let metrics = &ctx.metrics;
+            let seq = prepared.as_ref().map(|stored| stored.seq);
+            if let Some(stored) = &prepared {
+                let stored_new = matches!(outcome, Ok(Written::Batch { new: true, .. }));
+                ctx.store.finish_batch(&recording, stored, stored_new);
+            }
+            let reply = match outcome {
+                Ok(Written::Started) => ServerMessage::Started { recording },
+                Ok(Written::Batch { new, n_points }) => {
+                    if new {
+                        metrics.batches_stored.inc();
+                        if let Some(stored) = &prepared {
+                            metrics.points_stored.inc_by(stored.n_points());
+                        }
+                    } else {
+                        metrics.batches_duplicate.inc();
+                    }
+                    ServerMessage::Ack {
+                        recording,
+                        // ok: a batch write always comes with its prepared batch.
+                        seq: seq.unwrap_or_default(),
+                        n_points,
+                    }
+                }
+                Ok(Written::Stopped { n_points }) => {
+                    if let Some(held) = ctx.store.get(&recording) {
+                        lock(&held).stopped = true;
+                    }
+                    ServerMessage::Stopped {
+                        recording,
+                        n_points,
+                    }
+                }
+                Ok(Written::Unknown) => {
+                    let err = unknown(&recording);
+                    metrics.errors.record(err.code);
+                    error_reply(err, recording, None)
+                }
+                Err(err) => {
+                    metrics.errors.record(err.code);
+                    if let Some(stored) = &prepared {
+                        metrics.points_rejected.inc_by(stored.n_points());
+                    }
+                    ServerMessage::Error {
+                        code: err.code,
+                        message: err.message,
+                        recording: Some(recording),
+                        seq,
+                        request: None,
+                    }
+                }
+            };
+            send_frame(&tx, &RendererMessage::Reply { conn, msg: reply }).await;
+        });
+        None
     }
 
     /// Counts an error and turns it into a page-level error message.
@@ -578,7 +736,55 @@ impl Drop for RunningRender<'_> {
     }
 }
 
-/// Copies the recording's points out (so ingest is not held up), renders and writes them.
+/// The recording's points (moves, clicks), duration and start, copied out of the store so
+/// ingest is not held up.
+///
+/// In cluster mode the shared database is the truth: its row gives the duration and the
+/// start (so every renderer draws the same caption), and its batches the points, unless
+/// this renderer's copy holds as many batches as the database (then it holds all of them:
+/// a copy only takes batches the database committed, each once).
+fn recording_points(
+    ctx: &Context,
+    id: &RecordingId,
+) -> Result<(Arc<Vec<NormPoint>>, Arc<Vec<NormPoint>>, u32, SystemTime), Error> {
+    #[cfg(feature = "cluster")]
+    if let Some(db) = &ctx.recording_db {
+        let unavailable = |err: ::analytics::StoreError| {
+            error!(recording = %id, cause = %err, "cannot read a recording from postgresql");
+            Error::new(
+                ErrorCode::StorageFailed,
+                format!("the renderer cannot read recording {id} now ({err}); ask again later"),
+            )
+        };
+        let row = db
+            .row(id)
+            .map_err(unavailable)?
+            .ok_or_else(|| unknown(id))?;
+        let held = ctx.store.get(id).and_then(|recording| {
+            let recording = lock(&recording);
+            (recording.n_batches() == row.n_batches)
+                .then(|| (Arc::clone(&recording.moves), Arc::clone(&recording.clicks)))
+        });
+        let (moves, clicks) = match held {
+            Some(points) => points,
+            None => {
+                let (moves, clicks) = db.points(id).map_err(unavailable)?;
+                (Arc::new(moves), Arc::new(clicks))
+            }
+        };
+        return Ok((moves, clicks, row.duration_ms, row.created));
+    }
+    let recording = ctx.store.get(id).ok_or_else(|| unknown(id))?;
+    let recording = lock(&recording);
+    Ok((
+        Arc::clone(&recording.moves),
+        Arc::clone(&recording.clicks),
+        recording.duration_ms,
+        recording.created,
+    ))
+}
+
+/// Takes the recording's points (shared, so ingest is not held up), renders and writes them.
 fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, Error> {
     let started = Instant::now();
     let request = generate.request;
@@ -594,16 +800,7 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
             ),
         ));
     }
-    let recording = ctx.store.get(&id).ok_or_else(|| unknown(&id))?;
-    let (moves, clicks, duration_ms, created) = {
-        let recording = lock(&recording);
-        (
-            Arc::clone(&recording.moves),
-            Arc::clone(&recording.clicks),
-            recording.duration_ms,
-            recording.created,
-        )
-    };
+    let (moves, clicks, duration_ms, created) = recording_points(ctx, &id)?;
     let started_text = chrono::DateTime::<chrono::Local>::from(created)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string();

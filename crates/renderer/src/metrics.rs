@@ -49,6 +49,8 @@ pub struct RendererMetrics {
     pub events_duplicate: Counter,
     /// Time for the event store to commit one request's events (the 202 waits for it).
     pub store_commit: Histogram,
+    /// Time of one group commit of recordings' batches to PostgreSQL (cluster mode).
+    pub recording_commit: Histogram,
     /// Bytes the event store's file uses, so an operator sees it grow toward
     /// `--max-store-bytes` or the disk's size before event requests get 503.
     pub store_bytes: Gauge,
@@ -89,6 +91,7 @@ impl Default for RendererMetrics {
             events: Counter::default(),
             events_duplicate: Counter::default(),
             store_commit: Histogram::new(netkit::metrics::latency_buckets()),
+            recording_commit: Histogram::new(netkit::metrics::latency_buckets()),
             store_bytes: Gauge::default(),
             storage_corrupt_spans: Counter::default(),
             storage_corrupt_bytes: Counter::default(),
@@ -189,6 +192,11 @@ impl Default for RendererMetrics {
             metrics.store_commit.clone(),
         );
         registry.register(
+            "renderer_recording_commit_seconds",
+            "Time of one group commit of recordings' batches to PostgreSQL (cluster mode, --store)",
+            metrics.recording_commit.clone(),
+        );
+        registry.register(
             "renderer_store_bytes",
             "Bytes the event store's file uses",
             metrics.store_bytes.clone(),
@@ -214,6 +222,9 @@ impl Default for RendererMetrics {
             metrics.unauthorized.clone(),
         );
         metrics.errors.register(registry, "renderer");
+        // The storage-failure series exists from the start at 0, so an alert's `increase`
+        // sees the very first failure (a series that appears at 1 shows no increase).
+        metrics.errors.get(protocol::ErrorCode::StorageFailed);
         metrics
     }
 }

@@ -70,6 +70,11 @@ impl Recording {
     pub fn n_points(&self) -> u64 {
         (self.moves.len() + self.clicks.len()) as u64
     }
+
+    /// Batches held: a copy holding as many as the shared database has every one.
+    pub fn n_batches(&self) -> u64 {
+        self.seqs.next_missing + self.seqs.above.len() as u64
+    }
 }
 
 /// The outcome of adding a batch.
@@ -185,10 +190,62 @@ impl RecordingStore {
     pub fn add_batch(&self, batch: &PointsBatch) -> Result<BatchOutcome, Error> {
         let recording = self.get_or_create(&batch.recording)?;
         let mut recording = lock(&recording);
-        if recording.seqs.contains(batch.seq) {
+        let Some(stored) = self.check_and_reserve(&recording, batch)? else {
             return Ok(BatchOutcome::Duplicate {
                 n_points: recording.n_points(),
             });
+        };
+        // Stored before it counts: an acknowledged batch is one the journal holds.
+        if let Some(journal) = &self.journal {
+            if let Err(err) = journal.append_batch(&batch.recording, &stored) {
+                self.release(stored.n_points());
+                return Err(storage_failed(&batch.recording, &err));
+            }
+        }
+        self.apply(&mut recording, &stored);
+        Ok(BatchOutcome::Added {
+            n_points: recording.n_points(),
+        })
+    }
+
+    /// The first half of [`add_batch`](Self::add_batch) for a store kept elsewhere (the
+    /// shared database): checks the batch against the limits and reserves room for it.
+    /// `None` means this copy already holds it. Whatever is returned must be given to
+    /// [`finish_batch`](Self::finish_batch) once the database has answered.
+    ///
+    /// # Errors
+    /// As [`add_batch`](Self::add_batch).
+    pub fn prepare_batch(&self, batch: &PointsBatch) -> Result<Option<StoredBatch>, Error> {
+        let recording = self.get_or_create(&batch.recording)?;
+        let recording = lock(&recording);
+        self.check_and_reserve(&recording, batch)
+    }
+
+    /// The second half of [`prepare_batch`](Self::prepare_batch): adds the batch to this
+    /// copy if the database stored it now (`stored_new`) and the copy still lacks it;
+    /// otherwise gives its reserved room back.
+    pub fn finish_batch(&self, id: &RecordingId, stored: &StoredBatch, stored_new: bool) {
+        let Some(recording) = self.get(id).filter(|_| stored_new) else {
+            self.release(stored.n_points());
+            return;
+        };
+        let mut recording = lock(&recording);
+        if recording.seqs.contains(stored.seq) {
+            self.release(stored.n_points());
+        } else {
+            self.apply(&mut recording, stored);
+        }
+    }
+
+    /// Checks a batch against the sequence set and the limits and, if it is new and fits,
+    /// reserves its points in the total and returns it in fixed point.
+    fn check_and_reserve(
+        &self,
+        recording: &Recording,
+        batch: &PointsBatch,
+    ) -> Result<Option<StoredBatch>, Error> {
+        if recording.seqs.contains(batch.seq) {
+            return Ok(None);
         }
         if batch.seq >= recording.seqs.next_missing().saturating_add(MAX_SEQ_AHEAD) {
             return Err(Error::new(
@@ -236,21 +293,21 @@ impl RecordingStore {
             }
             stored.max_t = stored.max_t.max(point.t);
         }
-        // Stored before it counts: an acknowledged batch is one the journal holds.
-        if let Some(journal) = &self.journal {
-            if let Err(err) = journal.append_batch(&batch.recording, &stored) {
-                self.total_points.fetch_sub(n_new, Ordering::AcqRel);
-                return Err(storage_failed(&batch.recording, &err));
-            }
-        }
+        Ok(Some(stored))
+    }
+
+    /// Adds a stored batch whose room is reserved to its recording.
+    fn apply(&self, recording: &mut Recording, stored: &StoredBatch) {
         Arc::make_mut(&mut recording.moves).extend_from_slice(&stored.moves);
         Arc::make_mut(&mut recording.clicks).extend_from_slice(&stored.clicks);
         recording.duration_ms = recording.duration_ms.max(stored.max_t);
-        recording.seqs.insert(batch.seq);
+        recording.seqs.insert(stored.seq);
         recording.touched = self.touch();
-        Ok(BatchOutcome::Added {
-            n_points: recording.n_points(),
-        })
+    }
+
+    /// Gives back room reserved for a batch that was not added.
+    fn release(&self, n_points: u64) {
+        self.total_points.fetch_sub(n_points, Ordering::AcqRel);
     }
 
     /// Marks the recording stopped and returns its point count.
@@ -475,6 +532,43 @@ mod tests {
         assert_eq!(store.n_recordings(), 2);
         assert!(store.get(&RecordingId::try_from("a").unwrap()).is_none());
         assert_eq!(store.n_points(), 2);
+    }
+
+    #[test]
+    fn a_prepared_batch_counts_only_once_the_database_stored_it() {
+        let store = RecordingStore::new(limits());
+        let id = RecordingId::try_from("a").unwrap();
+        let stored = store
+            .prepare_batch(&batch("a", 0, 3))
+            .unwrap()
+            .expect("new");
+        assert_eq!(
+            store.n_points(),
+            3,
+            "room reserved while the database commits"
+        );
+        // Another renderer stored it first: this copy does not take it, the room is freed.
+        store.finish_batch(&id, &stored, false);
+        assert_eq!(store.n_points(), 0);
+        assert_eq!(lock(&store.get(&id).unwrap()).n_batches(), 0);
+
+        let stored = store
+            .prepare_batch(&batch("a", 0, 3))
+            .unwrap()
+            .expect("new");
+        // A second copy prepared while the first commits is taken once.
+        let again = store
+            .prepare_batch(&batch("a", 0, 3))
+            .unwrap()
+            .expect("not held yet");
+        store.finish_batch(&id, &stored, true);
+        store.finish_batch(&id, &again, true);
+        assert_eq!(store.n_points(), 3);
+        assert_eq!(lock(&store.get(&id).unwrap()).n_batches(), 1);
+        assert!(
+            store.prepare_batch(&batch("a", 0, 3)).unwrap().is_none(),
+            "held now"
+        );
     }
 
     #[test]
