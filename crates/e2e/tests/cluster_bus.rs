@@ -63,6 +63,11 @@ impl Engines {
 
     /// A relay on the bus, linked to `renderer` for recordings (events do not need it).
     async fn relay(&self, renderer: &str) -> ServerProcess {
+        self.relay_with(renderer, &[]).await
+    }
+
+    /// [`Engines::relay`] with extra flags.
+    async fn relay_with(&self, renderer: &str, extra_args: &[&str]) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_relay-process"));
         command.args([
             "--listen",
@@ -80,6 +85,7 @@ impl Engines {
             "--max-api-requests-per-sec",
             "0",
         ]);
+        command.args(extra_args);
         let relay = ServerProcess::start(command);
         wait_for_bus(&relay.addr()).await;
         relay
@@ -87,11 +93,16 @@ impl Engines {
 
     /// Every `session:seq` stored, one line per row (duplicates would show twice).
     fn stored(&self) -> Vec<String> {
+        self.try_stored().expect("read the events table")
+    }
+
+    /// [`Engines::stored`], or the error while no renderer has created the table yet (a
+    /// renderer prints its address before it opens the store).
+    fn try_stored(&self) -> anyhow::Result<Vec<String>> {
         let text = self
             .postgres
-            .psql("heatmap", "SELECT session || ':' || seq FROM events")
-            .expect("read the events table");
-        text.lines().map(str::to_owned).collect()
+            .psql("heatmap", "SELECT session || ':' || seq FROM events")?;
+        Ok(text.lines().map(str::to_owned).collect())
     }
 }
 
@@ -147,7 +158,7 @@ fn is_retryable_refusal(reply: &RawResponse) -> bool {
 /// Waits until every key of `accepted` is stored, then checks none is stored twice.
 async fn assert_stored_exactly_once(engines: &Engines, accepted: &HashSet<String>) {
     let stored = eventually("every accepted event in the store", || {
-        let stored = engines.stored();
+        let stored = engines.try_stored().unwrap_or_default();
         let present: HashSet<&String> = stored.iter().collect();
         let all = accepted.iter().all(|key| present.contains(key));
         async move { all.then_some(stored) }
@@ -313,6 +324,59 @@ async fn a_dead_bus_gets_503_with_retry_after_and_the_relay_recovers_when_it_ret
         .await;
         accepted.extend(keys);
     }
+    assert_stored_exactly_once(&engines, &accepted).await;
+    assert_eq!(engines.stored().len(), accepted.len());
+}
+
+/// A full stream refuses: once the events waiting for a renderer fill `--bus-max-bytes`,
+/// the relay answers `503` with `Retry-After`, and what it accepted before is stored once
+/// a renderer consumes it (the stream never dropped it to make room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_gets_503_and_keeps_what_it_accepted() {
+    let engines = Engines::start();
+    // No renderer yet: the relay declares the stream, small (requests here take about
+    // 4 KiB each), and nothing consumes it.
+    let relay = engines
+        .relay_with("ws://127.0.0.1:1", &["--bus-max-bytes", "16384"])
+        .await;
+    let addr = relay.addr();
+    let mut accepted = HashSet::new();
+    let mut refused = None;
+    for index in 0..20 {
+        let (body, keys) = body("full", index);
+        let reply = post(&addr, &body).await.expect("the relay is up");
+        if reply.status == 202 {
+            accepted.extend(keys);
+        } else {
+            refused = Some((index, reply));
+            break;
+        }
+    }
+    let (index, reply) = refused.expect("the small stream filled within 20 requests");
+    assert!(index > 0, "the first request fits");
+    assert!(
+        is_retryable_refusal(&reply),
+        "a full stream is a retryable refusal: {} {} {}",
+        reply.status,
+        reply.head,
+        reply.body
+    );
+    // A renderer with the same stream settings drains it into the store.
+    let out_dir = TempDir::new("bus-out");
+    let data_dir = TempDir::new("bus-data");
+    let _renderer = start_renderer_process(
+        "127.0.0.1:0",
+        &out_dir,
+        &data_dir,
+        &[
+            "--store",
+            &engines.postgres.url(),
+            "--bus",
+            &engines.nats.url(),
+            "--bus-max-bytes",
+            "16384",
+        ],
+    );
     assert_stored_exactly_once(&engines, &accepted).await;
     assert_eq!(engines.stored().len(), accepted.len());
 }
