@@ -380,3 +380,52 @@ async fn a_full_stream_gets_503_and_keeps_what_it_accepted() {
     assert_stored_exactly_once(&engines, &accepted).await;
     assert_eq!(engines.stored().len(), accepted.len());
 }
+
+/// PostgreSQL crashing mid-stream pauses storing, not accepting: the relay keeps
+/// answering `202` (the stream holds the events), the renderer's failed commits are
+/// answered to JetStream with a delayed negative acknowledgement, and once the database
+/// is back every accepted event is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_crash_pauses_storing_and_loses_nothing() {
+    let mut engines = Engines::start();
+    let (renderer, _out, _data) = engines.renderer();
+    let relay = engines.relay(renderer.url()).await;
+    let addr = relay.addr();
+    let mut accepted = HashSet::new();
+    for index in 0..5 {
+        let (body, keys) = body("pg", index);
+        let reply = post(&addr, &body).await.expect("the relay is up");
+        assert_eq!(reply.status, 202, "request {index}: {}", reply.body);
+        accepted.extend(keys);
+    }
+    assert_stored_exactly_once(&engines, &accepted).await;
+
+    engines.postgres.crash().expect("crash postgresql");
+    for index in 5..15 {
+        let (body, keys) = body("pg", index);
+        let reply = post(&addr, &body).await.expect("the relay is up");
+        assert_eq!(
+            reply.status, 202,
+            "request {index} with the database down: {}",
+            reply.body
+        );
+        accepted.extend(keys);
+    }
+    // The renderer tried to commit them and failed (so it did not acknowledge them).
+    let renderer_addr = renderer.addr();
+    eventually("the renderer to fail a commit", || {
+        let renderer_addr = renderer_addr.clone();
+        async move {
+            let health = testkit::http_get(&renderer_addr, "/healthz").await.ok()?;
+            let health: Value = serde_json::from_slice(&health.body).ok()?;
+            (health["errors"]["storage_failed"].as_u64()? > 0).then_some(())
+        }
+    })
+    .await;
+    engines
+        .postgres
+        .restart()
+        .unwrap_or_else(|err| panic!("cannot restart postgresql: {err:#}"));
+    assert_stored_exactly_once(&engines, &accepted).await;
+    assert_eq!(engines.stored().len(), accepted.len());
+}
