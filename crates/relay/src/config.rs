@@ -174,6 +174,68 @@ pub struct Config {
     /// How long one connection attempt to the renderer may take, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub connect_timeout_ms: u64,
+
+    /// Cluster mode: the NATS server with JetStream that carries tracked events to the
+    /// renderers, as nats://HOST:PORT (needs a relay built with the cluster feature).
+    /// POST /api/events is then answered 202 once JetStream has stored the events, whether
+    /// or not a renderer is up; 503 with Retry-After while JetStream cannot store them.
+    #[arg(long, value_name = "URL")]
+    pub bus: Option<String>,
+
+    /// The JetStream stream the events go to (subject <STREAM>.events), created or updated
+    /// at start by whichever relay or renderer starts first; give every relay and renderer
+    /// the same stream settings.
+    #[arg(long, default_value = DEFAULT_BUS_STREAM, value_parser = parse_stream_name)]
+    pub bus_stream: String,
+
+    /// Most bytes of events the stream holds waiting for a renderer; when full, further
+    /// events are answered 503 (the stream never drops events it accepted to make room).
+    #[arg(long, default_value_t = DEFAULT_BUS_MAX_BYTES, value_parser = clap::value_parser!(i64).range(1024..))]
+    pub bus_max_bytes: i64,
+
+    /// Longest an event waits in the stream for a renderer, in seconds; older ones are
+    /// deleted unstored, so keep it above the longest renderer outage you plan for.
+    #[arg(long, default_value_t = DEFAULT_BUS_MAX_AGE_SECS, value_parser = clap::value_parser!(u64).range(60..))]
+    pub bus_max_age_secs: u64,
+
+    /// How long JetStream remembers a batch's message id, in seconds: a sender's resend of the
+    /// same batch within it is stored once in the stream (the store's de-duplication covers
+    /// later ones).
+    #[arg(long, default_value_t = DEFAULT_BUS_DUPLICATE_WINDOW_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bus_duplicate_window_secs: u64,
+
+    /// Copies of the stream in a JetStream cluster (1 for a single server; 3 survives the
+    /// loss of one of three servers).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub bus_replicas: u8,
+}
+
+/// The stream every relay and renderer uses unless told otherwise.
+pub const DEFAULT_BUS_STREAM: &str = "heatmap";
+
+/// 1 GiB: at about 300 bytes an event, some three million events, hours of a busy site's
+/// traffic while every renderer is down.
+pub const DEFAULT_BUS_MAX_BYTES: i64 = 1 << 30;
+
+/// A week: longer than any planned renderer outage, short enough to bound the disk.
+pub const DEFAULT_BUS_MAX_AGE_SECS: u64 = 7 * 86_400;
+
+/// JetStream's own default, two minutes: far longer than the snippet's quick resends.
+pub const DEFAULT_BUS_DUPLICATE_WINDOW_SECS: u64 = 120;
+
+/// Accepts a JetStream stream name: letters, digits, `-` and `_` (no `.`, `*`, `>` or
+/// spaces, which JetStream refuses), at most 64 characters.
+fn parse_stream_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("a stream name is 1 to 64 letters, digits, '-' or '_'".into())
+    }
 }
 
 impl Config {

@@ -38,6 +38,10 @@ pub(crate) struct Context {
     /// Places for dashboards' `request_detailed_stats` reads from the renderer
     /// (`--max-stats-requests`), so many dashboards cannot open unbounded HTTP requests.
     pub stats_permits: Arc<Semaphore>,
+    /// The NATS JetStream bus tracked events go to instead of the renderer link
+    /// (`--bus`); `None` without it.
+    #[cfg(feature = "cluster")]
+    pub bus: Option<crate::bus::Bus>,
 }
 
 /// Token buckets per client address for the event API, bounded in size: past

@@ -200,8 +200,13 @@ fn country_from_headers(headers: &hyper::HeaderMap, names: &[String]) -> Option<
     })
 }
 
-/// Sends one request's events over the link and waits for the renderer's answer.
+/// Sends one request's events over the link and waits for the renderer's answer, or with
+/// `--bus` publishes them to JetStream and waits for its acknowledgement.
 async fn send(ctx: &Context, events: Vec<protocol::analytics::TrackedEvent>) -> EventsAnswer {
+    #[cfg(feature = "cluster")]
+    if let Some(bus) = &ctx.bus {
+        return publish(bus, events).await;
+    }
     if ctx.hub.link_state() != LinkState::Connected {
         return EventsAnswer::not_connected();
     }
@@ -249,6 +254,41 @@ async fn send(ctx: &Context, events: Vec<protocol::analytics::TrackedEvent>) -> 
             "the renderer did not confirm these events within {} ms (--events-timeout-ms); send them again (numbered events are counted once)",
             ctx.config.events_timeout_ms
         )),
+    }
+}
+
+/// Publishes one request's events to the bus: stored once JetStream says so, whether or
+/// not any renderer is up.
+#[cfg(feature = "cluster")]
+async fn publish(
+    bus: &crate::bus::Bus,
+    events: Vec<protocol::analytics::TrackedEvent>,
+) -> EventsAnswer {
+    let n_events = events.len();
+    // The renderers decode this with the same checks as a POST body.
+    let payload = match serde_json::to_vec(&events) {
+        Ok(payload) => payload,
+        Err(err) => {
+            return EventsAnswer::Refused {
+                code: ErrorCode::StorageFailed,
+                message: format!("cannot encode these events for the bus: {err}"),
+                retry_after_s: None,
+            }
+        }
+    };
+    match bus.publish(payload, n_events).await {
+        Ok(()) => EventsAnswer::Stored { accepted: n_events },
+        Err(err) => {
+            tracing::warn!(cause = %err.message, events = n_events, "events refused: the bus did not store them");
+            EventsAnswer::Refused {
+                code: ErrorCode::StorageFailed,
+                message: format!(
+                    "{}; nothing is known to be stored, send these events again after Retry-After (numbered events are counted once)",
+                    err.message
+                ),
+                retry_after_s: Some(RETRY_AFTER_UNAVAILABLE_S),
+            }
+        }
     }
 }
 

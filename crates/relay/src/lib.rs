@@ -17,6 +17,8 @@
 //! - `backoff`: reconnect delays with jitter.
 //! - `events`: `POST /api/events`, decoded here, stored by the renderer over the link,
 //!   answered `202` once committed.
+//! - `bus` (cluster builds): with `--bus`, events published to NATS JetStream instead,
+//!   answered `202` once the stream stored them.
 //! - `feed`: presence once a second, live cursors ten times a second (the analytics feed is
 //!   pushed by the renderer over the link while a dashboard watches).
 //! - `passthrough`: images and analytics queries, read from the renderer over HTTP.
@@ -27,6 +29,8 @@
 mod alerts;
 mod assets;
 mod backoff;
+#[cfg(feature = "cluster")]
+mod bus;
 mod config;
 mod context;
 mod cors;
@@ -80,7 +84,7 @@ pub async fn run(
         .iter()
         .map(ToString::to_string)
         .collect();
-    info!(%addr, tls = tls.is_some(), renderer = %config.renderer, %origins, ?trusted_proxies, "relay listening");
+    info!(%addr, tls = tls.is_some(), renderer = %config.renderer, bus = ?config.bus, %origins, ?trusted_proxies, "relay listening");
     if !addr.ip().is_loopback() && config.public_urls.is_empty() {
         warn!(%addr, "listening beyond loopback without --public-url: browsers must use one of {origins}; pass --public-url with the name they use");
     }
@@ -95,6 +99,18 @@ pub async fn run(
         tls: tls.clone(),
         ..ServeConfig::default()
     };
+    #[cfg(feature = "cluster")]
+    let bus = match &config.bus {
+        Some(url) => Some(bus::Bus::connect(&config, url).await?),
+        None => None,
+    };
+    #[cfg(not(feature = "cluster"))]
+    if config.bus.is_some() {
+        anyhow::bail!(
+            "--bus needs a relay built with the cluster feature; build one with \
+             `cargo build --release --features cluster -p relay`"
+        );
+    }
     let (upstream_tx, upstream_rx) = mpsc::channel(config.upstream_queue.max(1));
     let (events_tx, events_rx) = mpsc::channel(config.events_queue.max(1));
     let ctx = Arc::new(context::Context {
@@ -111,6 +127,8 @@ pub async fn run(
             config.max_stats_requests as usize,
         )),
         origins,
+        #[cfg(feature = "cluster")]
+        bus,
         config,
     });
     let controller = ShutdownController::default();

@@ -203,6 +203,18 @@ fn misdirected(
     })
 }
 
+/// The event bus as `/healthz` shows it: `off` without `--bus`, else `connected` once
+/// NATS is connected and the stream declared (events are then accepted), `declaring` or
+/// `disconnected` before.
+fn bus_state(ctx: &Context) -> &'static str {
+    #[cfg(feature = "cluster")]
+    if let Some(bus) = &ctx.bus {
+        return bus.state();
+    }
+    let _ = ctx;
+    "off"
+}
+
 fn health(ctx: &Context) -> Response<Body> {
     let hub = &ctx.hub;
     let body = serde_json::json!({
@@ -211,6 +223,7 @@ fn health(ctx: &Context) -> Response<Body> {
         "protocol": protocol::PROTOCOL_VERSION,
         "renderer": hub.link_state().as_str(),
         "renderer_url": ctx.config.renderer,
+        "bus": bus_state(ctx),
         "sessions_open": hub.n_sessions(),
         "sessions_total": hub.metrics.sessions_total.get(),
         "forwarded_total": hub.metrics.forwarded.get(),

@@ -208,6 +208,58 @@ pub struct Config {
     /// the image already written instead of a second one (0: remember none).
     #[arg(long, default_value_t = 1024)]
     pub remembered_generates: usize,
+
+    /// Cluster mode: the NATS server with JetStream the relays publish tracked events to, as
+    /// nats://HOST:PORT (needs a renderer built with the cluster feature). Every renderer given
+    /// it consumes the stream as one group, commits each batch to the event store and only
+    /// then acknowledges it, so a renderer that dies mid-batch loses and duplicates nothing.
+    #[arg(long, value_name = "URL")]
+    pub bus: Option<String>,
+
+    /// The JetStream stream the events come from (subject <STREAM>.events), created or updated
+    /// at start by whichever relay or renderer starts first; give every relay and renderer the
+    /// same stream settings.
+    #[arg(long, default_value = "heatmap", value_parser = parse_stream_name)]
+    pub bus_stream: String,
+
+    /// Most bytes of events the stream holds waiting for a renderer; when full, the relays
+    /// answer further events 503 (the stream never drops events it accepted to make room).
+    #[arg(long, default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(1024..))]
+    pub bus_max_bytes: i64,
+
+    /// Longest an event waits in the stream for a renderer, in seconds; older ones are deleted
+    /// unstored, so keep it above the longest renderer outage you plan for.
+    #[arg(long, default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(60..))]
+    pub bus_max_age_secs: u64,
+
+    /// How long JetStream remembers a batch's message id, in seconds (a resend within it is
+    /// stored once in the stream).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bus_duplicate_window_secs: u64,
+
+    /// Copies of the stream in a JetStream cluster (1 for a single server; 3 survives the loss
+    /// of one of three servers).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub bus_replicas: u8,
+
+    /// The durable consumer's name, the same in every renderer so that they share the work (each
+    /// batch goes to one of them).
+    #[arg(long, default_value = "renderers", value_parser = parse_stream_name)]
+    pub bus_consumer: String,
+
+    /// Batches delivered to the renderers and not yet acknowledged, over all of them; JetStream
+    /// delivers no more until some are, which bounds the work in flight.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub bus_max_ack_pending: i64,
+
+    /// Batches one renderer takes from the stream at a time and commits together.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub bus_batch: u64,
+
+    /// How long a delivered batch may stay unacknowledged before JetStream delivers it again
+    /// (to any renderer), in seconds: the delay before a killed renderer's batches are taken over.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub bus_ack_wait_secs: u64,
 }
 
 fn parse_bandwidth(text: &str) -> Result<f32, String> {
@@ -221,6 +273,21 @@ fn parse_bandwidth(text: &str) -> Result<f32, String> {
             range.start(),
             range.end()
         ))
+    }
+}
+
+/// Accepts a JetStream stream or consumer name: letters, digits, `-` and `_` (no `.`, `*`,
+/// `>` or spaces, which JetStream refuses), at most 64 characters.
+fn parse_stream_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("a name is 1 to 64 letters, digits, '-' or '_'".into())
     }
 }
 

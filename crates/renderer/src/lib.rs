@@ -13,6 +13,8 @@
 //! - `event_store`: which engine keeps the events (`--store`): SQLite in `--data-dir`, or
 //!   PostgreSQL with the `cluster` feature.
 //! - `ingest`: the event store's one writer, committing waiting requests together.
+//! - `bus` (cluster builds): with `--bus`, events consumed from NATS JetStream as one group
+//!   with the other renderers, acknowledged once `ingest` committed them.
 //! - `push`: live analytics pushed to a relay while its dashboards watch.
 //! - `retention`: the background task that prunes events past `--retention-days`.
 //! - `server`: HTTP routes and the WebSocket upgrade.
@@ -29,6 +31,8 @@
 
 mod api;
 pub mod append_log;
+#[cfg(feature = "cluster")]
+mod bus;
 mod config;
 mod context;
 mod error;
@@ -98,6 +102,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    #[cfg(not(feature = "cluster"))]
+    if config.bus.is_some() {
+        anyhow::bail!(
+            "--bus needs a renderer built with the cluster feature; build one with \
+             `cargo build --release --features cluster -p renderer`"
+        );
+    }
     if let Err(err) = std::fs::create_dir_all(&config.out_dir) {
         error!(path = %config.out_dir.display(), cause = %err, "cannot create the output folder; Generate will fail until it exists");
     }
@@ -131,6 +142,10 @@ pub async fn run(
     let controller = ShutdownController::default();
     if let Some(tls) = tls {
         netkit::tls::reload_on_sighup(tls, controller.subscribe())?;
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(url) = ctx.config.bus.clone() {
+        bus::start(ctx.clone(), &url, controller.subscribe()).await?;
     }
     netkit::serve_until(
         listener,

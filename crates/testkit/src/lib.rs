@@ -4,6 +4,7 @@
 //! tier. Waiting is always "poll until a condition holds or a deadline passes", never a
 //! fixed sleep.
 
+pub mod nats;
 pub mod postgres;
 mod process;
 mod raw_http;
