@@ -134,6 +134,12 @@ async fn consume(
                 Some(None) | None => break,
             }
         }
+        // Each delivery says how many more wait for the consumer: the lag, for /metrics.
+        if let Some(Ok(info)) = group.last().map(jetstream::Message::info) {
+            ctx.metrics
+                .bus_pending
+                .set(i64::try_from(info.pending).unwrap_or(i64::MAX));
+        }
         store_group(ctx, group).await;
     }
 }

@@ -736,17 +736,22 @@ impl Drop for RunningRender<'_> {
     }
 }
 
-/// The recording's points (moves, clicks), duration and start, copied out of the store so
-/// ingest is not held up.
+/// A recording as a render needs it.
+struct RecordingPoints {
+    moves: Arc<Vec<NormPoint>>,
+    clicks: Arc<Vec<NormPoint>>,
+    duration_ms: u32,
+    created: SystemTime,
+}
+
+/// The recording's points (moves, clicks), duration and start, taken from the store by
+/// reference count so ingest is not held up.
 ///
 /// In cluster mode the shared database is the truth: its row gives the duration and the
 /// start (so every renderer draws the same caption), and its batches the points, unless
 /// this renderer's copy holds as many batches as the database (then it holds all of them:
 /// a copy only takes batches the database committed, each once).
-fn recording_points(
-    ctx: &Context,
-    id: &RecordingId,
-) -> Result<(Arc<Vec<NormPoint>>, Arc<Vec<NormPoint>>, u32, SystemTime), Error> {
+fn recording_points(ctx: &Context, id: &RecordingId) -> Result<RecordingPoints, Error> {
     #[cfg(feature = "cluster")]
     if let Some(db) = &ctx.recording_db {
         let unavailable = |err: ::analytics::StoreError| {
@@ -772,16 +777,21 @@ fn recording_points(
                 (Arc::new(moves), Arc::new(clicks))
             }
         };
-        return Ok((moves, clicks, row.duration_ms, row.created));
+        return Ok(RecordingPoints {
+            moves,
+            clicks,
+            duration_ms: row.duration_ms,
+            created: row.created,
+        });
     }
     let recording = ctx.store.get(id).ok_or_else(|| unknown(id))?;
     let recording = lock(&recording);
-    Ok((
-        Arc::clone(&recording.moves),
-        Arc::clone(&recording.clicks),
-        recording.duration_ms,
-        recording.created,
-    ))
+    Ok(RecordingPoints {
+        moves: Arc::clone(&recording.moves),
+        clicks: Arc::clone(&recording.clicks),
+        duration_ms: recording.duration_ms,
+        created: recording.created,
+    })
 }
 
 /// Takes the recording's points (shared, so ingest is not held up), renders and writes them.
@@ -800,7 +810,12 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
             ),
         ));
     }
-    let (moves, clicks, duration_ms, created) = recording_points(ctx, &id)?;
+    let RecordingPoints {
+        moves,
+        clicks,
+        duration_ms,
+        created,
+    } = recording_points(ctx, &id)?;
     let started_text = chrono::DateTime::<chrono::Local>::from(created)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string();

@@ -51,6 +51,9 @@ pub struct RendererMetrics {
     pub store_commit: Histogram,
     /// Time of one group commit of recordings' batches to PostgreSQL (cluster mode).
     pub recording_commit: Histogram,
+    /// Batches the bus stream holds for the renderers' consumer, as the last fetched batch
+    /// said (cluster mode, `--bus`): the consumer lag an operator watches.
+    pub bus_pending: Gauge,
     /// Bytes the event store's file uses, so an operator sees it grow toward
     /// `--max-store-bytes` or the disk's size before event requests get 503.
     pub store_bytes: Gauge,
@@ -92,6 +95,7 @@ impl Default for RendererMetrics {
             events_duplicate: Counter::default(),
             store_commit: Histogram::new(netkit::metrics::latency_buckets()),
             recording_commit: Histogram::new(netkit::metrics::latency_buckets()),
+            bus_pending: Gauge::default(),
             store_bytes: Gauge::default(),
             storage_corrupt_spans: Counter::default(),
             storage_corrupt_bytes: Counter::default(),
@@ -195,6 +199,11 @@ impl Default for RendererMetrics {
             "renderer_recording_commit_seconds",
             "Time of one group commit of recordings' batches to PostgreSQL (cluster mode, --store)",
             metrics.recording_commit.clone(),
+        );
+        registry.register(
+            "renderer_bus_pending",
+            "Batches waiting in the bus stream for the renderers' consumer, as of the last batch fetched (cluster mode, --bus)",
+            metrics.bus_pending.clone(),
         );
         registry.register(
             "renderer_store_bytes",
