@@ -243,15 +243,20 @@
     $('events-5').textContent = Number(summary.events_last_5_minutes).toLocaleString();
     $('visitors-today').textContent = Number(summary.totalToday || 0).toLocaleString();
     const perSecond = Array.isArray(summary.per_second) ? summary.per_second : [];
-    recordSeries(perSecond);
+    if (Array.isArray(summary.per_ten_seconds) && summary.per_ten_seconds.length === CHART_BARS) {
+      takeSeries(summary.per_ten_seconds);
+    } else {
+      recordSeries(perSecond);
+    }
     drawChart();
     if (!$('live').dataset.stale) checkSpike(perSecond);
   }
 
   /**
-   * Folds the summary's 300 per-second counts into 10-second buckets by wall time, so the
-   * chart covers 10 minutes: the last 5 from this push, the 5 before from earlier pushes
-   * this page received (before the page opened there is nothing, drawn as such).
+   * For a server without `per_ten_seconds`: folds the summary's 300 per-second counts into
+   * 10-second buckets by wall time, so the chart covers 10 minutes: the last 5 from this
+   * push, the 5 before from earlier pushes this page received (before the page opened
+   * there is nothing, drawn as such).
    */
   function recordSeries(perSecond) {
     if (perSecond.length === 0) return;
@@ -270,6 +275,14 @@
     if (live.firstBucket === null) live.firstBucket = partial;
     const oldest = Math.floor(nowSecond / CHART_BAR_SECONDS) - CHART_BARS;
     for (const bucket of live.buckets.keys()) if (bucket <= oldest) live.buckets.delete(bucket);
+  }
+
+  /** The server's own 10 minutes in 10-second buckets, the last one the current bucket. */
+  function takeSeries(perTenSeconds) {
+    const nowBucket = Math.floor(Date.now() / 1000 / CHART_BAR_SECONDS);
+    live.buckets.clear();
+    perTenSeconds.forEach((count, idx) => live.buckets.set(nowBucket - CHART_BARS + 1 + idx, Number(count) || 0));
+    live.firstBucket = nowBucket - CHART_BARS + 1;
   }
 
   /** Forgets the chart's memory (a new filter counts other events). */

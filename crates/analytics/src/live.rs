@@ -70,6 +70,11 @@ impl Clock for ManualClock {
 /// The live numbers look back this far (events in the last 5 minutes, per-second chart).
 const LIVE_WINDOW_MS: i64 = 300_000;
 
+/// The dashboard chart's buckets: 10 seconds of wall time each (aligned to multiples of
+/// 10 s since the epoch, as the page draws them), 60 of them for 10 minutes.
+const CHART_BUCKET_MS: i64 = 10_000;
+const CHART_BUCKETS: usize = 60;
+
 /// A validated event as received at `received_ms` (server clock), in the store's shape.
 ///
 /// It is placed at its own `timestamp` when it has one (an import of yesterday's events
@@ -468,12 +473,21 @@ impl Analytics {
             })
             .count();
         let mut per_second = vec![0u32; 300];
+        let mut per_ten_seconds = vec![0u32; CHART_BUCKETS];
+        let newest_bucket = now.div_euclid(CHART_BUCKET_MS);
         let (mut last_minute, mut last_5) = (0u64, 0u64);
         let mut pages: HashMap<&str, u64> = HashMap::new();
         let mut countries: HashMap<&str, u64> = HashMap::new();
         for event in state.events.iter().rev() {
             let age = now - event.at_ms;
             if filter.matches(event) {
+                let buckets_back = newest_bucket - event.at_ms.div_euclid(CHART_BUCKET_MS);
+                if let Some(slot) = usize::try_from(buckets_back)
+                    .ok()
+                    .and_then(|back| CHART_BUCKETS.checked_sub(1 + back))
+                {
+                    per_ten_seconds[slot] += 1;
+                }
                 if age < 60_000 {
                     last_minute += 1;
                 }
@@ -513,6 +527,7 @@ impl Analytics {
             top_pages: top(pages),
             top_countries: top(countries),
             per_second,
+            per_ten_seconds,
             totals: None,
             total_active: active_users,
             recent_events,
@@ -766,6 +781,14 @@ mod tests {
             3
         );
         assert_eq!(summary.per_second[299], 2, "the newest second is last");
+        assert_eq!(summary.per_ten_seconds.len(), 60);
+        assert_eq!(summary.per_ten_seconds[59], 2, "the current 10 s are last");
+        assert_eq!(
+            summary.per_ten_seconds[59 - 12],
+            1,
+            "two minutes back is twelve buckets back"
+        );
+        assert_eq!(summary.per_ten_seconds.iter().sum::<u32>(), 3);
         let german = Filter {
             country: Some("DE".into()),
             ..Filter::default()

@@ -404,7 +404,8 @@ async fn a_burst_of_traffic_alerts_every_dashboard_once() {
         assert_eq!(alert["factor"], 3.0, "{alert}");
     }
 
-    // The spike goes on for ten seconds; it alerted once, not on every push.
+    // The spike goes on for ten seconds; it alerted once, not on every push. Each push
+    // also carries the chart's 10 minutes whole, the burst in its newest buckets.
     let mut pushes = 0;
     while pushes < 3 {
         let msg = first.next_json().await.expect("the socket stays open");
@@ -414,6 +415,15 @@ async fn a_burst_of_traffic_alerts_every_dashboard_once() {
         );
         if msg["type"] == "analytics" {
             pushes += 1;
+            let buckets: Vec<u64> = msg["summary"]["per_ten_seconds"]
+                .as_array()
+                .expect("the 10-minute series")
+                .iter()
+                .map(|count| count.as_u64().unwrap())
+                .collect();
+            assert_eq!(buckets.len(), 60, "{msg}");
+            assert_eq!(buckets.iter().sum::<u64>(), 30, "{buckets:?}");
+            assert_eq!(buckets[..58].iter().sum::<u64>(), 0, "{buckets:?}");
         }
     }
     let metrics =

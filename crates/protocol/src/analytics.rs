@@ -308,6 +308,11 @@ pub struct Summary {
     pub top_countries: Vec<Count>,
     /// Events per second for the last 300 seconds, oldest first.
     pub per_second: Vec<u32>,
+    /// Events per 10 seconds of wall time for the last 10 minutes (60 buckets, the last
+    /// one the current, unfinished 10 s), oldest first: the dashboard's chart, whole from
+    /// the first push rather than only from what the page saw since it opened.
+    #[serde(default)]
+    pub per_ten_seconds: Vec<u32>,
     /// Counts over the asked range (`from`, `to` or `range`), from the stored history;
     /// absent without a range, where the live numbers above are the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
