@@ -133,8 +133,8 @@ async fn two_renderers_sharing_postgresql_render_identical_pixels() {
         format!("20 {}", 20 * POINTS_PER_BATCH)
     );
 
-    // The first renders from its own copy (it holds every batch), the second, which never
-    // saw the recording, from the database.
+    // Both render from the database: the first stored the batches, the second never saw
+    // the recording.
     let (ready_1, image_1) = generate(&mut link_1, &first.process, "shared").await;
     let mut link_2 = link_as_relay(second.process.url()).await;
     let (ready_2, image_2) = generate(&mut link_2, &second.process, "shared").await;
@@ -151,8 +151,7 @@ async fn two_renderers_sharing_postgresql_render_identical_pixels() {
     // Not a blank image both times: the heat is there.
     assert!(image_1.pixels.iter().any(|&byte| byte != 255));
 
-    // A batch sent to the second is seen by the first: it now lacks one, so it reads the
-    // database rather than its own copy.
+    // A batch sent to the second is seen by the first, which never held it.
     send_acked(&mut link_2, "shared", 20..21).await;
     link_1
         .send_text(page_frame(

@@ -748,9 +748,9 @@ struct RecordingPoints {
 /// reference count so ingest is not held up.
 ///
 /// In cluster mode the shared database is the truth: its row gives the duration and the
-/// start (so every renderer draws the same caption), and its batches the points, unless
-/// this renderer's copy holds as many batches as the database (then it holds all of them:
-/// a copy only takes batches the database committed, each once).
+/// start (so every renderer draws the same caption), and its batches the points, read in
+/// `(recording, seq)` order so every renderer sums them in the same order and draws the
+/// same pixels.
 fn recording_points(ctx: &Context, id: &RecordingId) -> Result<RecordingPoints, Error> {
     #[cfg(feature = "cluster")]
     if let Some(db) = &ctx.recording_db {
@@ -765,18 +765,11 @@ fn recording_points(ctx: &Context, id: &RecordingId) -> Result<RecordingPoints, 
             .row(id)
             .map_err(unavailable)?
             .ok_or_else(|| unknown(id))?;
-        let held = ctx.store.get(id).and_then(|recording| {
-            let recording = lock(&recording);
-            (recording.n_batches() == row.n_batches)
-                .then(|| (Arc::clone(&recording.moves), Arc::clone(&recording.clicks)))
-        });
-        let (moves, clicks) = match held {
-            Some(points) => points,
-            None => {
-                let (moves, clicks) = db.points(id).map_err(unavailable)?;
-                (Arc::new(moves), Arc::new(clicks))
-            }
-        };
+        // Always the database's points, in its (recording, seq) order: a local copy holds
+        // the same points in arrival order, and the sums of a different order can differ
+        // in the last bit, which flips a pixel now and then between renderers.
+        let (moves, clicks) = db.points(id).map_err(unavailable)?;
+        let (moves, clicks) = (Arc::new(moves), Arc::new(clicks));
         return Ok(RecordingPoints {
             moves,
             clicks,

@@ -161,8 +161,6 @@ pub(crate) struct RecordingRow {
     pub created: SystemTime,
     /// Its largest `t` over every stored batch.
     pub duration_ms: u32,
-    /// Batches stored: a renderer whose copy holds as many has every one.
-    pub n_batches: u64,
 }
 
 /// A queued write and where its outcome goes.
@@ -271,14 +269,13 @@ impl RecordingDb {
     pub fn row(&self, id: &RecordingId) -> Result<Option<RecordingRow>, StoreError> {
         self.read(|client| {
             let row = client.query_opt(
-                "SELECT created_ms, duration_ms, n_batches FROM recordings WHERE id = $1",
+                "SELECT created_ms, duration_ms FROM recordings WHERE id = $1",
                 &[&id.as_str()],
             )?;
             Ok(row.map(|row| RecordingRow {
                 created: UNIX_EPOCH
                     + Duration::from_millis(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)),
                 duration_ms: u32::try_from(row.get::<_, i64>(1)).unwrap_or(u32::MAX),
-                n_batches: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
             }))
         })
     }
