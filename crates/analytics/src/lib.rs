@@ -18,6 +18,8 @@
 //! - `postgres` (feature `postgres`): [`PostgresStore`], the shared engine for cluster
 //!   mode (every aggregate written in the batch's own transaction, so any number of
 //!   renderers can share it).
+//! - [`pg_client`] (feature `postgres`): connections that come back after a server
+//!   restart, shared with the renderer's recordings in PostgreSQL.
 //! - `conformance`: the test suite every engine must pass unchanged.
 //! - [`live`]: the live view over any store (active users, the last minutes, sessions and
 //!   their journeys, the summary and sessions answers), fed only with what the store
@@ -36,6 +38,8 @@ mod error;
 mod event;
 pub mod live;
 mod pending;
+#[cfg(feature = "postgres")]
+pub mod pg_client;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod query;

@@ -20,25 +20,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
+use postgres::{Client, IsolationLevel, Statement, Transaction};
 
 use crate::aggregate::{heat_cell, hour_of, HOUR_MS};
 use crate::error::StoreError;
 use crate::event::{kind_code, kind_of, Event, Position};
 use crate::pending::HeatFold;
+use crate::pg_client::{client_config, connect, ReadConnection};
 use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
 use crate::span::{split_days, split_hours, top, Rollup};
 use crate::sqlite::aspect;
 use crate::store::{Ingested, Store};
 use protocol::analytics::EventType;
-
-/// How long opening a connection may take when the URL does not say
-/// (`?connect_timeout=…` in the URL overrides it), so a renderer whose database is down
-/// answers "unavailable" instead of hanging.
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Rows deleted per statement when pruning, so a large prune never holds locks for long.
 const PRUNE_CHUNK: i64 = 20_000;
@@ -158,15 +153,13 @@ pub struct PostgresStore {
     /// Taken for every write; held across a whole ingest or prune.
     writer: Mutex<Writer>,
     /// Taken by queries.
-    reader: Mutex<Option<Client>>,
-    config: postgres::Config,
+    reader: ReadConnection,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("hosts", &self.config.get_hosts())
-            .field("dbname", &self.config.get_dbname())
+            .field("reader", &self.reader)
             .finish_non_exhaustive()
     }
 }
@@ -211,16 +204,7 @@ impl PostgresStore {
     /// [`StoreError::Unavailable`] when the server cannot be reached, and
     /// [`StoreError::Other`] when the database has a newer schema than this build knows.
     pub fn open(config: &PostgresConfig) -> Result<Self, StoreError> {
-        let mut pg_config: postgres::Config = config
-            .url
-            .parse()
-            .map_err(|err| StoreError::InvalidQuery(format!("store url: {err}")))?;
-        if pg_config.get_connect_timeout().is_none() {
-            pg_config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-        }
-        if pg_config.get_application_name().is_none() {
-            pg_config.application_name("heatmap-renderer");
-        }
+        let pg_config = client_config(&config.url, "heatmap-renderer")?;
         let mut client = connect(&pg_config)?;
         migrate(&mut client)?;
         let writer = WriterConn::prepare(client)?;
@@ -230,8 +214,7 @@ impl PostgresStore {
                 conn: Some(writer),
                 page_ids: HashMap::new(),
             }),
-            reader: Mutex::new(Some(reader)),
-            config: pg_config,
+            reader: ReadConnection::new(pg_config, Some(reader)),
         })
     }
 
@@ -246,28 +229,12 @@ impl PostgresStore {
         })
     }
 
-    /// Runs `query` on the reading connection, opening it again first if it broke.
+    /// Runs `query` on the reading connection (opened again if the server restarted).
     fn read<T>(
         &self,
-        mut query: impl FnMut(&mut Client) -> Result<T, StoreError>,
+        query: impl FnMut(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut reader = lock(&self.reader);
-        if reader.as_ref().is_some_and(Client::is_closed) {
-            *reader = None;
-        }
-        let client = match &mut *reader {
-            Some(client) => client,
-            None => reader.insert(connect(&self.config)?),
-        };
-        // A connection whose server restarted looks open until it is used: a query that
-        // finds it closed ran nothing, so it runs once more on a new connection.
-        match query(client) {
-            Err(StoreError::Unavailable(_)) if client.is_closed() => {
-                *reader = None;
-                query(reader.insert(connect(&self.config)?))
-            }
-            result => result,
-        }
+        self.reader.read(query)
     }
 }
 
@@ -309,19 +276,6 @@ fn begin<'c>(
         *conn = None;
     }
     open_writer(conn, config)
-}
-
-/// Opens one connection without TLS (loopback and private networks; a TLS connector can be
-/// passed here later without changing the store).
-fn connect(config: &postgres::Config) -> Result<Client, StoreError> {
-    config.connect(NoTls).map_err(|err| {
-        let hosts = config.get_hosts();
-        let why = match err.as_db_error() {
-            Some(db) => db.message().to_owned(),
-            None => err.to_string(),
-        };
-        StoreError::Unavailable(format!("connect to postgresql {hosts:?}: {why}"))
-    })
 }
 
 /// Applies the migrations this build knows, in one transaction under an advisory lock.
@@ -439,7 +393,7 @@ impl Store for PostgresStore {
         }
         let mut writer = lock(&self.writer);
         let Writer { conn, page_ids } = &mut *writer;
-        let conn = begin(conn, &self.config)?;
+        let conn = begin(conn, self.reader.config())?;
         let mut new_pages = HashMap::new();
         let mut tx = conn.client.transaction()?;
         let stored = ingest_in(
@@ -715,7 +669,7 @@ impl Store for PostgresStore {
         let mut removed = 0u64;
         loop {
             let mut writer = lock(&self.writer);
-            let conn = begin(&mut writer.conn, &self.config)?;
+            let conn = begin(&mut writer.conn, self.reader.config())?;
             let n = conn.client.execute(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at_ms < $1 LIMIT $2)",
                 &[&cut_ms, &PRUNE_CHUNK],
@@ -726,7 +680,7 @@ impl Store for PostgresStore {
             }
         }
         let mut writer = lock(&self.writer);
-        let conn = open_writer(&mut writer.conn, &self.config)?;
+        let conn = open_writer(&mut writer.conn, self.reader.config())?;
         let mut tx = conn.client.transaction()?;
         // The cut's own day keeps its daily rows, less the hours pruned from it, so the
         // daily and hourly rollups and the raw events stay in step.

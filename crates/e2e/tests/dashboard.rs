@@ -9,23 +9,10 @@ use common::browser::*;
 use common::*;
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
-use testkit::{eventually, http_request, TempDir};
+use testkit::{eventually, TempDir};
 
 /// Longer than the 14 characters the table used to cut ids to.
 const LONG_SESSION: &str = "s-visitor-with-a-long-session-id-0123456789";
-
-/// Stores `events` through the relay's event API, as a tracked site would send them.
-async fn post_events(addr: &str, events: &Value) {
-    let reply = http_request(addr, "POST", "/api/events", &[], &events.to_string()).await;
-    assert_eq!(reply.status, 202, "{}", reply.body);
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// A visit of eight pages over the last two minutes, from a German desktop that came from
 /// example.org, with two clicks on the pricing page.
@@ -95,16 +82,6 @@ async fn until(browser: &Client, what: &str, script: &str) -> Value {
     .await
 }
 
-async fn click(browser: &Client, css: &str) {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_over_http_appear_in_two_tabs_and_a_row_opens_the_whole_visit() {
     if !browser_available() {
@@ -167,7 +144,7 @@ async fn events_sent_over_http_appear_in_two_tabs_and_a_row_opens_the_whole_visi
     .await;
 
     // A click on the row opens the whole visit.
-    click(&browser, "#sessions tr[data-session]").await;
+    click_css(&browser, "#sessions tr[data-session]").await;
     let dialog = until(
         &browser,
         "the session dialog with its clicks",
@@ -414,7 +391,7 @@ async fn filters_travel_over_the_socket_and_history_follows_the_range() {
     );
     // Back at the top, where the filters are (the sticky bar would cover them otherwise).
     js(&browser, "window.scrollTo(0, 0);").await;
-    click(&browser, "#sound").await;
+    click_css(&browser, "#sound").await;
     open_dashboard(&browser, &addr).await;
     assert_eq!(
         js(

@@ -10,15 +10,9 @@ use common::*;
 use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
-use testkit::{eventually, http_get, http_request, TempDir};
+use testkit::{eventually, http_get, TempDir};
 
 const DAY_MS: i64 = 86_400_000;
-
-/// Stores `events` through the relay's event API, as a tracked site would send them.
-async fn post_events(addr: &str, events: &Value) {
-    let reply = http_request(addr, "POST", "/api/events", &[], &events.to_string()).await;
-    assert_eq!(reply.status, 202, "{}", reply.body);
-}
 
 /// A desktop click on `page` at (`x`, `y`) of a 1400 × 1800 document.
 fn click(page: &str, session: &str, at_ms: i64, x: f64, y: f64, extra: Value) -> Value {
@@ -27,13 +21,6 @@ fn click(page: &str, session: &str, at_ms: i64, x: f64, y: f64, extra: Value) ->
         metadata[key] = value.clone();
     }
     json!({"type": "click", "page": page, "sessionId": session, "timestamp": at_ms, "metadata": metadata})
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 async fn get_json(addr: &str, path: &str) -> (u16, Value) {
@@ -304,16 +291,6 @@ async fn triple_click(browser: &Client, id: &str) {
     browser.perform_actions(actions).await.unwrap();
 }
 
-async fn click_id(browser: &Client, id: &str) {
-    browser
-        .find(Locator::Id(id))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
 /// The frustration answer for `page` once it counts `n_clicks` clicks.
 async fn insights_with(addr: &str, page: &str, n_clicks: u64) -> Value {
     eventually(
@@ -363,25 +340,6 @@ async fn insights_view(browser: &Client) -> Value {
         )
         .await
         .unwrap()
-}
-
-/// Opens the dashboard and waits until `page` is offered in the heatmap's page list.
-async fn open_dashboard(browser: &Client, addr: &str, page: &str) {
-    browser
-        .goto(&format!("http://{addr}/dashboard"))
-        .await
-        .unwrap();
-    eventually("the page to be listed", || async {
-        let listed = browser
-            .execute(
-                "return !!document.querySelector(`#hm-page option[value='${arguments[0]}']`);",
-                vec![json!(page)],
-            )
-            .await
-            .ok()?;
-        (listed == json!(true)).then_some(())
-    })
-    .await;
 }
 
 /// Chooses `page` in the heatmap view and waits until the insights follow it.
@@ -455,7 +413,7 @@ async fn rage_and_dead_clicks_on_the_demo_site_reach_the_frustration_list() {
     );
 
     // The dashboard lists them, the worst first, and marks them on the heatmap.
-    open_dashboard(&browser, &addr, "/demo/").await;
+    open_dashboard_listing(&browser, &addr, "/demo/").await;
     let shown = show_page(&browser, "/demo/").await;
     eventually("the frustration list", || async {
         let view = insights_view(&browser).await;
@@ -558,7 +516,7 @@ async fn confidence_exports_and_compare_on_the_dashboard() {
     let profile = TempDir::new("chromium-insights-compare");
     let browser = open_browser(&driver, &profile).await;
     browser.set_window_size(1400, 900).await.unwrap();
-    open_dashboard(&browser, &addr, busy).await;
+    open_dashboard_listing(&browser, &addr, busy).await;
 
     // Three sessions: the warning shows. Eighty: it does not.
     let thin = show_page(&browser, few).await;

@@ -11,15 +11,9 @@ use common::*;
 use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
-use testkit::{eventually, http_get, http_request, TempDir};
+use testkit::{eventually, http_get, TempDir};
 
 const PAGE: &str = "/demo/pricing.html";
-
-/// Stores `events` through the relay's event API, as a tracked site would send them.
-async fn post_events(addr: &str, events: &Value) {
-    let reply = http_request(addr, "POST", "/api/events", &[], &events.to_string()).await;
-    assert_eq!(reply.status, 202, "{}", reply.body);
-}
 
 /// Desktop clicks on the Pro button, moves over the Basic button, and four sessions'
 /// scroll depths (everyone past the top, one to the bottom).
@@ -144,35 +138,6 @@ async fn release(browser: &Client) {
         .unwrap();
 }
 
-/// Opens the dashboard and waits for `PAGE` to be offered, then chooses it.
-async fn open_dashboard(browser: &Client, addr: &str) {
-    browser
-        .goto(&format!("http://{addr}/dashboard"))
-        .await
-        .unwrap();
-    eventually("the page to be listed", || async {
-        let listed = browser
-            .execute(
-                "return !!document.querySelector(`#hm-page option[value='${arguments[0]}']`);",
-                vec![json!(PAGE)],
-            )
-            .await
-            .ok()?;
-        (listed == json!(true)).then_some(())
-    })
-    .await;
-}
-
-async fn click(browser: &Client, id: &str) {
-    browser
-        .find(Locator::Id(id))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
 /// Asserts that two boxes (`[left, top, width, height]`) are the same to a pixel.
 fn assert_same_box(a: &Value, b: &Value, what: &str) {
     for idx in 0..4 {
@@ -202,11 +167,11 @@ async fn every_view_change_draws_its_own_map_over_the_page_at_its_size() {
     let driver = start_chromedriver().await;
     let profile = TempDir::new("chromium-page-heatmaps");
     let browser = open_browser(&driver, &profile).await;
-    open_dashboard(&browser, &addr).await;
+    open_dashboard_listing(&browser, &addr, PAGE).await;
 
     // Clicks, each on its element, over a page as tall as its document.
     choose(&browser, "hm-page", PAGE).await;
-    click(&browser, "hm-show").await;
+    click_id(&browser, "hm-show").await;
     let clicks = shown(&browser, "click").await;
     assert_eq!(clicks["source"], "elements", "{clicks}");
     let (frame_height, doc_height) = heights(&clicks);
@@ -307,14 +272,14 @@ async fn a_late_answer_never_replaces_a_newer_choice() {
     let driver = start_chromedriver().await;
     let profile = TempDir::new("chromium-late-answer");
     let browser = open_browser(&driver, &profile).await;
-    open_dashboard(&browser, &addr).await;
+    open_dashboard_listing(&browser, &addr, PAGE).await;
     choose(&browser, "hm-page", PAGE).await;
-    click(&browser, "hm-show").await;
+    click_id(&browser, "hm-show").await;
     shown(&browser, "click").await;
 
     // The clicks are asked for again, first, and answered last.
     hold_requests(&browser, "kind=click").await;
-    click(&browser, "hm-show").await;
+    click_id(&browser, "hm-show").await;
     eventually("the clicks to be asked for", || async {
         (n_held(&browser).await == 1).then_some(())
     })
@@ -371,7 +336,7 @@ async fn a_screenshot_lies_under_its_heat() {
     let driver = start_chromedriver().await;
     let profile = TempDir::new("chromium-screenshot");
     let browser = open_browser(&driver, &profile).await;
-    open_dashboard(&browser, &addr).await;
+    open_dashboard_listing(&browser, &addr, PAGE).await;
     choose(&browser, "hm-page", PAGE).await;
     browser
         .find(Locator::Id("hm-shot"))
@@ -460,10 +425,10 @@ async fn moves_recorded_at_one_width_land_on_their_element_at_another() {
     // The dashboard at a phone-like width: the plans stack, and the Pro button is now
     // below the Basic one at the left, far from where the desktop fraction would put it.
     browser.set_window_size(480, 900).await.unwrap();
-    open_dashboard(&browser, &addr).await;
+    open_dashboard_listing(&browser, &addr, PAGE).await;
     choose(&browser, "hm-page", PAGE).await;
     choose(&browser, "hm-kind", "move").await;
-    click(&browser, "hm-show").await;
+    click_id(&browser, "hm-show").await;
     let moves = shown(&browser, "move").await;
     assert_eq!(moves["source"], "elements", "{moves}");
     let message = moves["message"].as_str().unwrap();

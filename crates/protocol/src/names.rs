@@ -4,6 +4,9 @@
 //! serve a file only if its name has exactly the shape `heatmap_YYYY-MM-DD_HH-MM-SS.png`
 //! or `heatmap_YYYY-MM-DD_HH-MM-SS-N.png`, which has no separator, no dot-dot and no
 //! room for anything else.
+//!
+//! The cluster's bus names (JetStream streams and consumers) are checked here too, so the
+//! relay and the renderer refuse the same names at start with the same rule.
 
 /// Longest name the shape allows (with a generous collision suffix).
 const MAX_NAME_LEN: usize = 48;
@@ -49,9 +52,62 @@ pub fn is_heatmap_name(name: &str) -> bool {
     stamp_ok && suffix_ok
 }
 
+/// Longest stream or consumer name the bus flags accept.
+pub const MAX_BUS_NAME_LEN: usize = 64;
+
+/// Whether `name` can name a JetStream stream or consumer: 1 to [`MAX_BUS_NAME_LEN`]
+/// letters, digits, `-` or `_`. JetStream refuses `.`, `*`, `>` and spaces, and a
+/// stream's name also prefixes its subjects, so anything else is refused at start
+/// instead of on the first publish.
+pub fn is_bus_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_BUS_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// [`is_bus_name`] as a command-line value parser, so both tiers' `--bus-stream` and
+/// `--bus-consumer` flags refuse a bad name with the same message.
+///
+/// # Errors
+/// The rule, when `text` breaks it.
+pub fn parse_bus_name(text: &str) -> Result<String, String> {
+    if is_bus_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "a stream or consumer name is 1 to {MAX_BUS_NAME_LEN} letters, digits, '-' or '_'"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bus_names_are_letters_digits_dashes_and_underscores() {
+        for good in [
+            "heatmap",
+            "renderers",
+            "a-b_C9",
+            &"x".repeat(MAX_BUS_NAME_LEN),
+        ] {
+            assert_eq!(parse_bus_name(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "",
+            "a.b",
+            "a*",
+            "a>",
+            "a b",
+            "é",
+            &"x".repeat(MAX_BUS_NAME_LEN + 1),
+        ] {
+            assert!(parse_bus_name(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn built_names_are_accepted() {

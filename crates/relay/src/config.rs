@@ -185,7 +185,7 @@ pub struct Config {
     /// The JetStream stream the events go to (subject <STREAM>.events), created or updated
     /// at start by whichever relay or renderer starts first; give every relay and renderer
     /// the same stream settings.
-    #[arg(long, default_value = DEFAULT_BUS_STREAM, value_parser = parse_stream_name)]
+    #[arg(long, default_value = DEFAULT_BUS_STREAM, value_parser = protocol::names::parse_bus_name)]
     pub bus_stream: String,
 
     /// Most bytes of events the stream holds waiting for a renderer; when full, further
@@ -222,21 +222,6 @@ pub const DEFAULT_BUS_MAX_AGE_SECS: u64 = 7 * 86_400;
 
 /// JetStream's own default, two minutes: far longer than the snippet's quick resends.
 pub const DEFAULT_BUS_DUPLICATE_WINDOW_SECS: u64 = 120;
-
-/// Accepts a JetStream stream name: letters, digits, `-` and `_` (no `.`, `*`, `>` or
-/// spaces, which JetStream refuses), at most 64 characters.
-fn parse_stream_name(text: &str) -> Result<String, String> {
-    let valid = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid {
-        Ok(text.to_owned())
-    } else {
-        Err("a stream name is 1 to 64 letters, digits, '-' or '_'".into())
-    }
-}
 
 impl Config {
     /// The certificate from `--tls-cert`/`--tls-key`, or `None` to serve plain HTTP.

@@ -58,6 +58,33 @@ use tracing::{info, warn};
 
 pub use config::Config;
 
+/// The relay as a process: binds `--listen`, installs the signal handlers, prints the
+/// URL to open as the one line on stdout, then serves until SIGINT or SIGTERM.
+///
+/// The `relay` binary and the tests' own relay build (`e2e`'s `relay-process`, which
+/// tests SIGKILL) both start here, so they bind and announce themselves the same way.
+///
+/// # Errors
+/// The address cannot be bound, a signal handler cannot be installed, or [`run`] fails.
+pub async fn serve_process(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    // The signal handlers go in before the address goes out: whoever reads the line may
+    // send SIGTERM at once, and it must find a graceful shutdown, not the default action.
+    let shutdown = netkit::shutdown::signal();
+    let scheme = if config.tls_cert.is_some() {
+        // `systemctl reload` right after the start must reload, not kill.
+        netkit::tls::catch_sighup()?;
+        "https"
+    } else {
+        "http"
+    };
+    println!("{scheme}://{addr}");
+    run(listener, config, shutdown).await
+}
+
 /// Serves on `listener` until `shutdown` resolves, then closes every page and the
 /// renderer link with 1001.
 ///

@@ -219,7 +219,7 @@ pub struct Config {
     /// The JetStream stream the events come from (subject <STREAM>.events), created or updated
     /// at start by whichever relay or renderer starts first; give every relay and renderer the
     /// same stream settings.
-    #[arg(long, default_value = "heatmap", value_parser = parse_stream_name)]
+    #[arg(long, default_value = "heatmap", value_parser = protocol::names::parse_bus_name)]
     pub bus_stream: String,
 
     /// Most bytes of events the stream holds waiting for a renderer; when full, the relays
@@ -244,7 +244,7 @@ pub struct Config {
 
     /// The durable consumer's name, the same in every renderer so that they share the work (each
     /// batch goes to one of them).
-    #[arg(long, default_value = "renderers", value_parser = parse_stream_name)]
+    #[arg(long, default_value = "renderers", value_parser = protocol::names::parse_bus_name)]
     pub bus_consumer: String,
 
     /// Batches delivered to the renderers and not yet acknowledged, over all of them; JetStream
@@ -273,21 +273,6 @@ fn parse_bandwidth(text: &str) -> Result<f32, String> {
             range.start(),
             range.end()
         ))
-    }
-}
-
-/// Accepts a JetStream stream or consumer name: letters, digits, `-` and `_` (no `.`, `*`,
-/// `>` or spaces, which JetStream refuses), at most 64 characters.
-fn parse_stream_name(text: &str) -> Result<String, String> {
-    let valid = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid {
-        Ok(text.to_owned())
-    } else {
-        Err("a name is 1 to 64 letters, digits, '-' or '_'".into())
     }
 }
 

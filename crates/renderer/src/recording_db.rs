@@ -18,22 +18,18 @@
 //! Rows are written in key order, so two renderers' transactions never deadlock on them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ::analytics::pg_client::{client_config, connect, ReadConnection};
 use ::analytics::StoreError;
 use heatmap::grid::NormPoint;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use protocol::{Error, ErrorCode, RecordingId, Viewport};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::journal::StoredBatch;
 use crate::metrics::RendererMetrics;
-use crate::store::lock;
-
-/// How long opening a connection may take when the URL does not say, so a renderer whose
-/// database is down answers `storage_failed` quickly instead of hanging.
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The migrations, in order: element `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[MIGRATION_1];
@@ -173,15 +169,14 @@ struct Job {
 /// connection for renders (used from blocking threads only: the `postgres` client blocks).
 pub(crate) struct RecordingDb {
     jobs: mpsc::Sender<Job>,
-    reader: Mutex<Option<Client>>,
-    config: postgres::Config,
+    reader: ReadConnection,
     limits: RecordingDbLimits,
 }
 
 impl std::fmt::Debug for RecordingDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordingDb")
-            .field("hosts", &self.config.get_hosts())
+            .field("reader", &self.reader)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -202,15 +197,7 @@ impl RecordingDb {
         retention: Option<Duration>,
         metrics: Arc<RendererMetrics>,
     ) -> Result<Self, StoreError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|err| StoreError::InvalidQuery(format!("store url: {err}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("heatmap-renderer-recordings");
-        }
+        let config = client_config(url, "heatmap-renderer-recordings")?;
         let mut writer = connect(&config)?;
         migrate(&mut writer)?;
         if let Some(retention) = retention {
@@ -226,8 +213,7 @@ impl RecordingDb {
             .map_err(|err| StoreError::Other(format!("spawn the recording writer: {err}")))?;
         Ok(RecordingDb {
             jobs,
-            reader: Mutex::new(None),
-            config,
+            reader: ReadConnection::new(config, None),
             limits,
         })
     }
@@ -267,7 +253,7 @@ impl RecordingDb {
     /// # Errors
     /// The database cannot be read.
     pub fn row(&self, id: &RecordingId) -> Result<Option<RecordingRow>, StoreError> {
-        self.read(|client| {
+        self.reader.read(|client| {
             let row = client.query_opt(
                 "SELECT created_ms, duration_ms FROM recordings WHERE id = $1",
                 &[&id.as_str()],
@@ -287,7 +273,7 @@ impl RecordingDb {
     /// The database cannot be read, or a stored batch does not decode.
     pub fn points(&self, id: &RecordingId) -> Result<(Vec<NormPoint>, Vec<NormPoint>), StoreError> {
         let max_points = self.limits.max_points_per_recording;
-        self.read(|client| {
+        self.reader.read(|client| {
             let rows = client.query(
                 "SELECT seq, n_moves, n_points, points FROM recording_batches
                  WHERE recording = $1 ORDER BY seq",
@@ -309,29 +295,6 @@ impl RecordingDb {
             }
             Ok((moves, clicks))
         })
-    }
-
-    /// Runs `query` on the reading connection, opening it first if it is missing or broke;
-    /// a query that found its connection closed (the server restarted) runs once more.
-    fn read<T>(
-        &self,
-        mut query: impl FnMut(&mut Client) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut reader = lock(&self.reader);
-        if reader.as_ref().is_some_and(Client::is_closed) {
-            *reader = None;
-        }
-        let client = match &mut *reader {
-            Some(client) => client,
-            None => reader.insert(connect(&self.config)?),
-        };
-        match query(client) {
-            Err(StoreError::Unavailable(_)) if client.is_closed() => {
-                *reader = None;
-                query(reader.insert(connect(&self.config)?))
-            }
-            result => result,
-        }
     }
 }
 
@@ -369,20 +332,6 @@ fn decode_points(
         }
     }
     Some(())
-}
-
-/// Opens one connection without TLS (loopback and private networks).
-fn connect(config: &postgres::Config) -> Result<Client, StoreError> {
-    config.connect(NoTls).map_err(|err| {
-        let why = match err.as_db_error() {
-            Some(db) => db.message().to_owned(),
-            None => err.to_string(),
-        };
-        StoreError::Unavailable(format!(
-            "connect to postgresql {:?}: {why}",
-            config.get_hosts()
-        ))
-    })
 }
 
 /// Applies the migrations this build knows, in one transaction under an advisory lock, so

@@ -116,7 +116,6 @@ pub async fn open_browser_with_args(
         .expect("start a headless chromium session")
 }
 
-/// Chooses `value` in the `<select>` with id `id`.
 /// Loads `url` and waits until the tracking snippet has started on it.
 pub async fn visit(browser: &Client, url: &str) {
     browser.goto(url).await.unwrap();
@@ -130,6 +129,7 @@ pub async fn visit(browser: &Client, url: &str) {
     .await;
 }
 
+/// Chooses `value` in the `<select>` with id `id`.
 pub async fn choose(browser: &Client, id: &str, value: &str) {
     browser
         .find(fantoccini::Locator::Id(id))
@@ -138,4 +138,40 @@ pub async fn choose(browser: &Client, id: &str, value: &str) {
         .select_by_value(value)
         .await
         .unwrap();
+}
+
+/// Clicks the element with id `id`.
+pub async fn click_id(browser: &Client, id: &str) {
+    click_css(browser, &format!("#{id}")).await;
+}
+
+/// Clicks the first element `css` selects.
+pub async fn click_css(browser: &Client, css: &str) {
+    browser
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Opens the relay's dashboard and waits until `page` is offered in the heatmap's page
+/// list (the store's pages have arrived).
+pub async fn open_dashboard_listing(browser: &Client, addr: &str, page: &str) {
+    browser
+        .goto(&format!("http://{addr}/dashboard"))
+        .await
+        .unwrap();
+    eventually("the page to be listed", || async {
+        let listed = browser
+            .execute(
+                "return !!document.querySelector(`#hm-page option[value='${arguments[0]}']`);",
+                vec![json!(page)],
+            )
+            .await
+            .ok()?;
+        (listed == json!(true)).then_some(())
+    })
+    .await;
 }

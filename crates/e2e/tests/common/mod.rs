@@ -367,6 +367,21 @@ pub fn cluster(x: f32, y: f32, n: usize) -> Vec<(f32, f32)> {
         })
         .collect()
 }
+/// Stores `events` through the relay's event API, as a tracked site sends them, and
+/// checks the 202.
+pub async fn post_events(addr: &str, events: &serde_json::Value) {
+    let reply = testkit::http_request(addr, "POST", "/api/events", &[], &events.to_string()).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+}
+
+/// Now in milliseconds since the Unix epoch, as the event API's timestamps count.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 pub mod browser;
 pub mod nginx;
 pub mod process;
