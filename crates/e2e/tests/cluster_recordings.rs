@@ -2,8 +2,9 @@
 //! batches sent to one renderer are rendered, pixel for pixel, by another sharing the
 //! database; a batch resent after its renderer was SIGKILLed before acknowledging it is
 //! stored once; and while the database is down batches are refused (never acknowledged)
-//! and are stored once it is back. Each test drives the real renderer binary over its link
-//! as a relay does, against a PostgreSQL server of its own.
+//! and are stored once it is back; on a full disk exactly the acknowledged batches survive
+//! a crash. Each test drives the real renderer binary over its link as a relay does,
+//! against a PostgreSQL server of its own.
 
 mod common;
 
@@ -249,4 +250,114 @@ async fn batches_are_refused_while_postgresql_is_down_and_stored_once_it_is_back
     );
     let (ready, _) = generate(&mut link, &node.process, "outage").await;
     assert_eq!(ready["n_points"], 5 * POINTS_PER_BATCH);
+}
+
+/// The sequence numbers stored for `recording`, in order, and the `recordings` row's own
+/// counts of points and batches.
+fn stored_seqs(server: &Postgres, recording: &str) -> (Vec<u64>, String) {
+    let seqs = server
+        .psql(
+            "cramped_recordings",
+            &format!(
+                "SELECT COALESCE(string_agg(seq::text, ',' ORDER BY seq), '') FROM recording_batches WHERE recording = '{recording}'"
+            ),
+        )
+        .expect("query the database");
+    let seqs = seqs
+        .split(',')
+        .filter(|seq| !seq.is_empty())
+        .map(|seq| seq.parse().expect("a sequence number"))
+        .collect();
+    let row = server
+        .psql(
+            "cramped_recordings",
+            &format!(
+                "SELECT COALESCE((SELECT n_points || ' ' || n_batches FROM recordings WHERE id = '{recording}'), 'none')"
+            ),
+        )
+        .expect("query the database");
+    (seqs, row)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_batches_survive_a_full_disk_and_a_restart() {
+    let mut server = start_postgres();
+    let url = server
+        .cramped_url("cramped_recordings")
+        .expect("a database on a size-limited tablespace");
+    // Room for the schema, which the renderer creates at start.
+    server.limit_cramped(64 << 20).expect("room for the schema");
+    let node = start_node(&url, "pg-full");
+    let mut link = link_as_relay(node.process.url()).await;
+    send_acked(&mut link, "full", 0..5).await;
+
+    // Every page on disk, then almost no room: the next writes run out of it part-way,
+    // in whichever of the batch's row, its index entry or the recording's row needs a
+    // new page first.
+    server
+        .psql("postgres", "CHECKPOINT")
+        .expect("checkpoint before the limit");
+    server
+        .limit_cramped(16 << 10)
+        .expect("limit the tablespace");
+    let mut acked = (0..5).collect::<Vec<u64>>();
+    let mut refused = Vec::new();
+    for seq in 5..2_000 {
+        link.send_text(batch_frame("full", seq)).await;
+        let reply = next_reply(&mut link).await;
+        match reply["type"].as_str() {
+            Some("ack") => acked.push(seq),
+            _ => {
+                assert_eq!(reply["code"], "storage_failed", "{reply}");
+                assert_eq!(reply["seq"], seq, "{reply}");
+                refused.push(seq);
+                if refused.len() == 5 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(refused.len(), 5, "the disk never filled: {acked:?}");
+    eprintln!(
+        "{} batches acknowledged before the disk filled, then {refused:?} refused",
+        acked.len()
+    );
+    let metrics = http_get(&node.process.addr(), "/metrics")
+        .await
+        .expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains("renderer_errors_total{code=\"storage_failed\"} 5"),
+        "each refusal is counted for the storage alert"
+    );
+
+    // Whatever failed, the acknowledged batches are there after a crash of the database
+    // and of the renderer, each once, and the recording's row agrees with them.
+    node.process.kill();
+    server.crash().expect("crash postgresql");
+    server.limit_cramped(256 << 20).expect("room again");
+    server.restart().expect("start postgresql again");
+    let (seqs, row) = stored_seqs(&server, "full");
+    assert_eq!(seqs, acked, "exactly the acknowledged batches are stored");
+    assert_eq!(
+        row,
+        format!("{} {}", acked.len() as u64 * POINTS_PER_BATCH, acked.len())
+    );
+
+    // The refused ones, resent to a new renderer as the relay does, are stored once too.
+    let node = start_node(&url, "pg-full-2");
+    let mut link = link_as_relay(node.process.url()).await;
+    for &seq in &refused {
+        send_acked(&mut link, "full", seq..seq + 1).await;
+    }
+    let (seqs, _) = stored_seqs(&server, "full");
+    let mut everything = acked.clone();
+    everything.extend(&refused);
+    everything.sort_unstable();
+    assert_eq!(seqs, everything);
+    let (ready, _) = generate(&mut link, &node.process, "full").await;
+    assert_eq!(
+        ready["n_points"],
+        everything.len() as u64 * POINTS_PER_BATCH
+    );
 }
