@@ -29,8 +29,17 @@ use crate::context::Context;
 const NAK_DELAY: Duration = Duration::from_secs(1);
 
 /// How often the server must show the consumer's pull is alive; a silent connection past
-/// twice this is treated as lost and the pull is opened again.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// twice this is treated as lost and the pull is opened again. When the server a renderer
+/// pulls from dies, the pull is lost with it even after the client reconnects to another
+/// server of the cluster, so this bounds the renderer's pause: with 5 s it took up to
+/// 15 s (`cluster_jetstream.rs`); an idle heartbeat a second costs nothing worth saving.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a JetStream API call (declare the stream, bind the consumer) may go
+/// unanswered before the attempt is abandoned and retried. A cluster that has not yet
+/// elected its leader does not answer at all; the client's default of 10 s kept a renderer
+/// started beside a new cluster idle for that long.
+const API_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// First and longest wait between attempts to (re)bind the consumer.
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -57,7 +66,8 @@ pub(crate) async fn start(ctx: Arc<Context>, url: &str, shutdown: Shutdown) -> a
         .connect(url)
         .await
         .with_context(|| format!("--bus {url}"))?;
-    let jetstream = jetstream::new(client);
+    let mut jetstream = jetstream::new(client);
+    jetstream.set_timeout(API_TIMEOUT);
     tokio::spawn(consume_until_shutdown(ctx, jetstream, shutdown));
     Ok(())
 }

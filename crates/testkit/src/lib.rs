@@ -5,6 +5,7 @@
 //! fixed sleep.
 
 pub mod nats;
+pub mod nats_cluster;
 pub mod postgres;
 mod process;
 mod raw_http;

@@ -166,7 +166,7 @@ impl Drop for NatsServer {
 }
 
 /// The server's `INFO` line, which it sends first to every client.
-fn server_info(port: u16) -> anyhow::Result<String> {
+pub(crate) fn server_info(port: u16) -> anyhow::Result<String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).context("connect")?;
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -182,7 +182,7 @@ fn server_info(port: u16) -> anyhow::Result<String> {
 }
 
 /// Debian's binary, else one on `PATH`.
-fn find_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn find_binary() -> anyhow::Result<PathBuf> {
     if Path::new(DEBIAN_BINARY).is_file() {
         return Ok(PathBuf::from(DEBIAN_BINARY));
     }
@@ -198,7 +198,7 @@ fn find_binary() -> anyhow::Result<PathBuf> {
         })
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("find a free port")?;
     Ok(listener.local_addr().context("read the port")?.port())
 }
