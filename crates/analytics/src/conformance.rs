@@ -15,7 +15,7 @@ use protocol::analytics::EventType;
 
 use crate::aggregate::{heat_cell, HOUR_MS};
 use crate::event::{Event, Position};
-use crate::query::{Filter, HeatCell, HeatmapQuery, Range, WidthBucket};
+use crate::query::{Filter, HeatCell, HeatmapQuery, Range, RawSelection, WidthBucket};
 use crate::store::{Ingested, Store};
 use crate::StoreError;
 
@@ -270,9 +270,50 @@ pub fn filters_apply_to_every_number(store: &dyn Store) {
                 "page views for {filter:?}"
             );
             let read = store
-                .events(range, &filter, usize::MAX >> 1)
+                .events(range, &filter, &RawSelection::default(), usize::MAX >> 1)
                 .expect("ok: events query");
             assert_eq!(read.len(), matching.len(), "raw events for {filter:?}");
+            // The selection narrows in the query: by kind, by visit, and both, with the
+            // limit counting only what it lets through.
+            let session = matching.first().map(|event| event.session.clone());
+            for only in [
+                RawSelection {
+                    kind: Some(EventType::Click),
+                    session: None,
+                },
+                RawSelection {
+                    kind: None,
+                    session: session.clone(),
+                },
+                RawSelection {
+                    kind: Some(EventType::Click),
+                    session: session.clone(),
+                },
+            ] {
+                let wanted: Vec<(&str, i64)> = matching
+                    .iter()
+                    .filter(|event| only.kind.is_none_or(|kind| event.kind == kind))
+                    .filter(|event| only.session.as_ref().is_none_or(|id| event.session == *id))
+                    .map(|event| (event.session.as_str(), event.at_ms))
+                    .collect();
+                let read = store
+                    .events(range, &filter, &only, usize::MAX >> 1)
+                    .expect("ok: events query");
+                let mut got: Vec<(&str, i64)> = read
+                    .iter()
+                    .map(|event| (event.session.as_str(), event.at_ms))
+                    .collect();
+                let mut want = wanted.clone();
+                got.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(got, want, "raw events for {filter:?} and {only:?}");
+                if wanted.len() > 1 {
+                    let limited = store
+                        .events(range, &filter, &only, 1)
+                        .expect("ok: events query");
+                    assert_eq!(limited.len(), 1, "the limit counts selected events only");
+                }
+            }
             if page.is_some() {
                 let mut sessions: Vec<&str> = matching
                     .iter()
@@ -746,6 +787,11 @@ fn heat_ok(store: &dyn Store, query: &HeatmapQuery) -> crate::HeatmapCells {
 
 fn all_events(store: &dyn Store) -> Vec<Event> {
     store
-        .events(Range::all(), &Filter::default(), usize::MAX >> 1)
+        .events(
+            Range::all(),
+            &Filter::default(),
+            &RawSelection::default(),
+            usize::MAX >> 1,
+        )
         .expect("ok: events query")
 }

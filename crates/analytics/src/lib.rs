@@ -53,7 +53,8 @@ pub use aggregate::{hour_of, HEAT_COLUMNS, MAX_HEAT_ROWS};
 pub use error::StoreError;
 pub use event::{Event, Position};
 pub use query::{
-    Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals, WidthBucket,
+    Filter, HeatCell, HeatmapCells, HeatmapQuery, Range, RawSelection, SessionRow, Totals,
+    WidthBucket,
 };
 pub use sqlite::{SqliteConfig, SqliteStore, DEFAULT_CACHE_MIB, DEFAULT_HEAT_FLUSH_EVENTS};
 pub use store::{Ingested, Store};

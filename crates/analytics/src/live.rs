@@ -303,9 +303,12 @@ impl Analytics {
             now.saturating_sub(self.live_window_ms()),
             now.saturating_add(MAX_CLOCK_SKEW_MS + 1),
         )?;
-        let events = self
-            .store
-            .events(range, &crate::Filter::default(), self.max_events)?;
+        let events = self.store.events(
+            range,
+            &crate::Filter::default(),
+            &crate::RawSelection::default(),
+            self.max_events,
+        )?;
         if events.len() >= self.max_events {
             tracing::warn!(
                 events = events.len(),

@@ -29,7 +29,7 @@ use crate::error::StoreError;
 use crate::event::{kind_code, kind_of, Event, Position};
 use crate::pending::HeatFold;
 use crate::pg_client::{client_config, connect, ReadConnection};
-use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
+use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, RawSelection, SessionRow, Totals};
 use crate::span::{split_days, split_hours, top, Rollup};
 use crate::sqlite::aspect;
 use crate::store::{Ingested, Store};
@@ -605,8 +605,10 @@ impl Store for PostgresStore {
         &self,
         range: Range,
         filter: &Filter,
+        only: &RawSelection,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        let kind = only.kind.map(|kind| kind_code(kind) as i16);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|client| {
             let rows = client.query(
@@ -616,6 +618,7 @@ impl Store for PostgresStore {
                  FROM events e JOIN pages p ON p.id = e.page_id
                  WHERE e.at_ms >= $1 AND e.at_ms < $2
                    AND ($3::text IS NULL OR p.path = $3) AND ($4::text IS NULL OR e.country = $4)
+                   AND ($6::int2 IS NULL OR e.kind = $6) AND ($7::text IS NULL OR e.session = $7)
                  ORDER BY e.at_ms, e.id LIMIT $5",
                 &[
                     &range.from_ms,
@@ -623,6 +626,8 @@ impl Store for PostgresStore {
                     &filter.page,
                     &filter.country,
                     &limit,
+                    &kind,
+                    &only.session,
                 ],
             )?;
             Ok(rows

@@ -51,6 +51,17 @@ pub struct Filter {
     pub country: Option<String>,
 }
 
+/// Narrows a raw-event read ([`crate::Store::events`]) beyond the [`Filter`]: engines
+/// apply it in the query, so the read's limit counts only the events asked for (one
+/// visit's, or the clicks among a page's moves) instead of everything in the span.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSelection {
+    /// Only this kind of event.
+    pub kind: Option<EventType>,
+    /// Only this visit's events.
+    pub session: Option<String>,
+}
+
 /// Viewport widths that are drawn together, because a page's layout changes with them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WidthBucket {

@@ -38,7 +38,7 @@ use crate::aggregate::{heat_cell, hour_of, HOUR_MS};
 use crate::error::StoreError;
 use crate::event::{kind_code, kind_of, Event, Position};
 use crate::pending::HeatFold;
-use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
+use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, RawSelection, SessionRow, Totals};
 use crate::span::{split_days, split_hours, top, Rollup};
 use crate::store::{Ingested, Store};
 use protocol::analytics::EventType;
@@ -658,6 +658,7 @@ impl Store for SqliteStore {
         &self,
         range: Range,
         filter: &Filter,
+        only: &RawSelection,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let reader = lock(&self.reader);
@@ -668,6 +669,7 @@ impl Store for SqliteStore {
              FROM events e JOIN pages p ON p.id = e.page_id
              WHERE e.at_ms >= ?1 AND e.at_ms < ?2
                AND (?3 IS NULL OR p.path = ?3) AND (?4 IS NULL OR e.country = ?4)
+               AND (?6 IS NULL OR e.kind = ?6) AND (?7 IS NULL OR e.session = ?7)
              ORDER BY e.at_ms, e.id LIMIT ?5",
         )?;
         let rows = statement.query_map(
@@ -676,7 +678,9 @@ impl Store for SqliteStore {
                 range.to_ms,
                 filter.page,
                 filter.country,
-                limit as i64
+                limit as i64,
+                only.kind.map(kind_code),
+                only.session
             ],
             |row| {
                 let x: Option<f64> = row.get(7)?;

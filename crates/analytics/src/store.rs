@@ -4,7 +4,7 @@
 
 use crate::error::StoreError;
 use crate::event::Event;
-use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, SessionRow, Totals};
+use crate::query::{Filter, HeatmapCells, HeatmapQuery, Range, RawSelection, SessionRow, Totals};
 
 /// What an ingest did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,12 +54,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<SessionRow>, StoreError>;
 
-    /// Raw events in the range, oldest first, at most `limit` (journeys, exports, tests).
+    /// Raw events in the range that `filter` and `only` let through, oldest first, at
+    /// most `limit` (journeys, exports, click insights, tests).
     ///
     /// # Errors
     /// The engine's error.
-    fn events(&self, range: Range, filter: &Filter, limit: usize)
-        -> Result<Vec<Event>, StoreError>;
+    fn events(
+        &self,
+        range: Range,
+        filter: &Filter,
+        only: &RawSelection,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Deletes every event, aggregate and session older than `before_ms` (retention).
     /// Returns how many events went.

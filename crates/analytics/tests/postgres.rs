@@ -9,7 +9,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use analytics::conformance::{self, sample_events, Reopen, Rng, BASE_MS};
-use analytics::{Event, Filter, PostgresConfig, PostgresStore, Range, Store, StoreError};
+use analytics::{
+    Event, Filter, PostgresConfig, PostgresStore, Range, RawSelection, Store, StoreError,
+};
 use testkit::postgres::{Postgres, PostgresOptions};
 
 fn open(url: &str) -> Box<dyn Store> {
@@ -183,7 +185,12 @@ fn postgres_loses_nothing_acknowledged_when_the_server_crashes_mid_ingest() {
     server.restart().expect("restart");
     // The same store: its broken connections are opened again on the next call.
     let read = store
-        .events(Range::all(), &Filter::default(), usize::MAX >> 1)
+        .events(
+            Range::all(),
+            &Filter::default(),
+            &RawSelection::default(),
+            usize::MAX >> 1,
+        )
         .expect("read after the restart");
     // The batch in flight at the crash may have committed without its answer arriving:
     // every acknowledged event is there, nothing else but that one batch.

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ::analytics::{
-    Event, HeatmapCells, HeatmapQuery, StoreError, WidthBucket as StoredBucket, HEAT_COLUMNS,
+    Event, HeatmapCells, HeatmapQuery, RawSelection, StoreError, WidthBucket as StoredBucket,
+    HEAT_COLUMNS,
 };
 use heatmap::density::Density;
 use heatmap::encode::encode_png;
@@ -222,9 +223,14 @@ fn click_insights(ctx: &Context, query: &HashMap<String, String>) -> Response<Bo
             }
         },
     };
+    let only = RawSelection {
+        kind: Some(EventType::Click),
+        session: None,
+    };
     let raw = match ctx.analytics.store().events(
         filter.range(),
         &filter.store_filter(),
+        &only,
         ctx.config.max_raw_events,
     ) {
         Ok(raw) => raw,
@@ -441,7 +447,16 @@ fn heatmap(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
         let (placed, counts) = cell_points(&cells, ratio);
         (placed, counts, cells.events, ratio)
     } else {
-        let raw = match store.events(range, &filter.store_filter(), ctx.config.max_raw_events) {
+        let only = RawSelection {
+            kind: Some(kind),
+            session: None,
+        };
+        let raw = match store.events(
+            range,
+            &filter.store_filter(),
+            &only,
+            ctx.config.max_raw_events,
+        ) {
             Ok(raw) => raw,
             Err(err) => return store_error(&err),
         };
@@ -571,9 +586,10 @@ const MAX_SESSION_CLICKS: usize = 2_000;
 
 /// One session's clicks, with their pages and document positions, for the dashboard's
 /// session dialog (a mini heatmap per page). The store has no index by session, so this
-/// reads the raw events of the session's span (`from` and `to`, both required) and keeps
-/// the session's own: bounded by `--max-raw-events` like every raw read, with `truncated`
-/// saying when the span held more events than that (the later clicks are then missing).
+/// reads the session's span (`from` and `to`, both required) and the query keeps the
+/// session's clicks alone: bounded by `--max-raw-events` like every raw read, with
+/// `truncated` saying when the session had more clicks than that (the later ones are then
+/// missing).
 fn session_clicks(ctx: &Context, query: &HashMap<String, String>) -> Response<Body> {
     let Some(session) = query
         .get("id")
@@ -589,18 +605,22 @@ fn session_clicks(ctx: &Context, query: &HashMap<String, String>) -> Response<Bo
         return bad_request("from, to: the session's span is required (epoch ms)".into());
     }
     let limit = ctx.config.max_raw_events;
-    let raw = match ctx
-        .analytics
-        .store()
-        .events(filter.range(), &filter.store_filter(), limit)
-    {
-        Ok(raw) => raw,
-        Err(err) => return store_error(&err),
+    let only = RawSelection {
+        kind: Some(EventType::Click),
+        session: Some(session.clone()),
     };
+    let raw =
+        match ctx
+            .analytics
+            .store()
+            .events(filter.range(), &filter.store_filter(), &only, limit)
+        {
+            Ok(raw) => raw,
+            Err(err) => return store_error(&err),
+        };
     let truncated = raw.len() >= limit;
     let clicks: Vec<serde_json::Value> = raw
         .iter()
-        .filter(|event| event.kind == EventType::Click && event.session == *session)
         .filter_map(|event| {
             let position = event.position.as_ref()?;
             Some(serde_json::json!({
