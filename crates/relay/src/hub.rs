@@ -184,7 +184,7 @@ impl Hub {
         };
         if let Some(dashboards) = left_dashboards {
             let msg = ServerMessage::UserDisconnected {
-                dashboards: dashboards.len() + self.remote_dashboards(),
+                dashboards: dashboards.len().saturating_add(self.remote_dashboards()),
             };
             for dashboard in dashboards {
                 self.deliver(dashboard, &msg);
@@ -202,7 +202,7 @@ impl Hub {
             let shown = self.members_shown.load(Ordering::Relaxed);
             members
                 .remove(&conn)
-                .filter(|_| members.len() + remote_members < shown)
+                .filter(|_| members.len().saturating_add(remote_members) < shown)
                 .map(|name| {
                     let others: Vec<ConnId> = members.keys().copied().collect();
                     (name, others)
@@ -211,7 +211,7 @@ impl Hub {
         if let Some((name, others)) = left {
             let msg = ServerMessage::UserLeave {
                 member: Member { id: conn, name },
-                count: others.len() + remote_members,
+                count: others.len().saturating_add(remote_members),
             };
             for other in others {
                 self.deliver(other, &msg);
@@ -250,7 +250,7 @@ impl Hub {
             let others: Vec<ConnId> = members.keys().copied().collect();
             (Member { id: conn, name }, recent, others)
         };
-        let count = others.len() + remote.n_members;
+        let count = others.len().saturating_add(remote.n_members);
         self.deliver(
             conn,
             &ServerMessage::Members {
@@ -278,7 +278,9 @@ impl Hub {
                 Some(current) => *current = name.to_owned(),
                 None => return false,
             }
-            if members.len() + remote_members > self.members_shown.load(Ordering::Relaxed) {
+            if members.len().saturating_add(remote_members)
+                > self.members_shown.load(Ordering::Relaxed)
+            {
                 return true;
             }
             members.keys().copied().collect::<Vec<_>>()
@@ -288,7 +290,7 @@ impl Hub {
                 id: conn,
                 name: name.to_owned(),
             },
-            count: everyone.len() + remote_members,
+            count: everyone.len().saturating_add(remote_members),
         };
         for member in everyone {
             self.deliver(member, &msg);
@@ -351,7 +353,7 @@ impl Hub {
             .send_if_modified(|watched| !std::mem::replace(watched, true));
         if let Some(dashboards) = new_dashboards {
             let msg = ServerMessage::UserConnected {
-                dashboards: dashboards.len() + self.remote_dashboards(),
+                dashboards: dashboards.len().saturating_add(self.remote_dashboards()),
             };
             for dashboard in dashboards {
                 self.deliver(dashboard, &msg);
@@ -359,7 +361,9 @@ impl Hub {
         }
         let latest = lock(&self.latest_analytics).clone();
         if let Some(update) = latest {
-            let dashboards = lock(&self.watchers).len() + self.remote_dashboards();
+            let dashboards = lock(&self.watchers)
+                .len()
+                .saturating_add(self.remote_dashboards());
             let visitors = VisitorUpdate::from_summary(&update.summary, dashboards);
             self.deliver(conn, &ServerMessage::Analytics(update));
             self.deliver(conn, &ServerMessage::VisitorUpdate(visitors));
@@ -439,7 +443,7 @@ impl Hub {
         }
         let visitors = ServerMessage::VisitorUpdate(VisitorUpdate::from_summary(
             &update.summary,
-            watchers.len() + self.remote_dashboards(),
+            watchers.len().saturating_add(self.remote_dashboards()),
         ));
         let msg = ServerMessage::Analytics(update);
         for conn in watchers {
@@ -461,8 +465,8 @@ impl Hub {
             (remote.online, remote.dashboards)
         };
         let online = Presence {
-            online: self.n_sessions() + remote.0,
-            dashboards: lock(&self.watchers).len() + remote.1,
+            online: self.n_sessions().saturating_add(remote.0),
+            dashboards: lock(&self.watchers).len().saturating_add(remote.1),
         };
         self.presence.send_if_modified(|current| {
             let changed = *current != online;
@@ -653,7 +657,7 @@ impl Hub {
             std::mem::replace(&mut *remote, view.clone())
         };
         let local_members: Vec<ConnId> = lock(&self.members).keys().copied().collect();
-        let room = local_members.len() + view.n_members;
+        let room = local_members.len().saturating_add(view.n_members);
         if room <= self.members_shown.load(Ordering::Relaxed) {
             let joined = view
                 .members
@@ -679,7 +683,7 @@ impl Hub {
         }
         if view.dashboards != old.dashboards {
             let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
-            let dashboards = watchers.len() + view.dashboards;
+            let dashboards = watchers.len().saturating_add(view.dashboards);
             let msg = if view.dashboards > old.dashboards {
                 ServerMessage::UserConnected { dashboards }
             } else {
