@@ -100,8 +100,9 @@ struct ActivityQueue {
     outgoing_dropped: u64,
 }
 
-/// The other relays' pages as this relay shows them, merged by `live_bus`: counts,
-/// members and cursors, with ids already made unique on this relay.
+/// The other relays' pages as this relay shows them, merged by `live_bus`: counts and
+/// members, with ids already made unique on this relay (their cursors are kept with the
+/// local ones, in `CursorTable::remote`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct RemoteView {
     /// Page sockets on the other relays.
