@@ -292,6 +292,25 @@ impl Analytics {
         Ok(ingested)
     }
 
+    /// Folds events another renderer sharing the store has just committed into the live
+    /// view only (never into the store, which has them already), so in cluster mode every
+    /// renderer's live numbers count every event, not just its share of the bus. Each
+    /// event should carry the `timestamp` its committing renderer stamped; a numbered one
+    /// already in the view is skipped, as in [`Analytics::ingest`].
+    pub fn fold_remote(&self, events: Vec<TrackedEvent>) {
+        let now = self.clock.now_ms();
+        let mut state = lock(&self.state);
+        let timeout = self.session_timeout_ms;
+        if state.sessions.len() > 10_000 {
+            state
+                .sessions
+                .retain(|_, session| now - session.last_seen <= timeout);
+        }
+        for event in events {
+            self.fold(&mut state, &stored_event(event, now), now);
+        }
+    }
+
     /// Rebuilds the live view at start from the store's events of the live window, so a
     /// restart keeps active users and journeys. Blocks on the store.
     ///
@@ -708,6 +727,31 @@ mod tests {
 
     fn fixture() -> Fixture {
         with_store(1000, Arc::new(ManualClock::at(1_000_000_000)))
+    }
+
+    #[test]
+    fn remote_events_count_live_but_are_not_stored_and_resends_count_once() {
+        let Fixture {
+            clock, analytics, ..
+        } = &fixture();
+        analytics.ingest_ok(vec![event(EventType::Pageview, "/", "here", None)]);
+        let at = clock.now_ms() - 1000;
+        let remote = |seq| TrackedEvent {
+            seq: Some(seq),
+            timestamp: Some(at),
+            ..event(EventType::Click, "/there", "there", Some("fr"))
+        };
+        analytics.fold_remote(vec![remote(1), remote(2)]);
+        // The same committed events told again (a redelivery) are folded once.
+        analytics.fold_remote(vec![remote(2)]);
+        let live = analytics.live();
+        assert_eq!(live.active_users, 2);
+        assert_eq!(live.events_last_minute, 3);
+        let stored = analytics
+            .store()
+            .events(Range::all(), &crate::Filter::default(), 100)
+            .unwrap();
+        assert_eq!(stored.len(), 1, "only this renderer's own event is stored");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`analytics`]: the HTTP event API of tracked sites ([`analytics::decode_events`]), and the
 //!   analytics read back; `country` and `timestamp` turn the seed API's country names and
 //!   ISO-8601 times into codes and epoch milliseconds.
+//! - [`live`]: what relays tell each other about their pages in cluster mode ([`live::RelayLive`]).
 //!
 //! The crate does no IO and has no async runtime: it is plain data and pure functions.
 
@@ -27,6 +28,7 @@ pub mod dashboard;
 mod error;
 pub mod limits;
 pub mod link;
+pub mod live;
 pub mod names;
 pub mod options;
 pub mod page;

@@ -208,6 +208,32 @@ pub struct Config {
     /// loss of one of three servers).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub bus_replicas: u8,
+
+    /// With --bus: most other relays whose pages (presence, members, cursors) this relay
+    /// shows; live messages from more are dropped and counted (relay_live_dropped_total).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub live_max_relays: u32,
+
+    /// With --bus: most members of other relays kept for this relay's members lists (the
+    /// counts cover everyone).
+    #[arg(long, default_value_t = 200)]
+    pub live_max_members: usize,
+
+    /// With --bus: most cursors of other relays' pages kept; past 50 cursors in all, live
+    /// cursors switch off anyway.
+    #[arg(long, default_value_t = 50)]
+    pub live_max_cursors: usize,
+
+    /// With --bus: another relay's pages vanish from this relay's counts, members and
+    /// cursors this long after its last message, in milliseconds (relays send one at
+    /// least every second).
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1500..))]
+    pub live_expiry_ms: u64,
+
+    /// With --bus: largest live message accepted from another relay, in bytes; larger ones
+    /// are dropped and counted, and this relay sends none larger.
+    #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024))]
+    pub live_max_message_bytes: u64,
 }
 
 /// The stream every relay and renderer uses unless told otherwise.

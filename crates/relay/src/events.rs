@@ -184,7 +184,7 @@ pub(crate) async fn post_events(ctx: &Context, request: Request<Incoming>) -> Re
 
 /// Most events one `session_activity` lists: a tick's share of `--max-activity-per-sec`
 /// (at least one, unless the feed is off).
-fn activity_cap(per_sec: usize) -> usize {
+pub(crate) fn activity_cap(per_sec: usize) -> usize {
     let ticks_per_sec = (1000 / crate::feed::ACTIVITY_TICK.as_millis()).max(1) as usize;
     per_sec.div_ceil(ticks_per_sec)
 }

@@ -53,6 +53,11 @@ pub(crate) struct Hub {
     members_shown: std::sync::atomic::AtomicUsize,
     /// Events stored since the last `session_activity`, bounded by what one message may list.
     activity: Mutex<ActivityQueue>,
+    /// What the other relays' pages add (cluster mode, `live_bus`); empty otherwise, so a
+    /// relay without `--bus` behaves exactly as before.
+    remote: Mutex<RemoteView>,
+    /// Whether accepted events are also queued for the other relays (set by `live_bus`).
+    share_activity: std::sync::atomic::AtomicBool,
     /// Counters and gauges for `/metrics` and `/healthz`.
     pub metrics: RelayMetrics,
     /// When each forwarded batch left, by page and batch, to time its acknowledgement.
@@ -69,12 +74,45 @@ pub(crate) struct Presence {
     pub dashboards: usize,
 }
 
+/// What this relay's own pages add up to (see [`Hub::local_live`]).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LocalLive {
+    /// Page sockets here.
+    pub online: usize,
+    /// Dashboards here.
+    pub dashboards: usize,
+    /// Members here.
+    pub n_members: usize,
+    /// The most recent of them, newest first.
+    pub recent: Vec<Member>,
+}
+
 /// Stored events waiting for the next `session_activity`: the newest `cap`, and how many
 /// older ones were left out.
 #[derive(Debug, Default)]
 struct ActivityQueue {
     pending: VecDeque<Activity>,
     dropped: u64,
+    /// This relay's own accepted events waiting for `live_bus` to share them (only while
+    /// sharing is on), bounded like `pending`.
+    outgoing: VecDeque<Activity>,
+    outgoing_dropped: u64,
+}
+
+/// The other relays' pages as this relay shows them, merged by `live_bus`: counts and
+/// members, with ids already made unique on this relay (their cursors are kept with the
+/// local ones, in `CursorTable::remote`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RemoteView {
+    /// Page sockets on the other relays.
+    pub online: usize,
+    /// Dashboards on the other relays.
+    pub dashboards: usize,
+    /// Members on the other relays (all of them, not only those listed).
+    pub n_members: usize,
+    /// The other relays' most recent members, as far as they are kept here.
+    pub members: Vec<Member>,
 }
 
 /// A cursor that has not moved for this long disappears from the others' pages.
@@ -88,6 +126,8 @@ const MAX_CURSOR_PAGES: usize = 50;
 struct CursorTable {
     latest: HashMap<ConnId, (f32, f32, Instant)>,
     changed: bool,
+    /// The other relays' cursors (cluster mode), each relay's replaced as it reports.
+    remote: Vec<Cursor>,
 }
 
 /// Most forwarded batches timed at once (about 8 MB of keys at worst).
@@ -110,6 +150,8 @@ impl Default for Hub {
             cursors: Mutex::new(CursorTable::default()),
             renderer_limits: Mutex::new(None),
             activity: Mutex::new(ActivityQueue::default()),
+            remote: Mutex::new(RemoteView::default()),
+            share_activity: std::sync::atomic::AtomicBool::new(false),
             members: Mutex::new(BTreeMap::new()),
             members_shown: std::sync::atomic::AtomicUsize::new(0),
             metrics: RelayMetrics::default(),
@@ -143,7 +185,7 @@ impl Hub {
         };
         if let Some(dashboards) = left_dashboards {
             let msg = ServerMessage::UserDisconnected {
-                dashboards: dashboards.len(),
+                dashboards: dashboards.len().saturating_add(self.remote_dashboards()),
             };
             for dashboard in dashboards {
                 self.deliver(dashboard, &msg);
@@ -155,12 +197,13 @@ impl Hub {
                 cursors.changed = true;
             }
         }
+        let remote_members = lock(&self.remote).n_members;
         let left = {
             let mut members = lock(&self.members);
             let shown = self.members_shown.load(Ordering::Relaxed);
             members
                 .remove(&conn)
-                .filter(|_| members.len() < shown)
+                .filter(|_| members.len().saturating_add(remote_members) < shown)
                 .map(|name| {
                     let others: Vec<ConnId> = members.keys().copied().collect();
                     (name, others)
@@ -169,7 +212,7 @@ impl Hub {
         if let Some((name, others)) = left {
             let msg = ServerMessage::UserLeave {
                 member: Member { id: conn, name },
-                count: others.len(),
+                count: others.len().saturating_add(remote_members),
             };
             for other in others {
                 self.deliver(other, &msg);
@@ -186,6 +229,7 @@ impl Hub {
     /// would cost n² messages; past it, a page learns the count from `presence`.
     pub fn join(&self, conn: ConnId, shown: usize) {
         self.members_shown.store(shown, Ordering::Relaxed);
+        let remote = lock(&self.remote).clone();
         let (me, recent, others) = {
             let mut members = lock(&self.members);
             if members.contains_key(&conn) {
@@ -193,19 +237,21 @@ impl Hub {
             }
             let name = generated_name(conn);
             members.insert(conn, name.clone());
+            // This relay's members first (its newest first), then the other relays'.
             let recent: Vec<Member> = members
                 .iter()
                 .rev()
-                .take(shown)
                 .map(|(&id, name)| Member {
                     id,
                     name: name.clone(),
                 })
+                .chain(remote.members.iter().cloned())
+                .take(shown)
                 .collect();
             let others: Vec<ConnId> = members.keys().copied().collect();
             (Member { id: conn, name }, recent, others)
         };
-        let count = others.len();
+        let count = others.len().saturating_add(remote.n_members);
         self.deliver(
             conn,
             &ServerMessage::Members {
@@ -226,13 +272,16 @@ impl Hub {
     /// Renames a member and tells every member (itself included) with a `user_join` of the
     /// known id. `false` if the page has not joined (sent no `hello`).
     pub fn rename(&self, conn: ConnId, name: &str) -> bool {
+        let remote_members = lock(&self.remote).n_members;
         let everyone = {
             let mut members = lock(&self.members);
             match members.get_mut(&conn) {
                 Some(current) => *current = name.to_owned(),
                 None => return false,
             }
-            if members.len() > self.members_shown.load(Ordering::Relaxed) {
+            if members.len().saturating_add(remote_members)
+                > self.members_shown.load(Ordering::Relaxed)
+            {
                 return true;
             }
             members.keys().copied().collect::<Vec<_>>()
@@ -242,7 +291,7 @@ impl Hub {
                 id: conn,
                 name: name.to_owned(),
             },
-            count: everyone.len(),
+            count: everyone.len().saturating_add(remote_members),
         };
         for member in everyone {
             self.deliver(member, &msg);
@@ -261,7 +310,7 @@ impl Hub {
     /// cursors (never its own). Cursors idle for [`CURSOR_IDLE`] are dropped; with more
     /// than [`MAX_CURSOR_PAGES`] pages sharing, nothing is sent (the cost grows as n²).
     pub fn broadcast_cursors(&self) {
-        let snapshot: Vec<Cursor> = {
+        let (snapshot, remote): (Vec<Cursor>, Vec<Cursor>) = {
             let mut cursors = lock(&self.cursors);
             let before = cursors.latest.len();
             cursors
@@ -271,19 +320,21 @@ impl Hub {
                 return;
             }
             cursors.changed = false;
-            cursors
+            let local = cursors
                 .latest
                 .iter()
                 .map(|(&id, &(x, y, _))| Cursor { id, x, y })
-                .collect()
+                .collect();
+            (local, cursors.remote.clone())
         };
-        if snapshot.len() > MAX_CURSOR_PAGES {
+        if snapshot.len() + remote.len() > MAX_CURSOR_PAGES {
             return;
         }
         for recipient in &snapshot {
             let others: Vec<Cursor> = snapshot
                 .iter()
                 .filter(|cursor| cursor.id != recipient.id)
+                .chain(&remote)
                 .copied()
                 .collect();
             self.deliver(recipient.id, &ServerMessage::Cursors { cursors: others });
@@ -303,7 +354,7 @@ impl Hub {
             .send_if_modified(|watched| !std::mem::replace(watched, true));
         if let Some(dashboards) = new_dashboards {
             let msg = ServerMessage::UserConnected {
-                dashboards: dashboards.len(),
+                dashboards: dashboards.len().saturating_add(self.remote_dashboards()),
             };
             for dashboard in dashboards {
                 self.deliver(dashboard, &msg);
@@ -311,16 +362,19 @@ impl Hub {
         }
         let latest = lock(&self.latest_analytics).clone();
         if let Some(update) = latest {
-            let dashboards = lock(&self.watchers).len();
+            let dashboards = lock(&self.watchers)
+                .len()
+                .saturating_add(self.remote_dashboards());
             let visitors = VisitorUpdate::from_summary(&update.summary, dashboards);
             self.deliver(conn, &ServerMessage::Analytics(update));
             self.deliver(conn, &ServerMessage::VisitorUpdate(visitors));
         }
     }
 
-    /// Whether any dashboard watches now (cheap; read on every stored event request).
+    /// Whether any dashboard watches now, here or (cluster mode) on another relay (cheap;
+    /// read on every stored event request).
     pub fn is_watched(&self) -> bool {
-        *self.watched.borrow()
+        *self.watched.borrow() || self.remote_dashboards() > 0
     }
 
     /// Queues events just stored for the next `session_activity`, keeping the newest
@@ -331,9 +385,20 @@ impl Hub {
         skipped: u64,
         cap: usize,
     ) {
+        let share = self.share_activity.load(Ordering::Relaxed);
         let mut activity = lock(&self.activity);
         activity.dropped += skipped;
+        if share {
+            activity.outgoing_dropped += skipped;
+        }
         for event in events {
+            if share {
+                activity.outgoing.push_back(event.clone());
+                if activity.outgoing.len() > cap {
+                    activity.outgoing.pop_front();
+                    activity.outgoing_dropped += 1;
+                }
+            }
             activity.pending.push_back(event);
             if activity.pending.len() > cap {
                 activity.pending.pop_front();
@@ -379,7 +444,7 @@ impl Hub {
         }
         let visitors = ServerMessage::VisitorUpdate(VisitorUpdate::from_summary(
             &update.summary,
-            watchers.len(),
+            watchers.len().saturating_add(self.remote_dashboards()),
         ));
         let msg = ServerMessage::Analytics(update);
         for conn in watchers {
@@ -396,9 +461,13 @@ impl Hub {
     /// Publishes the number of pages and dashboards connected, waking sessions only on a
     /// change.
     pub fn publish_presence(&self) {
+        let remote = {
+            let remote = lock(&self.remote);
+            (remote.online, remote.dashboards)
+        };
         let online = Presence {
-            online: self.n_sessions(),
-            dashboards: lock(&self.watchers).len(),
+            online: self.n_sessions().saturating_add(remote.0),
+            dashboards: lock(&self.watchers).len().saturating_add(remote.1),
         };
         self.presence.send_if_modified(|current| {
             let changed = *current != online;
@@ -410,6 +479,11 @@ impl Hub {
     /// A receiver that wakes when the number of pages or dashboards changes.
     pub fn watch_presence(&self) -> watch::Receiver<Presence> {
         self.presence.subscribe()
+    }
+
+    /// Dashboards on the other relays (cluster mode; 0 otherwise).
+    fn remote_dashboards(&self) -> usize {
+        lock(&self.remote).dashboards
     }
 
     /// Notes that a batch left for the renderer, to time its acknowledgement.
@@ -478,6 +552,149 @@ impl Hub {
             *current = state;
             changed
         })
+    }
+}
+
+/// The hooks `live_bus` uses in cluster builds: this relay's own pages for the other
+/// relays, and the other relays' pages for this one.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+impl Hub {
+    /// What this relay's own pages add up to, for `live_bus` to tell the other relays:
+    /// sockets, dashboards, members and the `shown` most recent of them.
+    pub fn local_live(&self, shown: usize) -> LocalLive {
+        let (n_members, recent) = {
+            let members = lock(&self.members);
+            let recent = members
+                .iter()
+                .rev()
+                .take(shown)
+                .map(|(&id, name)| Member {
+                    id,
+                    name: name.clone(),
+                })
+                .collect();
+            (members.len(), recent)
+        };
+        LocalLive {
+            online: self.n_sessions(),
+            dashboards: lock(&self.watchers).len(),
+            n_members,
+            recent,
+        }
+    }
+
+    /// This relay's own pages' cursors that are not idle, for `live_bus`.
+    pub fn local_cursors(&self) -> Vec<Cursor> {
+        let cursors = lock(&self.cursors);
+        let mut local: Vec<Cursor> = cursors
+            .latest
+            .iter()
+            .filter(|(_, (_, _, at))| at.elapsed() < CURSOR_IDLE)
+            .map(|(&id, &(x, y, _))| Cursor { id, x, y })
+            .collect();
+        local.sort_by_key(|cursor| cursor.id);
+        local
+    }
+
+    /// A fresh id for a page on another relay, from the same counter as this relay's own
+    /// connections, so no two pages a page sees share an id.
+    pub fn next_alias(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// From now on, accepted events are also queued for the other relays
+    /// ([`Hub::take_shared_activity`]).
+    pub fn share_activity(&self) {
+        self.share_activity.store(true, Ordering::Relaxed);
+    }
+
+    /// This relay's accepted events queued since the last call, and how many were left
+    /// out; `None` if there are none.
+    pub fn take_shared_activity(&self) -> Option<(Vec<Activity>, u64)> {
+        let mut activity = lock(&self.activity);
+        if activity.outgoing.is_empty() && activity.outgoing_dropped == 0 {
+            return None;
+        }
+        let dropped = std::mem::take(&mut activity.outgoing_dropped);
+        Some((activity.outgoing.drain(..).collect(), dropped))
+    }
+
+    /// Queues another relay's accepted events for this relay's dashboards (if any watch),
+    /// within the same `cap` as its own; never shared again.
+    pub fn note_remote_activity(&self, events: Vec<Activity>, dropped: u64, cap: usize) {
+        if !*self.watched.borrow() {
+            return;
+        }
+        let mut activity = lock(&self.activity);
+        activity.dropped += dropped;
+        for event in events {
+            activity.pending.push_back(event);
+            if activity.pending.len() > cap {
+                activity.pending.pop_front();
+                activity.dropped += 1;
+            }
+        }
+    }
+
+    /// Replaces the other relays' cursors; pages sharing one hear of it at the next tick.
+    pub fn set_remote_cursors(&self, remote: Vec<Cursor>) {
+        let mut cursors = lock(&self.cursors);
+        if cursors.remote != remote {
+            cursors.remote = remote;
+            cursors.changed = true;
+        }
+    }
+
+    /// Replaces what the other relays' pages add, and tells this relay's pages what
+    /// changed as if it happened here: members joining, renamed or leaving (while the
+    /// whole room is within `--members-shown`), dashboards arriving or leaving, and the
+    /// presence counts.
+    pub fn set_remote(&self, view: RemoteView) {
+        let old = {
+            let mut remote = lock(&self.remote);
+            if *remote == view {
+                return;
+            }
+            std::mem::replace(&mut *remote, view.clone())
+        };
+        let local_members: Vec<ConnId> = lock(&self.members).keys().copied().collect();
+        let room = local_members.len().saturating_add(view.n_members);
+        if room <= self.members_shown.load(Ordering::Relaxed) {
+            let joined = view
+                .members
+                .iter()
+                .filter(|member| !old.members.contains(member))
+                .map(|member| ServerMessage::UserJoin {
+                    member: member.clone(),
+                    count: room,
+                });
+            let left = old
+                .members
+                .iter()
+                .filter(|member| view.members.iter().all(|now| now.id != member.id))
+                .map(|member| ServerMessage::UserLeave {
+                    member: member.clone(),
+                    count: room,
+                });
+            for msg in joined.chain(left).collect::<Vec<_>>() {
+                for &member in &local_members {
+                    self.deliver(member, &msg);
+                }
+            }
+        }
+        if view.dashboards != old.dashboards {
+            let watchers: Vec<ConnId> = lock(&self.watchers).iter().copied().collect();
+            let dashboards = watchers.len().saturating_add(view.dashboards);
+            let msg = if view.dashboards > old.dashboards {
+                ServerMessage::UserConnected { dashboards }
+            } else {
+                ServerMessage::UserDisconnected { dashboards }
+            };
+            for conn in watchers {
+                self.deliver(conn, &msg);
+            }
+        }
+        self.publish_presence();
     }
 }
 

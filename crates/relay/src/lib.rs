@@ -19,6 +19,8 @@
 //!   answered `202` once committed.
 //! - `bus` (cluster builds): with `--bus`, events published to NATS JetStream instead,
 //!   answered `202` once the stream stored them.
+//! - `live_bus` (cluster builds): with `--bus`, presence, members, cursors and the
+//!   dashboard feed shared with the other relays over NATS core subjects.
 //! - `feed`: presence once a second, live cursors ten times a second (the analytics feed is
 //!   pushed by the renderer over the link while a dashboard watches).
 //! - `passthrough`: images and analytics queries, read from the renderer over HTTP.
@@ -38,6 +40,8 @@ mod dashboard;
 mod events;
 mod feed;
 mod hub;
+#[cfg(feature = "cluster")]
+mod live_bus;
 mod metrics;
 mod origins;
 mod passthrough;
@@ -172,6 +176,10 @@ pub async fn run(
     tokio::spawn(feed::run_cursors(ctx.clone(), controller.subscribe()));
     if ctx.config.max_activity_per_sec > 0 {
         tokio::spawn(feed::run_activity(ctx.clone(), controller.subscribe()));
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(url) = ctx.config.bus.clone() {
+        live_bus::start(ctx.clone(), &url, controller.subscribe()).await?;
     }
     netkit::serve_until(
         listener,

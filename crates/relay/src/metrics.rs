@@ -86,6 +86,11 @@ pub struct RelayMetrics {
     pub dashboard_actions: Family<ActionLabel, Counter>,
     /// Traffic-spike alerts sent to the dashboards (one per spike).
     pub alerts: Counter,
+    /// Live messages from or to other relays dropped (cluster mode), by reason:
+    /// `too_large`, `bad_json`, `bad_field`, `too_many_relays`, `unsent`.
+    pub live_dropped: Family<ReasonLabel, Counter>,
+    /// Other relays whose pages this relay shows now (cluster mode).
+    pub live_relays: Gauge,
     /// All of the above, for `/metrics`.
     pub registry: Registry,
 }
@@ -115,6 +120,8 @@ impl Default for RelayMetrics {
             api_responses: Family::default(),
             dashboard_actions: Family::default(),
             alerts: Counter::default(),
+            live_dropped: Family::default(),
+            live_relays: Gauge::default(),
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
@@ -223,6 +230,16 @@ impl Default for RelayMetrics {
             "Traffic-spike alerts sent to the dashboards (one per spike, --spike-factor)",
             metrics.alerts.clone(),
         );
+        registry.register(
+            "relay_live_dropped",
+            "Live messages between relays dropped (cluster mode), by reason",
+            metrics.live_dropped.clone(),
+        );
+        registry.register(
+            "relay_live_relays",
+            "Other relays whose pages this relay shows now (cluster mode)",
+            metrics.live_relays.clone(),
+        );
         metrics.errors.register(registry, "relay");
         metrics.set_link_state(LinkState::Connecting);
         metrics
@@ -233,6 +250,14 @@ impl RelayMetrics {
     /// Counts one refused event-API request under `reason`.
     pub fn events_refused(&self, reason: &'static str) {
         self.events_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts one live message dropped under `reason`.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn live_dropped(&self, reason: &'static str) {
+        self.live_dropped
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }

@@ -260,6 +260,17 @@ pub struct Config {
     /// (to any renderer), in seconds: the delay before a killed renderer's batches are taken over.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub bus_ack_wait_secs: u64,
+
+    /// With --bus: commits whose live facts wait to be told to the other renderers (so
+    /// every renderer's live view counts every event); past it a commit's facts are
+    /// dropped and counted (renderer_live_dropped_total), never delaying the store.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub live_queue: u64,
+
+    /// With --bus: largest live message accepted from another renderer, in bytes; larger
+    /// ones are dropped and counted, and this renderer splits what it sends below it.
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(16 * 1024..=64 * 1024 * 1024))]
+    pub live_max_message_bytes: u64,
 }
 
 fn parse_bandwidth(text: &str) -> Result<f32, String> {

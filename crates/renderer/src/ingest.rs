@@ -7,7 +7,7 @@
 //! writer batches more and the rate grows instead of the queue. Every sender of the group
 //! hears the outcome of the same commit, so an acknowledgement still means stored.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use ::analytics::StoreError;
@@ -53,6 +53,12 @@ pub(crate) struct Ingest {
     jobs: mpsc::Sender<Job>,
     /// Bumped after every commit, so pushers of live analytics know something changed.
     changes: watch::Receiver<u64>,
+    /// The sending side of `changes`, shared with the writer thread, so events folded in
+    /// from other renderers (`live_bus`) wake the pushers too.
+    changed: Arc<watch::Sender<u64>>,
+    /// Where the writer sends the live facts of each commit, once `live_bus` asked for
+    /// them ([`Ingest::tap_commits`]); unset, the writer copies nothing.
+    tap: Arc<OnceLock<mpsc::Sender<Vec<TrackedEvent>>>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -85,12 +91,42 @@ impl Ingest {
     ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(limits.max_queued_requests.max(1));
         let (changed, changes) = watch::channel(0u64);
+        let changed = Arc::new(changed);
+        let tap = Arc::new(OnceLock::new());
+        let writer = Writer {
+            changed: changed.clone(),
+            tap: tap.clone(),
+        };
         std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || {
-                write_until_closed(queue, &analytics, &event_store, &metrics, limits, &changed)
+                write_until_closed(queue, &analytics, &event_store, &metrics, limits, &writer)
             })?;
-        Ok(Ingest { jobs, changes })
+        Ok(Ingest {
+            jobs,
+            changes,
+            changed,
+            tap,
+        })
+    }
+
+    /// From now on, sends the live facts of every commit (each event stamped with the
+    /// time it was stored at, positions left out) to the returned receiver, for
+    /// `live_bus` to tell the other renderers; a full queue drops a commit's facts and
+    /// counts them (`renderer_live_dropped_total`), never delaying the commit. `None` if
+    /// commits are already tapped.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn tap_commits(&self, capacity: usize) -> Option<mpsc::Receiver<Vec<TrackedEvent>>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.tap.set(tx).ok().map(|()| rx)
+    }
+
+    /// Wakes the live pushers as a commit does: another renderer's events were folded
+    /// into the live view.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn note_remote_change(&self) {
+        self.changed
+            .send_modify(|version| *version = version.wrapping_add(1));
     }
 
     /// Queues one request's events and waits until they are committed (or not).
@@ -133,6 +169,35 @@ impl Ingest {
     }
 }
 
+/// What the writer thread tells others after a commit.
+struct Writer {
+    changed: Arc<watch::Sender<u64>>,
+    tap: Arc<OnceLock<mpsc::Sender<Vec<TrackedEvent>>>>,
+}
+
+/// What another renderer's live view needs of a committed event: its kind, page,
+/// session, number, country, the time it was stored at (as its `timestamp`, so every
+/// live view places it alike) and the few metadata fields sessions show.
+fn live_facts(event: &TrackedEvent, now_ms: i64) -> TrackedEvent {
+    let at = event.timestamp.map_or(now_ms, |at| {
+        at.min(now_ms + ::analytics::live::MAX_CLOCK_SKEW_MS)
+    });
+    TrackedEvent {
+        kind: event.kind,
+        page: event.page.clone(),
+        session_id: event.session_id.clone(),
+        timestamp: Some(at),
+        seq: event.seq,
+        country: event.country.clone(),
+        metadata: protocol::analytics::EventMetadata {
+            visible: event.metadata.visible,
+            device: event.metadata.device.clone(),
+            referrer: event.metadata.referrer.clone(),
+            ..Default::default()
+        },
+    }
+}
+
 /// The writer thread: commits queued requests in groups until the queue closes.
 fn write_until_closed(
     mut queue: mpsc::Receiver<Job>,
@@ -140,7 +205,7 @@ fn write_until_closed(
     event_store: &EventStore,
     metrics: &RendererMetrics,
     limits: IngestLimits,
-    changed: &watch::Sender<u64>,
+    writer: &Writer,
 ) {
     while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
@@ -160,6 +225,11 @@ fn write_until_closed(
             replies.push((job.events.len(), job.reply));
             events.extend(job.events);
         }
+        let tap = writer.tap.get();
+        let facts: Option<Vec<TrackedEvent>> = tap.map(|_| {
+            let now = analytics.now_ms();
+            events.iter().map(|event| live_facts(event, now)).collect()
+        });
         let started = Instant::now();
         let outcome = analytics.ingest(events);
         metrics
@@ -180,7 +250,14 @@ fn write_until_closed(
                 for (n, reply) in replies {
                     let _ = reply.send(Ok(n));
                 }
-                changed.send_modify(|version| *version = version.wrapping_add(1));
+                writer
+                    .changed
+                    .send_modify(|version| *version = version.wrapping_add(1));
+                if let (Some(tap), Some(facts)) = (tap, facts) {
+                    if tap.try_send(facts).is_err() {
+                        metrics.live_dropped.inc();
+                    }
+                }
             }
             Err(err) => {
                 tracing::error!(cause = %err, events = n_events, requests = replies.len(), "cannot store tracked events");

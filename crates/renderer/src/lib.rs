@@ -15,6 +15,8 @@
 //! - `ingest`: the event store's one writer, committing waiting requests together.
 //! - `bus` (cluster builds): with `--bus`, events consumed from NATS JetStream as one group
 //!   with the other renderers, acknowledged once `ingest` committed them.
+//! - `live_bus` (cluster builds): with `--bus`, each commit's live facts told to the other
+//!   renderers and theirs folded into this one's live view, so it counts every event.
 //! - `push`: live analytics pushed to a relay while its dashboards watch.
 //! - `retention`: the background task that prunes events past `--retention-days`.
 //! - `server`: HTTP routes and the WebSocket upgrade.
@@ -40,6 +42,8 @@ mod event_store;
 mod ingest;
 pub mod journal;
 mod link;
+#[cfg(feature = "cluster")]
+mod live_bus;
 mod metrics;
 pub mod output;
 mod push;
@@ -132,6 +136,13 @@ pub async fn run(
         tls: tls.clone(),
         ..ServeConfig::default()
     };
+    // The live subscription comes before the live view is rebuilt from the store, so no
+    // other renderer's commit falls between the two.
+    #[cfg(feature = "cluster")]
+    let live = match &config.bus {
+        Some(url) => Some(live_bus::subscribe(&config, url).await?),
+        None => None,
+    };
     // Opening the stores blocks (and PostgreSQL's client runs a runtime of its own, which
     // must not start on an async worker).
     let ctx = tokio::task::spawn_blocking(move || context::Context::new(config))
@@ -142,6 +153,11 @@ pub async fn run(
     let controller = ShutdownController::default();
     if let Some(tls) = tls {
         netkit::tls::reload_on_sighup(tls, controller.subscribe())?;
+    }
+    // The commits are tapped before the consumer stores any, so every one is shared.
+    #[cfg(feature = "cluster")]
+    if let Some(live) = live {
+        live_bus::start(ctx.clone(), live, controller.subscribe())?;
     }
     #[cfg(feature = "cluster")]
     if let Some(url) = ctx.config.bus.clone() {

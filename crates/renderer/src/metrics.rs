@@ -69,6 +69,11 @@ pub struct RendererMetrics {
     pub unauthorized: Counter,
     /// Refused messages by code.
     pub errors: ErrorCounters,
+    /// Live messages to or from other renderers dropped (cluster mode): a full queue,
+    /// NATS away, or a bad or oversized message.
+    pub live_dropped: Counter,
+    /// Events other renderers committed, folded into this renderer's live view.
+    pub live_folded: Counter,
     /// All of the above, for `/metrics`.
     pub registry: Registry,
 }
@@ -102,6 +107,8 @@ impl Default for RendererMetrics {
             storage_torn_tails: Counter::default(),
             unauthorized: Counter::default(),
             errors: ErrorCounters::default(),
+            live_dropped: Counter::default(),
+            live_folded: Counter::default(),
             registry: Registry::default(),
         };
         let registry = &mut metrics.registry;
@@ -229,6 +236,16 @@ impl Default for RendererMetrics {
             "renderer_unauthorized",
             "Requests refused for a missing or wrong token (401)",
             metrics.unauthorized.clone(),
+        );
+        registry.register(
+            "renderer_live_dropped",
+            "Live messages between renderers dropped (cluster mode): queue full, NATS away, bad or oversized",
+            metrics.live_dropped.clone(),
+        );
+        registry.register(
+            "renderer_live_folded",
+            "Events other renderers committed, folded into this renderer's live view (cluster mode)",
+            metrics.live_folded.clone(),
         );
         metrics.errors.register(registry, "renderer");
         // The storage-failure series exists from the start at 0, so an alert's `increase`
