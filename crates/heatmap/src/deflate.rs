@@ -230,28 +230,27 @@ impl BitWriter {
 
     /// A zero byte followed by `run - 1` more, as a literal and matches at distance 1 (the
     /// one-bit distance code is a 0 after each length). `run` is at least 1.
+    ///
+    /// The literal zero's two zero bits go out with the first write after them, and what
+    /// is left after the longest matches is one lookup in [`RUN_CODES`]: one write for
+    /// any run shorter than 259 bytes.
+    #[inline(always)]
     fn write_run(&mut self, run: u32) {
-        self.write_symbol(0);
+        let mut n_zeros = CODE_LENGTHS[0];
         let mut left = run - 1;
         while left >= 258 {
             self.write_bits(
-                u64::from(CODES[LONGEST_MATCH]),
-                CODE_LENGTHS[LONGEST_MATCH] + 1,
+                u64::from(CODES[LONGEST_MATCH]) << n_zeros,
+                n_zeros + CODE_LENGTHS[LONGEST_MATCH] + 1,
             );
+            n_zeros = 0;
             left -= 258;
         }
-        if left > 4 {
-            // The length's code, its extra bits and the distance code's one zero bit, in
-            // one write of at most 12 + 5 + 1 bits.
-            let (symbol, n_extra, base) = length_code(left);
-            let n_code = CODE_LENGTHS[symbol];
-            let bits = u64::from(CODES[symbol]) | (u64::from(left - base) << n_code);
-            self.write_bits(bits, n_code + n_extra + 1);
-        } else {
-            // Up to four more zero literals are shorter than a match (a zero's code is
-            // all zero bits).
-            self.write_bits(0, left as u8 * CODE_LENGTHS[0]);
-        }
+        let entry = RUN_CODES[left as usize];
+        self.write_bits(
+            u64::from(entry >> 5) << n_zeros,
+            n_zeros + (entry & 0x1f) as u8,
+        );
     }
 
     /// Pads with zero bits to a byte boundary and writes out what is buffered.
@@ -262,6 +261,29 @@ impl BitWriter {
         self.buffer = 0;
         self.n_bits = 0;
     }
+}
+
+/// The bits after a run's literal zero for `left` (0 to 257) more zero bytes, shifted
+/// left by 5, with their number (at most 12 + 5 + 1) in the low five bits: up to four more
+/// zero literals (shorter than a match, as a zero's code is two zero bits), or a length
+/// code, its extra bits and the distance code's one zero bit.
+const RUN_CODES: [u32; 258] = run_codes();
+
+const fn run_codes() -> [u32; 258] {
+    let mut table = [0u32; 258];
+    let mut left = 0;
+    while left < 258 {
+        table[left] = if left > 4 {
+            let (symbol, n_extra, base) = LENGTH_CODES[left - 3];
+            let n_code = CODE_LENGTHS[symbol as usize] as u32;
+            let bits = CODES[symbol as usize] as u32 | ((left as u32 - base as u32) << n_code);
+            (bits << 5) | (n_code + n_extra as u32 + 1)
+        } else {
+            left as u32 * CODE_LENGTHS[0] as u32
+        };
+        left += 1;
+    }
+    table
 }
 
 /// Base lengths of the length symbols 257–285 (RFC 1951, 3.2.5).
@@ -279,7 +301,8 @@ const LENGTH_EXTRA_BITS: [u8; 29] = [
 const LENGTH_CODES: [(u16, u8, u16); 256] = length_codes();
 
 /// The length symbol for a match of `length` (3 to 258) bytes, its number of extra bits
-/// and the length its extra bits count from.
+/// and the length its extra bits count from; the tests read [`LENGTH_CODES`] through it.
+#[cfg(test)]
 fn length_code(length: u32) -> (usize, u8, u32) {
     let (symbol, n_extra, base) = LENGTH_CODES[(length as usize - 3) & 0xff];
     (usize::from(symbol), n_extra, u32::from(base))
