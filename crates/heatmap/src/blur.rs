@@ -68,8 +68,8 @@ fn box_blur_rows(src: &[f32], dst: &mut [f32], width: usize, radius: usize) {
     src.par_chunks(width * LANES)
         .zip(dst.par_chunks_mut(width * LANES))
         .for_each_init(
-            || (vec![[0.0f32; LANES]; width], vec![[0.0f32; LANES]; width]),
-            |(across, blurred), (src_rows, dst_rows)| {
+            || vec![[0.0f32; LANES]; width],
+            |across, (src_rows, dst_rows)| {
                 if src_rows.len() < width * LANES {
                     for (src_row, dst_row) in src_rows
                         .chunks_exact(width)
@@ -79,17 +79,28 @@ fn box_blur_rows(src: &[f32], dst: &mut [f32], width: usize, radius: usize) {
                     }
                     return;
                 }
-                for (lane, src_row) in src_rows.chunks_exact(width).enumerate() {
-                    for (column, &value) in across.iter_mut().zip(src_row) {
-                        column[lane] = value;
-                    }
+                // Column `x` of the eight rows gathered side by side: one vector store a
+                // column instead of eight strided ones.
+                let rows: [&[f32]; LANES] =
+                    std::array::from_fn(|lane| &src_rows[lane * width..(lane + 1) * width]);
+                for (x, column) in across.iter_mut().enumerate().take(width) {
+                    *column = std::array::from_fn(|lane| rows[lane][x]);
                 }
                 let add = |sum: &mut [f32; LANES], column: &[f32; LANES]| {
                     for (sum, value) in sum.iter_mut().zip(column) {
                         *sum += value;
                     }
                 };
-                // The running sums over [x - radius, x + radius], zeros outside the row.
+                let mut out: [&mut [f32]; LANES] = {
+                    let mut rest = dst_rows;
+                    std::array::from_fn(|_| {
+                        let (row, after) = std::mem::take(&mut rest).split_at_mut(width);
+                        rest = after;
+                        row
+                    })
+                };
+                // The running sums over [x - radius, x + radius], zeros outside the row;
+                // each result goes straight to its row.
                 let mut sum = [-0.0f32; LANES];
                 for column in across.iter().take(radius) {
                     add(&mut sum, column);
@@ -98,16 +109,14 @@ fn box_blur_rows(src: &[f32], dst: &mut [f32], width: usize, radius: usize) {
                     if let Some(entering) = across.get(x + radius) {
                         add(&mut sum, entering);
                     }
-                    blurred[x] = sum.map(|lane| lane * scale);
+                    let blurred = sum.map(|lane| lane * scale);
+                    for (row, value) in out.iter_mut().zip(blurred) {
+                        row[x] = value;
+                    }
                     if x >= radius {
                         for (sum, value) in sum.iter_mut().zip(&across[x - radius]) {
                             *sum -= value;
                         }
-                    }
-                }
-                for (lane, dst_row) in dst_rows.chunks_exact_mut(width).enumerate() {
-                    for (cell, column) in dst_row.iter_mut().zip(blurred.iter()) {
-                        *cell = column[lane];
                     }
                 }
             },

@@ -184,15 +184,18 @@ impl Density {
             let (current, next) = (at[col], after[col]);
             odds[col] = quantise(current + (next - current) * 0.25);
         }
-        let mut pairs = out.chunks_exact_mut(2);
-        for ((pair, &even), &odd) in (&mut pairs).zip(&scratch.evens).zip(&scratch.odds) {
-            pair[0] = colour(even);
-            pair[1] = colour(odd);
+        // Iterators over slices, not `&mut` iterators, and cut to one length: the zip
+        // then keeps one counter and the loop is the lookups alone.
+        let n_pairs = n_odds.min(out.len() / 2);
+        let (whole, last) = out.split_at_mut(out.len() / 2 * 2);
+        for ((pair, &even), &odd) in whole[..2 * n_pairs]
+            .chunks_exact_mut(2)
+            .zip(&scratch.evens[..n_pairs])
+            .zip(&scratch.odds[..n_pairs])
+        {
+            pair.copy_from_slice(&[colour(even), colour(odd)]);
         }
-        if let (Some(byte), Some(&even)) = (
-            pairs.into_remainder().first_mut(),
-            scratch.evens.get(n_odds),
-        ) {
+        if let (Some(byte), Some(&even)) = (last.first_mut(), scratch.evens.get(n_odds)) {
             *byte = colour(even);
         }
     }

@@ -71,14 +71,43 @@ pub fn encode_indexed(image: &Indexed, width: u32, height: u32) -> Result<Vec<u8
 /// cores, so the same image gives the same file on any machine.
 const BAND_BYTES: usize = 120 * 1024;
 
-/// Filters bands of rows and compresses each band on its own, on every core, then joins
-/// the bands into one zlib stream (`deflate.rs`).
-fn filter_and_compress(bytes: &[u8], bytes_per_pixel: usize, width: u32, height: u32) -> Vec<u8> {
+/// A zlib stream held as its compressed bands, so that it is copied once, straight into
+/// the PNG file's `IDAT` chunk, instead of being joined first and copied again.
+struct Zlib {
+    /// Each band's raw DEFLATE bytes; the last one ends the stream.
+    bands: Vec<Vec<u8>>,
+    /// The Adler-32 of all the filtered bytes, combined from the bands'.
+    adler: u32,
+}
+
+impl Zlib {
+    /// The zlib header, its two bytes: CM 8 (deflate), a 32 KiB window, the fastest level;
+    /// the check bits make it a multiple of 31.
+    const HEADER: [u8; 2] = [0x78, 0x01];
+
+    /// Bytes of the whole stream: header, bands, checksum.
+    fn len(&self) -> usize {
+        Self::HEADER.len() + self.bands.iter().map(Vec::len).sum::<usize>() + 4
+    }
+
+    /// Appends the whole stream to `out`.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&Self::HEADER);
+        for band in &self.bands {
+            out.extend_from_slice(band);
+        }
+        out.extend_from_slice(&self.adler.to_be_bytes());
+    }
+}
+
+/// Filters bands of rows and compresses each band on its own, on every core; the bands
+/// join into one zlib stream (`deflate.rs`).
+fn filter_and_compress(bytes: &[u8], bytes_per_pixel: usize, width: u32, height: u32) -> Zlib {
     let stride = width as usize * bytes_per_pixel;
     let height = height as usize;
     let rows_per_band = (BAND_BYTES / (stride + 1)).max(1);
     let n_bands = height.div_ceil(rows_per_band);
-    let bands: Vec<(Vec<u8>, u32, usize)> = (0..n_bands)
+    let compressed: Vec<(Vec<u8>, u32, usize)> = (0..n_bands)
         .into_par_iter()
         .map_init(Vec::new, |filtered: &mut Vec<u8>, band| {
             let first = band * rows_per_band;
@@ -100,23 +129,18 @@ fn filter_and_compress(bytes: &[u8], bytes_per_pixel: usize, width: u32, height:
             (compressed, adler, filtered.len())
         })
         .collect();
-    let total: usize = bands
-        .iter()
-        .map(|(compressed, _, _)| compressed.len())
-        .sum();
-    let mut zlib = Vec::with_capacity(total + 6);
-    // CM 8 (deflate), a 32 KiB window, the fastest level; the check bits make it a multiple of 31.
-    zlib.extend_from_slice(&[0x78, 0x01]);
     let mut adler = 1;
-    for (compressed, band_adler, len) in &bands {
-        zlib.extend_from_slice(compressed);
-        adler = adler32_combine(adler, *band_adler, *len);
+    let mut bands = Vec::with_capacity(compressed.len().max(1));
+    for (band, band_adler, len) in compressed {
+        adler = adler32_combine(adler, band_adler, len);
+        bands.push(band);
     }
     if bands.is_empty() {
-        deflate_band(&[], Band::Last, &mut zlib);
+        let mut last = Vec::new();
+        deflate_band(&[], Band::Last, &mut last);
+        bands.push(last);
     }
-    zlib.extend_from_slice(&adler.to_be_bytes());
-    zlib
+    Zlib { bands, adler }
 }
 
 /// The PNG file around compressed image data: signature, `IHDR`, the extra chunks
@@ -126,10 +150,11 @@ fn container(
     height: u32,
     colour_type: u8,
     chunks: &[(&[u8; 4], &[u8])],
-    idat: &[u8],
+    idat: &Zlib,
 ) -> Vec<u8> {
     let extra: usize = chunks.iter().map(|(_, data)| data.len() + 12).sum();
-    let mut png = Vec::with_capacity(idat.len() + extra + 64);
+    let idat_len = idat.len();
+    let mut png = Vec::with_capacity(idat_len + extra + 64);
     png.extend_from_slice(&SIGNATURE);
     let mut header = Vec::with_capacity(13);
     header.extend_from_slice(&width.to_be_bytes());
@@ -139,14 +164,20 @@ fn container(
     for (kind, data) in chunks {
         write_chunk(&mut png, kind, data);
     }
-    write_chunk(&mut png, b"IDAT", idat);
+    // Our images are at most 8192x8192x4 bytes before compression, far below 2^31.
+    png.extend_from_slice(&(idat_len as u32).to_be_bytes());
+    let typed = png.len();
+    png.extend_from_slice(b"IDAT");
+    idat.write_to(&mut png);
+    let crc = crc32fast::hash(&png[typed..]);
+    png.extend_from_slice(&crc.to_be_bytes());
     write_chunk(&mut png, b"IEND", &[]);
     png
 }
 
 /// Writes one chunk: length, type, data, CRC of type and data.
 fn write_chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    // Our images are at most 8192x8192x4 bytes before compression, far below 2^31.
+    // Chunks other than `IDAT` are a few hundred bytes.
     png.extend_from_slice(&(data.len() as u32).to_be_bytes());
     png.extend_from_slice(kind);
     png.extend_from_slice(data);
@@ -308,7 +339,10 @@ mod tests {
             .collect();
         let n_bands = (height as usize).div_ceil(BAND_BYTES / (width as usize + 1));
         assert!(n_bands >= 5, "{n_bands} bands");
-        let zlib = filter_and_compress(&bytes, 1, width, height);
+        let idat = filter_and_compress(&bytes, 1, width, height);
+        let mut zlib = Vec::new();
+        idat.write_to(&mut zlib);
+        assert_eq!(zlib.len(), idat.len());
         // fdeflate checks the Adler-32 (the png crate skips it by default).
         let filtered = fdeflate::decompress_to_vec(&zlib).unwrap();
         assert_eq!(filtered.len(), (width as usize + 1) * height as usize);

@@ -249,6 +249,20 @@ fn accumulate_band(
 ) {
     let band_rows = cells.len() / width.max(1);
     let (width64, height64) = (width as u64, height as u64);
+    if counts.is_empty() {
+        // The usual case, on its own: no index to keep and no count to look up, which is
+        // a quarter of the loop's instructions.
+        for &point in points {
+            let (col, row) = cell_of(point, width64, height64);
+            let band_row = (row as usize).wrapping_sub(first_row);
+            if band_row < band_rows {
+                if let Some(cell) = cells.get_mut(band_row * width + col as usize) {
+                    *cell += weight;
+                }
+            }
+        }
+        return;
+    }
     for (idx, &point) in points.iter().enumerate() {
         let (col, row) = cell_of(point, width64, height64);
         // `wrapping_sub` turns rows above the band into huge values, so one comparison
@@ -256,7 +270,7 @@ fn accumulate_band(
         let band_row = (row as usize).wrapping_sub(first_row);
         if band_row < band_rows {
             if let Some(cell) = cells.get_mut(band_row * width + col as usize) {
-                // An empty `counts` (the usual case) costs one predictable branch.
+                // Points past the end of `counts` weigh `weight`, as with none.
                 *cell += counts.get(idx).map_or(weight, |&n| weight * n as f32);
             }
         }

@@ -689,16 +689,27 @@ async fn answer_generate(ctx: &Arc<Context>, generate: Generate) -> ServerMessag
 
 /// Renders a recording on a blocking thread and writes the PNG; the answer for the page.
 async fn generate_heatmap(ctx: &Arc<Context>, generate: Generate) -> ServerMessage {
+    let asked = Instant::now();
     let permit = ctx.render_permits.acquire().await;
     let job_ctx = ctx.clone();
     let recording = generate.recording.clone();
     let request = generate.request;
     let result = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
         let _running = RunningRender::new(&job_ctx);
-        render_recording(&job_ctx, generate)
+        let result = render_recording(&job_ctx, generate);
+        (result, started, Instant::now())
     })
     .await;
     drop(permit);
+    let result = result.map(|(result, started, finished)| {
+        debug!(
+            hand_off_ms = ms(started - asked),
+            hand_back_ms = ms(finished.elapsed()),
+            "generate hand-off"
+        );
+        result
+    });
     let result = result.unwrap_or_else(|join_err| {
         Err(Error::new(
             ErrorCode::RenderFailed,
@@ -718,6 +729,11 @@ async fn generate_heatmap(ctx: &Arc<Context>, generate: Generate) -> ServerMessa
             error_reply(err, recording, request)
         }
     }
+}
+
+/// A duration in milliseconds, for the phase split logged at debug level.
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// Counts a render in `renders_running` for as long as it lives, even if the render panics.
@@ -834,7 +850,9 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
         }
         other => Error::new(ErrorCode::RenderFailed, other.to_string()),
     };
+    let points_taken = Instant::now();
     let rendered = render_png(&input, &settings).map_err(|err| render_failed(err.into()))?;
+    let rendered_at = Instant::now();
     let name = write_heatmap(
         &ctx.config.out_dir,
         &local_stamp(chrono::Local::now()),
@@ -842,6 +860,17 @@ fn render_recording(ctx: &Context, generate: Generate) -> Result<HeatmapReady, E
         ctx.config.fsync,
     )
     .map_err(render_failed)?;
+    let timings = &rendered.timings;
+    debug!(
+        points_ms = ms(points_taken - started),
+        accumulate_ms = ms(timings.accumulate),
+        smooth_ms = ms(timings.smooth),
+        colour_ms = ms(timings.colour),
+        encode_ms = ms(timings.encode),
+        outside_stages_ms = ms((rendered_at - points_taken).saturating_sub(timings.total())),
+        write_ms = ms(rendered_at.elapsed()),
+        "generate phases"
+    );
     ctx.metrics.renders.inc();
     ctx.metrics
         .render_duration
