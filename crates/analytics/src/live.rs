@@ -749,7 +749,12 @@ mod tests {
         assert_eq!(live.events_last_minute, 3);
         let stored = analytics
             .store()
-            .events(Range::all(), &crate::Filter::default(), 100)
+            .events(
+                Range::all(),
+                &crate::Filter::default(),
+                &crate::RawSelection::default(),
+                100,
+            )
             .unwrap();
         assert_eq!(stored.len(), 1, "only this renderer's own event is stored");
     }
