@@ -208,6 +208,12 @@ pub struct Config {
     /// loss of one of three servers).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub bus_replicas: u8,
+
+    /// With --bus: how long a page's Generate waits for a renderer's answer, in milliseconds,
+    /// including the renderer's wait for the recording's batches still in the stream; past
+    /// it (or with no renderer listening) the page hears renderer_unavailable and asks again.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub generate_timeout_ms: u64,
 }
 
 /// The stream every relay and renderer uses unless told otherwise.

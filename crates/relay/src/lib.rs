@@ -19,6 +19,9 @@
 //!   answered `202` once committed.
 //! - `bus` (cluster builds): with `--bus`, events published to NATS JetStream instead,
 //!   answered `202` once the stream stored them.
+//! - `page_bus` (cluster builds): with `--bus`, a page's recording published to the same
+//!   stream (each batch acknowledged once stored there) and Generate asked of the renderer
+//!   group, so recording needs no renderer link.
 //! - `feed`: presence once a second, live cursors ten times a second (the analytics feed is
 //!   pushed by the renderer over the link while a dashboard watches).
 //! - `passthrough`: images and analytics queries, read from the renderer over HTTP.
@@ -40,6 +43,8 @@ mod feed;
 mod hub;
 mod metrics;
 mod origins;
+#[cfg(feature = "cluster")]
+mod page_bus;
 mod passthrough;
 mod server;
 mod session;

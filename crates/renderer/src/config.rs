@@ -260,6 +260,23 @@ pub struct Config {
     /// (to any renderer), in seconds: the delay before a killed renderer's batches are taken over.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub bus_ack_wait_secs: u64,
+
+    /// The durable consumer of recordings' batches (subjects <STREAM>.batches.>), the same in
+    /// every renderer so that they share the work; a different name from --bus-consumer.
+    #[arg(long, default_value = "renderer-batches", value_parser = protocol::names::parse_bus_name)]
+    pub bus_batches_consumer: String,
+
+    /// With --bus: how long a Generate waits for the recording's batches still in the stream
+    /// to be committed before it renders, in milliseconds; past it the page hears busy and
+    /// asks again (keep it under the relays' --generate-timeout-ms).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub generate_drain_ms: u64,
+
+    /// With --bus: Generate requests from the bus this renderer works on at once (waiting for
+    /// their batches or rendering); one more is answered busy, so another renderer or a later
+    /// try takes it.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_bus_generates: u64,
 }
 
 fn parse_bandwidth(text: &str) -> Result<f32, String> {

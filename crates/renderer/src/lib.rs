@@ -13,8 +13,9 @@
 //! - `event_store`: which engine keeps the events (`--store`): SQLite in `--data-dir`, or
 //!   PostgreSQL with the `cluster` feature.
 //! - `ingest`: the event store's one writer, committing waiting requests together.
-//! - `bus` (cluster builds): with `--bus`, events consumed from NATS JetStream as one group
-//!   with the other renderers, acknowledged once `ingest` committed them.
+//! - `bus` (cluster builds): with `--bus`, events and recordings' batches consumed from
+//!   NATS JetStream as one group with the other renderers, acknowledged once committed, and
+//!   Generate answered as a request to the renderer group.
 //! - `push`: live analytics pushed to a relay while its dashboards watch.
 //! - `retention`: the background task that prunes events past `--retention-days`.
 //! - `server`: HTTP routes and the WebSocket upgrade.
@@ -142,6 +143,13 @@ pub async fn run(
     let controller = ShutdownController::default();
     if let Some(tls) = tls {
         netkit::tls::reload_on_sighup(tls, controller.subscribe())?;
+    }
+    #[cfg(feature = "cluster")]
+    if ctx.config.bus.is_some() && ctx.recording_db.is_none() {
+        anyhow::bail!(
+            "--bus needs --store postgres://…: recordings' batches from the bus are stored in \
+             the shared database, where every renderer can render them"
+        );
     }
     #[cfg(feature = "cluster")]
     if let Some(url) = ctx.config.bus.clone() {
