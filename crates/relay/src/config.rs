@@ -175,10 +175,11 @@ pub struct Config {
     #[arg(long, default_value_t = 3000)]
     pub connect_timeout_ms: u64,
 
-    /// Cluster mode: the NATS server with JetStream that carries tracked events to the
-    /// renderers, as nats://HOST:PORT (needs a relay built with the cluster feature).
-    /// POST /api/events is then answered 202 once JetStream has stored the events, whether
-    /// or not a renderer is up; 503 with Retry-After while JetStream cannot store them.
+    /// Cluster mode: the NATS server with JetStream that carries tracked events, pages'
+    /// recordings and Generate to the renderers, as nats://HOST:PORT (needs a relay built with
+    /// the cluster feature). POST /api/events is then answered 202, and a page's batch
+    /// acknowledged, once JetStream has stored it, whether or not a renderer is up; 503 with
+    /// Retry-After (a batch: busy) while JetStream cannot store it.
     #[arg(long, value_name = "URL")]
     pub bus: Option<String>,
 

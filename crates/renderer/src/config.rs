@@ -209,10 +209,11 @@ pub struct Config {
     #[arg(long, default_value_t = 1024)]
     pub remembered_generates: usize,
 
-    /// Cluster mode: the NATS server with JetStream the relays publish tracked events to, as
-    /// nats://HOST:PORT (needs a renderer built with the cluster feature). Every renderer given
-    /// it consumes the stream as one group, commits each batch to the event store and only
-    /// then acknowledges it, so a renderer that dies mid-batch loses and duplicates nothing.
+    /// Cluster mode: the NATS server with JetStream the relays publish tracked events and
+    /// recordings' batches to, as nats://HOST:PORT (needs a renderer built with the cluster
+    /// feature, and --store postgres://…). Every renderer given it consumes the stream as one
+    /// group, commits each batch to the store and only then acknowledges it, so a renderer that
+    /// dies mid-batch loses and duplicates nothing; Generate comes as a request to the group.
     #[arg(long, value_name = "URL")]
     pub bus: Option<String>,
 
@@ -242,8 +243,8 @@ pub struct Config {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub bus_replicas: u8,
 
-    /// The durable consumer's name, the same in every renderer so that they share the work (each
-    /// batch goes to one of them).
+    /// The events' durable consumer and the Generate queue group, the same in every renderer so
+    /// that they share the work (each batch and each Generate goes to one of them).
     #[arg(long, default_value = "renderers", value_parser = protocol::names::parse_bus_name)]
     pub bus_consumer: String,
 
