@@ -1,5 +1,6 @@
 //! The relay's side of the NATS JetStream bus (`--bus`, cluster builds only): tracked
-//! events published to a durable stream that the renderers consume as one group.
+//! events and recordings' batches published to a durable stream that the renderers consume
+//! as one group, and Generate sent as a request to the renderer group.
 //!
 //! With a bus, `POST /api/events` no longer waits for a renderer: it is answered `202`
 //! once JetStream has stored the batch (its publish acknowledgement), so events are
@@ -7,6 +8,12 @@
 //! message id derived from its content, so the sender's resend of the same batch inside
 //! JetStream's duplicate window is stored once in the stream; the store's own
 //! `(session, seq)` de-duplication covers resends after it and redeliveries.
+//!
+//! A page's recording messages (`start`, `points`, `stop`) go to the same stream under
+//! `<stream>.batches.<recording>` (recording ids are valid subject tokens), a batch with the
+//! message id `<recording>/<seq>`, so a page's resend to any relay is stored once; the page
+//! gets its `ack` only after the PubAck. Generate is a core NATS request on
+//! `<stream>.generate`, answered by one renderer of the queue group.
 //!
 //! The stream is created or updated at start (and again after a publish finds it gone) by
 //! a background task; relays and renderers declare the same settings, so whichever
@@ -17,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
+use protocol::RecordingId;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -35,6 +43,10 @@ pub(crate) struct Bus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     subject: String,
+    /// The stream's name, the prefix of the recordings' subjects and the Generate subject.
+    stream: String,
+    /// How long a Generate waits for a renderer's answer (`--generate-timeout-ms`).
+    generate_timeout: Duration,
     /// Woken when a publish suggests the stream is missing (a NATS server that lost its
     /// store), so the declaring task declares it again.
     redeclare: Arc<Notify>,
@@ -56,6 +68,8 @@ impl Bus {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
+            // Generate bounds its own wait (`--generate-timeout-ms`).
+            .request_timeout(None)
             .reconnect_delay_callback(move |attempts| {
                 reconnect_delay(attempts, backoff_initial, backoff_max)
             })
@@ -88,6 +102,8 @@ impl Bus {
             client,
             jetstream,
             subject: settings.subject(),
+            stream: settings.name.clone(),
+            generate_timeout: Duration::from_millis(config.generate_timeout_ms.max(1)),
             redeclare,
             declared,
         })
@@ -111,20 +127,78 @@ impl Bus {
     /// NATS is not connected, the stream is missing or full, or no acknowledgement came
     /// within `--events-timeout-ms`: nothing is known to be stored.
     pub async fn publish(&self, payload: Vec<u8>, n_events: usize) -> Result<(), BusError> {
+        let id = message_id(&payload, n_events);
+        self.publish_with_id(self.subject.clone(), id, payload, "events")
+            .await
+    }
+
+    /// Publishes one of a page's recording messages (its own validated text) under the
+    /// recording's subject with the message id `id`, and waits for JetStream's
+    /// acknowledgement; `Ok` means the stream holds it until a renderer committed it.
+    ///
+    /// # Errors
+    /// As [`Bus::publish`]: the page keeps the message and resends it.
+    pub async fn publish_recording(
+        &self,
+        recording: &RecordingId,
+        id: String,
+        text: &str,
+    ) -> Result<(), BusError> {
+        let subject = recording_subject(&self.stream, recording);
+        self.publish_with_id(subject, id, text.as_bytes().to_vec(), "batch")
+            .await
+    }
+
+    /// Sends a Generate (the `page` envelope, as on the link) to the renderer group and
+    /// returns the answering renderer's reply frame.
+    ///
+    /// # Errors
+    /// NATS is not connected, no renderer listens, or none answered within
+    /// `--generate-timeout-ms`.
+    pub async fn request_generate(&self, frame: String) -> Result<bytes::Bytes, BusError> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(BusError {
-                message: "the event bus (NATS) is not connected".into(),
+                message: "the bus (NATS) is not connected".into(),
             });
         }
-        let id = message_id(&payload, n_events);
+        let subject = generate_subject(&self.stream);
+        let request = self.client.request(subject, frame.into());
+        match tokio::time::timeout(self.generate_timeout, request).await {
+            Ok(Ok(reply)) => Ok(reply.payload),
+            Ok(Err(err)) => Err(BusError {
+                message: match err.kind() {
+                    async_nats::RequestErrorKind::NoResponders => {
+                        "no renderer is listening on the bus".into()
+                    }
+                    _ => format!("the renderers did not answer: {err}"),
+                },
+            }),
+            Err(_) => Err(BusError {
+                message: format!(
+                    "no renderer answered within {} ms (--generate-timeout-ms)",
+                    self.generate_timeout.as_millis()
+                ),
+            }),
+        }
+    }
+
+    /// Publishes `payload` on `subject` with message id `id` and waits for the PubAck.
+    async fn publish_with_id(
+        &self,
+        subject: String,
+        id: String,
+        payload: Vec<u8>,
+        what: &str,
+    ) -> Result<(), BusError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError {
+                message: "the bus (NATS) is not connected".into(),
+            });
+        }
         let publish = PublishMessage::build()
             .message_id(id)
             .payload(payload.into());
-        let acknowledged = match self
-            .jetstream
-            .send_publish(self.subject.clone(), publish)
-            .await
-        {
+        let acknowledged = match self.jetstream.send_publish(subject, publish).await {
             Ok(ack) => ack.await,
             Err(err) => Err(err),
         };
@@ -135,11 +209,23 @@ impl Bus {
                 // for any other failure the declaration is a cheap, idempotent update.
                 self.redeclare.notify_one();
                 Err(BusError {
-                    message: format!("the event bus did not store these events: {err}"),
+                    message: format!("the bus did not store this {what}: {err}"),
                 })
             }
         }
     }
+}
+
+/// The subject a recording's messages are published under: recording ids are 1 to 64
+/// characters of `A-Z a-z 0-9 _ -`, all valid in a subject token, so the id is used as it is
+/// (a renderer can then ask the stream whether anything of that recording still waits).
+pub(crate) fn recording_subject(stream: &str, recording: &RecordingId) -> String {
+    format!("{stream}.batches.{recording}")
+}
+
+/// The subject Generate requests go to, answered by one renderer of the queue group.
+pub(crate) fn generate_subject(stream: &str) -> String {
+    format!("{stream}.generate")
 }
 
 /// The stream's settings, the same in every relay and renderer given the same flags.
@@ -175,7 +261,7 @@ impl StreamSettings {
     fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.name.clone(),
-            subjects: vec![self.subject()],
+            subjects: vec![self.subject(), format!("{}.batches.>", self.name)],
             retention: stream::RetentionPolicy::WorkQueue,
             discard: stream::DiscardPolicy::New,
             storage: stream::StorageType::File,
@@ -183,7 +269,10 @@ impl StreamSettings {
             max_age: self.max_age,
             duplicate_window: self.duplicate_window,
             num_replicas: self.replicas,
-            description: Some("tracked-site events from the relays, for the renderers".into()),
+            description: Some(
+                "tracked-site events and recordings' batches from the relays, for the renderers"
+                    .into(),
+            ),
             ..stream::Config::default()
         }
     }
@@ -282,7 +371,13 @@ mod tests {
             ..Config::default()
         };
         let stream = StreamSettings::from(&config).stream_config();
-        assert_eq!(stream.subjects, vec!["events-test.events".to_owned()]);
+        assert_eq!(
+            stream.subjects,
+            vec![
+                "events-test.events".to_owned(),
+                "events-test.batches.>".to_owned()
+            ]
+        );
         assert_eq!(stream.retention, stream::RetentionPolicy::WorkQueue);
         assert_eq!(stream.discard, stream::DiscardPolicy::New);
         assert_eq!(stream.max_bytes, crate::config::DEFAULT_BUS_MAX_BYTES);

@@ -175,10 +175,11 @@ pub struct Config {
     #[arg(long, default_value_t = 3000)]
     pub connect_timeout_ms: u64,
 
-    /// Cluster mode: the NATS server with JetStream that carries tracked events to the
-    /// renderers, as nats://HOST:PORT (needs a relay built with the cluster feature).
-    /// POST /api/events is then answered 202 once JetStream has stored the events, whether
-    /// or not a renderer is up; 503 with Retry-After while JetStream cannot store them.
+    /// Cluster mode: the NATS server with JetStream that carries tracked events, pages'
+    /// recordings and Generate to the renderers, as nats://HOST:PORT (needs a relay built with
+    /// the cluster feature). POST /api/events is then answered 202, and a page's batch
+    /// acknowledged, once JetStream has stored it, whether or not a renderer is up; 503 with
+    /// Retry-After (a batch: busy) while JetStream cannot store it.
     #[arg(long, value_name = "URL")]
     pub bus: Option<String>,
 
@@ -234,6 +235,12 @@ pub struct Config {
     /// are dropped and counted, and this relay sends none larger.
     #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024))]
     pub live_max_message_bytes: u64,
+
+    /// With --bus: how long a page's Generate waits for a renderer's answer, in milliseconds,
+    /// including the renderer's wait for the recording's batches still in the stream; past
+    /// it (or with no renderer listening) the page hears renderer_unavailable and asks again.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub generate_timeout_ms: u64,
 }
 
 /// The stream every relay and renderer uses unless told otherwise.

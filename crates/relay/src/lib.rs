@@ -21,6 +21,9 @@
 //!   answered `202` once the stream stored them.
 //! - `live_bus` (cluster builds): with `--bus`, presence, members, cursors and the
 //!   dashboard feed shared with the other relays over NATS core subjects.
+//! - `page_bus` (cluster builds): with `--bus`, a page's recording published to the same
+//!   stream (each batch acknowledged once stored there) and Generate asked of the renderer
+//!   group, so recording needs no renderer link.
 //! - `feed`: presence once a second, live cursors ten times a second (the analytics feed is
 //!   pushed by the renderer over the link while a dashboard watches).
 //! - `passthrough`: images and analytics queries, read from the renderer over HTTP.
@@ -44,6 +47,8 @@ mod hub;
 mod live_bus;
 mod metrics;
 mod origins;
+#[cfg(feature = "cluster")]
+mod page_bus;
 mod passthrough;
 mod server;
 mod session;

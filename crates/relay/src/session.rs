@@ -52,6 +52,8 @@ pub(crate) async fn serve_session(
         bucket: TokenBucket::new(ctx.config.max_messages_per_sec, ctx.config.message_burst),
         stats_in_flight: Arc::new(AtomicBool::new(false)),
         shutdown: shutdown.clone(),
+        #[cfg(feature = "cluster")]
+        page_bus: crate::page_bus::PageBus::default(),
     };
     let mut link = ctx.hub.watch_link();
     link.mark_unchanged();
@@ -139,6 +141,9 @@ struct Session {
     stats_in_flight: Arc<AtomicBool>,
     /// Handed to the tasks that answer this page's detailed-stats requests.
     shutdown: Shutdown,
+    /// With `--bus`: what this page's recording has had acknowledged, and its Generate.
+    #[cfg(feature = "cluster")]
+    page_bus: crate::page_bus::PageBus,
 }
 
 impl Session {
@@ -164,6 +169,14 @@ impl Session {
                 return;
             }
         };
+        #[cfg(feature = "cluster")]
+        if crate::page_bus::travels_on_bus(&msg) {
+            if let Some(bus) = &self.ctx.bus {
+                let ctx = self.ctx.clone();
+                crate::page_bus::handle(&ctx, bus, self.conn, text, msg, &mut self.page_bus).await;
+                return;
+            }
+        }
         let mut request = None;
         let (recording, seq) = match &msg {
             PageMessage::Watch => {

@@ -209,10 +209,11 @@ pub struct Config {
     #[arg(long, default_value_t = 1024)]
     pub remembered_generates: usize,
 
-    /// Cluster mode: the NATS server with JetStream the relays publish tracked events to, as
-    /// nats://HOST:PORT (needs a renderer built with the cluster feature). Every renderer given
-    /// it consumes the stream as one group, commits each batch to the event store and only
-    /// then acknowledges it, so a renderer that dies mid-batch loses and duplicates nothing.
+    /// Cluster mode: the NATS server with JetStream the relays publish tracked events and
+    /// recordings' batches to, as nats://HOST:PORT (needs a renderer built with the cluster
+    /// feature, and --store postgres://…). Every renderer given it consumes the stream as one
+    /// group, commits each batch to the store and only then acknowledges it, so a renderer that
+    /// dies mid-batch loses and duplicates nothing; Generate comes as a request to the group.
     #[arg(long, value_name = "URL")]
     pub bus: Option<String>,
 
@@ -242,8 +243,8 @@ pub struct Config {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub bus_replicas: u8,
 
-    /// The durable consumer's name, the same in every renderer so that they share the work (each
-    /// batch goes to one of them).
+    /// The events' durable consumer and the Generate queue group, the same in every renderer so
+    /// that they share the work (each batch and each Generate goes to one of them).
     #[arg(long, default_value = "renderers", value_parser = protocol::names::parse_bus_name)]
     pub bus_consumer: String,
 
@@ -271,6 +272,23 @@ pub struct Config {
     /// ones are dropped and counted, and this renderer splits what it sends below it.
     #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(16 * 1024..=64 * 1024 * 1024))]
     pub live_max_message_bytes: u64,
+
+    /// The durable consumer of recordings' batches (subjects <STREAM>.batches.>), the same in
+    /// every renderer so that they share the work; a different name from --bus-consumer.
+    #[arg(long, default_value = "renderer-batches", value_parser = protocol::names::parse_bus_name)]
+    pub bus_batches_consumer: String,
+
+    /// With --bus: how long a Generate waits for the recording's batches still in the stream
+    /// to be committed before it renders, in milliseconds; past it the page hears busy and
+    /// asks again (keep it under the relays' --generate-timeout-ms).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub generate_drain_ms: u64,
+
+    /// With --bus: Generate requests from the bus this renderer works on at once (waiting for
+    /// their batches or rendering); one more is answered busy, so another renderer or a later
+    /// try takes it.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_bus_generates: u64,
 }
 
 fn parse_bandwidth(text: &str) -> Result<f32, String> {

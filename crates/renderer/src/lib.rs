@@ -13,8 +13,9 @@
 //! - `event_store`: which engine keeps the events (`--store`): SQLite in `--data-dir`, or
 //!   PostgreSQL with the `cluster` feature.
 //! - `ingest`: the event store's one writer, committing waiting requests together.
-//! - `bus` (cluster builds): with `--bus`, events consumed from NATS JetStream as one group
-//!   with the other renderers, acknowledged once `ingest` committed them.
+//! - `bus` (cluster builds): with `--bus`, events and recordings' batches consumed from
+//!   NATS JetStream as one group with the other renderers, acknowledged once committed, and
+//!   Generate answered as a request to the renderer group.
 //! - `live_bus` (cluster builds): with `--bus`, each commit's live facts told to the other
 //!   renderers and theirs folded into this one's live view, so it counts every event.
 //! - `push`: live analytics pushed to a relay while its dashboards watch.
@@ -158,6 +159,13 @@ pub async fn run(
     #[cfg(feature = "cluster")]
     if let Some(live) = live {
         live_bus::start(ctx.clone(), live, controller.subscribe())?;
+    }
+    #[cfg(feature = "cluster")]
+    if ctx.config.bus.is_some() && ctx.recording_db.is_none() {
+        anyhow::bail!(
+            "--bus needs --store postgres://…: recordings' batches from the bus are stored in \
+             the shared database, where every renderer can render them"
+        );
     }
     #[cfg(feature = "cluster")]
     if let Some(url) = ctx.config.bus.clone() {

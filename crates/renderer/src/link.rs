@@ -671,7 +671,7 @@ fn preview_frame(ctx: &Context, preview: protocol::Preview) -> Result<PreviewFra
 
 /// Answers a Generate: a repeat of a numbered request gets the first one's answer (waiting
 /// for it if it is still rendering); anything else renders.
-async fn answer_generate(ctx: &Arc<Context>, generate: Generate) -> ServerMessage {
+pub(crate) async fn answer_generate(ctx: &Arc<Context>, generate: Generate) -> ServerMessage {
     let Some(request) = generate.request else {
         return generate_heatmap(ctx, generate).await;
     };

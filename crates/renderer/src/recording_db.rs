@@ -6,6 +6,8 @@
 //! event store's so the two schemas evolve on their own):
 //! - `recordings`: one row per recording: when it was first stored, its latest viewport,
 //!   its points, batches and duration so far, whether it was stopped.
+//! - `heatmap_images`: the PNGs drawn for Generate requests that came over the bus, by file
+//!   name, so every renderer's `/heatmaps/<name>` serves what any renderer drew.
 //! - `recording_batches`: one row per `(recording, seq)` (the primary key), the points as
 //!   a compact `bytea` (4 bytes a point, moves first, as the journal stores them). A
 //!   resend is `ON CONFLICT DO NOTHING`: the database, not a renderer, de-duplicates.
@@ -32,7 +34,7 @@ use crate::journal::StoredBatch;
 use crate::metrics::RendererMetrics;
 
 /// The migrations, in order: element `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 const MIGRATION_1: &str = "
 CREATE TABLE recordings (
@@ -56,6 +58,17 @@ CREATE TABLE recording_batches (
     points BYTEA NOT NULL,
     PRIMARY KEY (recording, seq)
 );
+";
+
+/// The images renderers drew for Generate requests from the bus, so any relay, asking any
+/// renderer, can serve an image another renderer drew.
+const MIGRATION_2: &str = "
+CREATE TABLE heatmap_images (
+    name TEXT PRIMARY KEY,
+    created_ms BIGINT NOT NULL,
+    png BYTEA NOT NULL
+);
+CREATE INDEX heatmap_images_created ON heatmap_images (created_ms);
 ";
 
 /// Stores a group's batches, each key once, and returns the keys that were new.
@@ -298,6 +311,42 @@ impl RecordingDb {
     }
 }
 
+impl RecordingDb {
+    /// Stores a heatmap under `name`; `false` when another renderer already stored a
+    /// different image under that name (both chose it in the same second), so the caller
+    /// picks another name. Storing the same image again is `true`. Blocks.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub fn store_image(&self, name: &str, png: &[u8]) -> Result<bool, StoreError> {
+        self.reader.read(|client| {
+            let inserted = client.execute(
+                "INSERT INTO heatmap_images (name, created_ms, png) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &now_ms(), &png],
+            )?;
+            if inserted == 1 {
+                return Ok(true);
+            }
+            let row =
+                client.query_opt("SELECT png FROM heatmap_images WHERE name = $1", &[&name])?;
+            Ok(row.is_some_and(|row| row.get::<_, &[u8]>(0) == png))
+        })
+    }
+
+    /// The image stored under `name`, if any. Blocks.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn image(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.reader.read(|client| {
+            let row =
+                client.query_opt("SELECT png FROM heatmap_images WHERE name = $1", &[&name])?;
+            Ok(row.map(|row| row.get::<_, Vec<u8>>(0)))
+        })
+    }
+}
+
 /// A batch's points as the database stores them: moves then clicks, each `u` then `v` as
 /// little-endian `u16` (the journal's layout).
 pub(crate) fn encode_points(stored: &StoredBatch) -> Vec<u8> {
@@ -382,6 +431,10 @@ fn prune(client: &mut Client, retention: Duration) -> Result<(), StoreError> {
         &[&cutoff],
     )?;
     let n_recordings = tx.execute("DELETE FROM recordings WHERE updated_ms < $1", &[&cutoff])?;
+    tx.execute(
+        "DELETE FROM heatmap_images WHERE created_ms < $1",
+        &[&cutoff],
+    )?;
     tx.commit()?;
     if n_recordings > 0 {
         tracing::info!(

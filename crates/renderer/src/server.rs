@@ -108,6 +108,10 @@ async fn heatmap(ctx: &Context, name: &str) -> Response<Body> {
     match read {
         Ok(bytes) => http::with_body(StatusCode::OK, "image/png", bytes),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            #[cfg(feature = "cluster")]
+            if let Some(db) = ctx.recording_db.clone() {
+                return stored_heatmap(db, name).await;
+            }
             http::text(StatusCode::NOT_FOUND, format!("no heatmap {name}"))
         }
         Err(err) => {
@@ -117,6 +121,29 @@ async fn heatmap(ctx: &Context, name: &str) -> Response<Body> {
                 format!("cannot read {name}: {err}"),
             )
         }
+    }
+}
+
+/// Cluster mode: an image another renderer drew for a Generate from the bus, read from the
+/// shared database (the name is already checked by `heatmap_path`).
+#[cfg(feature = "cluster")]
+async fn stored_heatmap(db: Arc<crate::recording_db::RecordingDb>, name: &str) -> Response<Body> {
+    let key = name.to_owned();
+    let read = tokio::task::spawn_blocking(move || db.image(&key)).await;
+    match read {
+        Ok(Ok(Some(bytes))) => http::with_body(StatusCode::OK, "image/png", bytes),
+        Ok(Ok(None)) => http::text(StatusCode::NOT_FOUND, format!("no heatmap {name}")),
+        Ok(Err(err)) => {
+            warn!(name, cause = %err, "cannot read a heatmap from postgresql");
+            http::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read {name} from the database now: {err}"),
+            )
+        }
+        Err(err) => http::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read {name}: {err}"),
+        ),
     }
 }
 

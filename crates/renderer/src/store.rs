@@ -278,22 +278,7 @@ impl RecordingStore {
                 ),
             ));
         }
-        let Viewport { width, height } = batch.viewport;
-        let mut stored = StoredBatch {
-            seq: batch.seq,
-            max_t: 0,
-            moves: Vec::new(),
-            clicks: Vec::new(),
-        };
-        for point in &batch.points {
-            let fixed = [to_fixed(point.x, width), to_fixed(point.y, height)];
-            match point.kind {
-                PointKind::Move => stored.moves.push(fixed),
-                PointKind::Click => stored.clicks.push(fixed),
-            }
-            stored.max_t = stored.max_t.max(point.t);
-        }
-        Ok(Some(stored))
+        Ok(Some(fixed_batch(batch)))
     }
 
     /// Adds a stored batch whose room is reserved to its recording.
@@ -401,6 +386,27 @@ impl RecordingStore {
             }
         }
     }
+}
+
+/// A validated batch in fixed point (16-bit fractions of its viewport), split into moves
+/// and clicks: how every store keeps points, and what two renderers sum identically.
+pub fn fixed_batch(batch: &PointsBatch) -> StoredBatch {
+    let Viewport { width, height } = batch.viewport;
+    let mut stored = StoredBatch {
+        seq: batch.seq,
+        max_t: 0,
+        moves: Vec::new(),
+        clicks: Vec::new(),
+    };
+    for point in &batch.points {
+        let fixed = [to_fixed(point.x, width), to_fixed(point.y, height)];
+        match point.kind {
+            PointKind::Move => stored.moves.push(fixed),
+            PointKind::Click => stored.clicks.push(fixed),
+        }
+        stored.max_t = stored.max_t.max(point.t);
+    }
+    stored
 }
 
 /// The error for a recording the store does not hold.
