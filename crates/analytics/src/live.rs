@@ -279,13 +279,7 @@ impl Analytics {
             .collect();
         let ingested = self.store.ingest(&events)?;
         let mut state = lock(&self.state);
-        // Sessions that timed out are forgotten, which also bounds the map.
-        let timeout = self.session_timeout_ms;
-        if state.sessions.len() > 10_000 {
-            state
-                .sessions
-                .retain(|_, session| now - session.last_seen <= timeout);
-        }
+        self.forget_timed_out_sessions(&mut state, now);
         for event in &events {
             self.fold(&mut state, event, now);
         }
@@ -300,12 +294,7 @@ impl Analytics {
     pub fn fold_remote(&self, events: Vec<TrackedEvent>) {
         let now = self.clock.now_ms();
         let mut state = lock(&self.state);
-        let timeout = self.session_timeout_ms;
-        if state.sessions.len() > 10_000 {
-            state
-                .sessions
-                .retain(|_, session| now - session.last_seen <= timeout);
-        }
+        self.forget_timed_out_sessions(&mut state, now);
         for event in events {
             self.fold(&mut state, &stored_event(event, now), now);
         }
@@ -344,6 +333,17 @@ impl Analytics {
     /// Folds one stored event into its session and the ring, as of the event's own time.
     /// Events older than the live window only matter to history, which the store has; a
     /// numbered event already in the ring is a resend and is skipped.
+    /// Forgets the sessions that timed out once the map holds more than 10,000, which
+    /// bounds it.
+    fn forget_timed_out_sessions(&self, state: &mut State, now: i64) {
+        let timeout = self.session_timeout_ms;
+        if state.sessions.len() > 10_000 {
+            state
+                .sessions
+                .retain(|_, session| now - session.last_seen <= timeout);
+        }
+    }
+
     fn fold(&self, state: &mut State, event: &Event, now: i64) {
         if event.at_ms < now.saturating_sub(self.live_window_ms()) {
             return;

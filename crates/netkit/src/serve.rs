@@ -667,6 +667,39 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A server process's start: binds `listen`, installs the signal handlers, then prints
+/// `SCHEME://ADDR` (the real address, after a `:0` port was chosen) as the one line on
+/// stdout, where scripts, tests and people find it.
+///
+/// The handlers go in before the address goes out: whoever reads the line may send
+/// SIGTERM at once, and it must find a graceful shutdown, not the default action; a TLS
+/// server (`tls`) also catches SIGHUP, so `systemctl reload` right after the start reloads
+/// the certificate instead of killing the process. Returns the listener and the future
+/// that resolves on SIGINT or SIGTERM.
+///
+/// # Errors
+/// The address cannot be bound or a signal handler cannot be installed.
+pub async fn bind_and_announce(
+    listen: std::net::SocketAddr,
+    scheme: &str,
+    tls: bool,
+) -> anyhow::Result<(
+    tokio::net::TcpListener,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    let shutdown = crate::shutdown::signal();
+    if tls {
+        crate::tls::catch_sighup()?;
+    }
+    println!("{scheme}://{addr}");
+    Ok((listener, shutdown))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,21 +76,9 @@ pub use config::Config;
 /// # Errors
 /// The address cannot be bound, a signal handler cannot be installed, or [`run`] fails.
 pub async fn serve_process(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("bind {}", config.listen))?;
-    let addr = listener.local_addr().context("read the bound address")?;
-    // The signal handlers go in before the address goes out: whoever reads the line may
-    // send SIGTERM at once, and it must find a graceful shutdown, not the default action.
-    let shutdown = netkit::shutdown::signal();
-    let scheme = if config.tls_cert.is_some() {
-        // `systemctl reload` right after the start must reload, not kill.
-        netkit::tls::catch_sighup()?;
-        "https"
-    } else {
-        "http"
-    };
-    println!("{scheme}://{addr}");
+    let tls = config.tls_cert.is_some();
+    let scheme = if tls { "https" } else { "http" };
+    let (listener, shutdown) = netkit::serve::bind_and_announce(config.listen, scheme, tls).await?;
     run(listener, config, shutdown).await
 }
 

@@ -37,7 +37,7 @@ use protocol::{
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
-use crate::recording_db::{encode_points, RecordingDb, Write, Written};
+use crate::recording_db::{RecordingDb, Write, Written};
 
 use crate::config::Config;
 use crate::context::Context;
@@ -323,14 +323,12 @@ async fn store_recording_message(
             })?;
             let stored = crate::store::fixed_batch(&batch);
             let written = db
-                .submit(Write::Batch {
-                    recording: batch.recording.clone(),
-                    viewport: batch.viewport,
+                .submit(Write::batch(
+                    batch.recording.clone(),
+                    batch.viewport,
                     seq,
-                    max_t: stored.max_t,
-                    n_moves: stored.moves.len() as u32,
-                    points: encode_points(&stored),
-                })
+                    &stored,
+                ))
                 .await
                 .map_err(failed)?;
             if let Written::Batch { new: true, .. } = written {

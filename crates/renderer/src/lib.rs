@@ -77,20 +77,9 @@ pub use error::Error;
 /// # Errors
 /// The address cannot be bound, or [`run`] fails before serving.
 pub async fn serve_process(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("bind {}", config.listen))?;
-    let addr = listener.local_addr().context("read the bound address")?;
-    let shutdown = netkit::shutdown::signal();
-    // One line on stdout with the real address, so scripts and people can find the port.
-    let scheme = if config.tls_cert.is_some() {
-        // `systemctl reload` right after the start must reload, not kill.
-        netkit::tls::catch_sighup()?;
-        "wss"
-    } else {
-        "ws"
-    };
-    println!("{scheme}://{addr}");
+    let tls = config.tls_cert.is_some();
+    let scheme = if tls { "wss" } else { "ws" };
+    let (listener, shutdown) = netkit::serve::bind_and_announce(config.listen, scheme, tls).await?;
     run(listener, config, shutdown).await
 }
 

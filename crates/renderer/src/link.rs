@@ -439,7 +439,7 @@ impl Link {
         conn: ConnId,
         msg: PageMessage,
     ) -> Option<PageMessage> {
-        use crate::recording_db::{encode_points, Write, Written};
+        use crate::recording_db::{Write, Written};
         let (write, recording, prepared) = match msg {
             PageMessage::Start {
                 recording,
@@ -498,14 +498,7 @@ impl Link {
                         .await;
                     return None;
                 };
-                let write = Write::Batch {
-                    recording: batch.recording.clone(),
-                    viewport: batch.viewport,
-                    seq,
-                    max_t: stored.max_t,
-                    n_moves: stored.moves.len() as u32,
-                    points: encode_points(&stored),
-                };
+                let write = Write::batch(batch.recording.clone(), batch.viewport, seq, &stored);
                 (write, batch.recording, Some(stored))
             }
             PageMessage::Stop { recording } => {

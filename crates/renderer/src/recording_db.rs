@@ -172,6 +172,26 @@ pub(crate) struct RecordingRow {
     pub duration_ms: u32,
 }
 
+impl Write {
+    /// The write that stores one validated batch of `recording`, already in fixed point
+    /// (`stored`), under its key `seq`: the same from the link and from the bus.
+    pub(crate) fn batch(
+        recording: RecordingId,
+        viewport: Viewport,
+        seq: i64,
+        stored: &StoredBatch,
+    ) -> Self {
+        Write::Batch {
+            recording,
+            viewport,
+            seq,
+            max_t: stored.max_t,
+            n_moves: stored.moves.len() as u32,
+            points: encode_points(stored),
+        }
+    }
+}
+
 /// A queued write and where its outcome goes.
 struct Job {
     write: Write,
@@ -349,7 +369,7 @@ impl RecordingDb {
 
 /// A batch's points as the database stores them: moves then clicks, each `u` then `v` as
 /// little-endian `u16` (the journal's layout).
-pub(crate) fn encode_points(stored: &StoredBatch) -> Vec<u8> {
+fn encode_points(stored: &StoredBatch) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(4 * (stored.moves.len() + stored.clicks.len()));
     for [u, v] in stored.moves.iter().chain(&stored.clicks) {
         bytes.extend_from_slice(&u.to_le_bytes());
