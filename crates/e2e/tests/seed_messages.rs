@@ -224,6 +224,33 @@ async fn dashboards_hear_each_other_connect_and_leave() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_hears_the_counts_when_it_arrives_even_if_they_did_not_change() {
+    let renderer = start_renderer().await;
+    let relay = start_relay(&renderer.ws_url()).await;
+    wait_linked(&relay).await;
+    let mut leaving = page(&relay, "connected").await;
+    leaving
+        .wait_for("presence of one page", |msg| {
+            msg["type"] == "presence" && msg["online"] == 1
+        })
+        .await;
+    // One leaves as another arrives: the count may never change, and the newcomer still
+    // hears it, right after its welcome.
+    drop(leaving);
+    let mut arriving = page(&relay, "connected").await;
+    let first = arriving.next_json().await.expect("a message after welcome");
+    assert_eq!(first["type"], "presence", "{first}");
+    // The counts published last may still hold the page that left; the next ones do not.
+    if first["online"] != 1 {
+        arriving
+            .wait_for("presence of the one page left", |msg| {
+                msg["type"] == "presence" && msg["online"] == 1
+            })
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_get_visitor_updates_and_session_activity() {
     let renderer = start_renderer().await;
     let relay = start_relay(&renderer.ws_url()).await;

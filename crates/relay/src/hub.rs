@@ -481,6 +481,13 @@ impl Hub {
         self.presence.subscribe()
     }
 
+    /// The counts last published, for a page that has just said hello: it would otherwise
+    /// show none until they next change, which may be never in a quiet room (one page
+    /// leaving as it arrives, or the count published just before it subscribed).
+    pub fn presence_now(&self) -> Presence {
+        *self.presence.borrow()
+    }
+
     /// Dashboards on the other relays (cluster mode; 0 otherwise).
     fn remote_dashboards(&self) -> usize {
         lock(&self.remote).dashboards

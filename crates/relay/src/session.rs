@@ -229,6 +229,12 @@ impl Session {
                         renderer,
                     })
                     .await;
+                    let counts = self.ctx.hub.presence_now();
+                    self.send(&ServerMessage::Presence {
+                        online: counts.online,
+                        dashboards: counts.dashboards,
+                    })
+                    .await;
                     self.ctx.hub.join(self.conn, self.ctx.config.members_shown);
                 } else {
                     self.refuse(Error::new(
