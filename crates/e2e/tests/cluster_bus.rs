@@ -282,10 +282,16 @@ async fn killing_a_renderer_and_a_relay_mid_stream_loses_and_duplicates_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_accepted_while_every_renderer_is_down_are_stored_when_one_returns() {
     let engines = Engines::start();
-    // A first renderer creates the schema and the consumer, then dies.
+    // A first renderer creates the schema, then dies. It prints its address before it
+    // opens the store, so the kill waits for the table.
     let (renderer, _out, _data) = engines.renderer();
     let relay = engines.relay(renderer.url()).await;
     let addr = relay.addr();
+    eventually("the first renderer to create the schema", || {
+        let ready = engines.try_stored().ok();
+        async move { ready }
+    })
+    .await;
     renderer.kill();
 
     const REQUESTS: usize = 30;
